@@ -1,0 +1,71 @@
+"""The evaluation job: what the parent sends to a sandbox (DESIGN.md contract 2).
+
+A job is small and JSON-serialisable: the candidate's code, which data, which training recipe, which
+stages to run, the seed and the limits. The sandbox answers with one `EvalResult`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+STAGES = ("static", "build", "hardware", "zero-cost", "train")
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are errors that name the key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(Strict):
+    """Which dataset and how to split it. `val_fraction` of the training split is held out for selection."""
+
+    name: str = "fashion-mnist"
+    root: str | None = Field(default=None, description="directory with the dataset's files; default per dataset")
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    train_subset: int | None = Field(default=None, gt=0, description="use only this many training images")
+    split_seed: int = 0
+
+
+class Recipe(Strict):
+    """The training recipe nasloop owns, so candidates differ only in architecture.
+
+    `paper` is the published feedback-memory protocol (SGD lr 0.01, momentum 0.9, wd 5e-4, batch 128,
+    constant LR, crop+flip); `fast` uses the same data budget, tuned for speed and ranking signal.
+    Fields left at None take the recipe's default.
+    """
+
+    name: Literal["paper", "fast"] = "fast"
+    epochs: float = Field(default=1.0, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
+    lr: float | None = Field(default=None, gt=0)
+    momentum: float | None = Field(default=None, ge=0)
+    weight_decay: float | None = Field(default=None, ge=0)
+    augment: bool | None = None
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    threads: int | None = Field(default=None, gt=0, description="CPU threads inside the sandbox")
+
+
+class Limits(Strict):
+    """Hard limits of one sandboxed evaluation."""
+
+    timeout_s: float = Field(default=1800.0, gt=0, description="wall clock; the process group is killed")
+    memory_mb: int = Field(default=8192, gt=0, description="address-space cap on the candidate process")
+    max_processes: int = Field(default=64, gt=0)
+    max_file_mb: int = Field(default=64, gt=0, description="largest file the candidate may write")
+    max_output_kb: int = Field(default=256, gt=0, description="stdout/stderr kept per stream")
+    max_params: int | None = Field(default=None, gt=0, description="parameter budget, checked before training")
+
+
+class EvalJob(Strict):
+    """One evaluation: code, data, recipe, stages, seed and limits."""
+
+    code: str
+    dataset: DatasetSpec = DatasetSpec()
+    recipe: Recipe = Recipe()
+    limits: Limits = Limits()
+    stages: tuple[str, ...] = ("static", "build", "train")
+    proxies: tuple[str, ...] = ()
+    seed: int = 0
