@@ -1,0 +1,559 @@
+"""The search loop: budget, dedupe, submit, collect, store. The engine is the only writer of the run store.
+
+One iteration of the loop (DESIGN.md flow)::
+
+    strategy.propose(ctx) -> proposals -> code (rendered from a space point if needed) -> canonical hash
+      -> duplicate? record it, pointing at the original
+      -> else submit an evaluation job to the executor
+    executor result -> store (one transaction with the strategy's new state) -> strategy.observe
+
+Proposals are generated while earlier candidates are still being evaluated when the executor has free
+capacity and the strategy allows it (`Strategy.sequential` is False or `executor.max_stale` > 0); each
+candidate records its *staleness*: how many earlier candidates were still unobserved when it was proposed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nasloop.candidate import EvalResult, Failure, FailureKind, Proposal, State
+from nasloop.config import SearchConfig, dump_config, load_config
+from nasloop.evaluate.job import EvalJob
+from nasloop.executors.base import Executor
+from nasloop.llm.base import LLMBackend, LLMError, Message
+from nasloop.llm.usage import UsageMeter
+from nasloop.registry import executors, spaces, strategies
+from nasloop.store import CandidateRecord, RunDir, RunStore
+from nasloop.strategies.base import Context, Observation, Reply, Strategy, Task
+
+log = logging.getLogger("nasloop.engine")
+
+
+class SearchAborted(RuntimeError):
+    """The run stopped before its budget because of a fault outside any candidate (e.g. LLM unreachable)."""
+
+
+def derived_seed(seed: int, *parts: object) -> int:
+    """A seed for one component, derived from the run seed (STYLE.md habit 8)."""
+    digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The recording LLM: every call is stored and counted
+# ----------------------------------------------------------------------------------------------------
+
+
+class RecordingLLM:
+    """Wraps a backend so every call is stored (role, prompt, completion, usage) and metered.
+
+    Calls without an explicit seed get `run seed + call counter`, as the published feedback-memory
+    method seeds its calls; the counter continues across `resume` from the number of stored calls.
+    """
+
+    def __init__(self, backend: LLMBackend, store: RunStore, meter: UsageMeter, *, seed: int, model: str):
+        self.backend = backend
+        self.store = store
+        self.meter = meter
+        self.seed = seed
+        self.model = model
+        self.iteration = 0
+        self.counter = int(store.llm_totals()["calls"])
+
+    def complete(self, role: str, messages: list[Message], **options: Any) -> Reply:
+        options.setdefault("seed", self.seed + self.counter)
+        self.counter += 1
+        request = {key: value for key, value in options.items()}
+        started = time.perf_counter()
+        try:
+            completion = self.backend.complete(messages, **options)
+        except LLMError as error:
+            self.store.add_llm_call(
+                role=role,
+                iteration=self.iteration,
+                model=self.model,
+                messages=messages,
+                request=request,
+                completion=None,
+                error=f"{type(error).__name__}: {error}",
+                prompt_tokens=0,
+                completion_tokens=0,
+                latency_s=time.perf_counter() - started,
+                cost_usd=0.0,
+            )
+            raise
+        cost = self.meter.add(role, completion).cost
+        call_id = self.store.add_llm_call(
+            role=role,
+            iteration=self.iteration,
+            model=completion.model,
+            messages=messages,
+            request=request,
+            completion=completion.text,
+            error=None,
+            prompt_tokens=completion.usage.prompt_tokens,
+            completion_tokens=completion.usage.completion_tokens,
+            latency_s=completion.latency_s,
+            cost_usd=cost or 0.0,
+        )
+        return Reply(completion, call_id)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pruning
+# ----------------------------------------------------------------------------------------------------
+
+
+def _loss_at(curve: list[tuple[int, float]], step: int) -> float | None:
+    """The curve's loss at `step`, linearly interpolated; None outside the curve."""
+    if not curve or step < curve[0][0] or step > curve[-1][0]:
+        return None
+    for (step_a, loss_a), (step_b, loss_b) in itertools.pairwise(curve):
+        if step_a <= step <= step_b:
+            if step_b == step_a:
+                return loss_b
+            return loss_a + (loss_b - loss_a) * (step - step_a) / (step_b - step_a)
+    return curve[-1][1]
+
+
+class Pruner:
+    """Stops a candidate whose smoothed loss is clearly above the top-k curves at the same step."""
+
+    def __init__(self, config: SearchConfig) -> None:
+        self.settings = config.pruning
+        self.metric = config.selection_metric
+        self.reference: list[list[tuple[int, float]]] = []
+
+    def update(self, history: list[CandidateRecord]) -> None:
+        """Recompute the reference curves from the completed candidates (called by the engine thread)."""
+        complete = [c for c in history if c.state is State.COMPLETE and c.curve and self.metric in c.metrics]
+        if len(complete) < self.settings.min_completed:
+            self.reference = []
+            return
+        best = sorted(complete, key=lambda c: c.metrics[self.metric], reverse=True)[: self.settings.top_k]
+        self.reference = [list(c.curve) for c in best]
+
+    def callback(self) -> Callable[[int, float], bool] | None:
+        """A progress callback for one job, or None when pruning is off or has no reference yet."""
+        if not self.settings.enabled or not self.reference:
+            return None
+        reference = [list(curve) for curve in self.reference]
+        total_steps = max(curve[-1][0] for curve in reference)
+        settings = self.settings
+        smoothed: list[float] = []
+
+        def should_stop(step: int, loss: float) -> bool:
+            smoothed.append(loss if not smoothed else 0.7 * smoothed[-1] + 0.3 * loss)
+            if step < settings.min_fraction * total_steps:
+                return False
+            losses = [value for curve in reference if (value := _loss_at(curve, step)) is not None]
+            return bool(losses) and smoothed[-1] > max(losses) * (1 + settings.margin)
+
+        return should_stop
+
+
+# ----------------------------------------------------------------------------------------------------
+# The engine
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSummary:
+    """What a finished (or stopped) search reports."""
+
+    run_dir: Path
+    candidates: int
+    iterations: int
+    valid: int
+    best: CandidateRecord | None
+    metric: str
+    stop_reason: str
+    llm_totals: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def valid_rate(self) -> float:
+        return self.valid / self.iterations if self.iterations else 0.0
+
+
+@dataclass
+class _InFlight:
+    candidate_id: int
+    iteration: int
+    proposal: Proposal
+    code: str
+    code_hash: str
+    staleness: int
+    submitted: float
+
+
+def counts_as_iteration(record: CandidateRecord) -> bool:
+    """Repair attempts do not count as iterations of the budget."""
+    return not record.notes.get("repair_of")
+
+
+class Engine:
+    """Runs one search; create it with `Engine.start` (new run) or `Engine.resume` (existing run)."""
+
+    def __init__(
+        self,
+        config: SearchConfig,
+        run_dir: RunDir,
+        *,
+        backend: LLMBackend | None = None,
+        executor: Executor | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        run_dir.create()
+        self.store = RunStore(run_dir.store_path)
+        self.meter = UsageMeter(
+            price_input_per_mtok=config.llm.price_input_per_mtok,
+            price_output_per_mtok=config.llm.price_output_per_mtok,
+        )
+        self._backend = backend
+        self._executor = executor
+        self.show_progress = progress
+        self.space = spaces.get(config.space)() if config.space else None
+        self.task = self._make_task()
+        strategy_class: type[Strategy] = strategies.get(config.strategy)
+        options = strategy_class.Options.model_validate(config.strategy_options)
+        if strategy_class.needs_space and self.space is None:
+            raise ValueError(f"strategy {config.strategy!r} needs a structured space: set `space` (e.g. nb201)")
+        self.strategy = strategy_class(options, self.task, space=self.space, seed=config.seed)
+        self.history: list[CandidateRecord] = self.store.candidates()
+        self.pruner = Pruner(config)
+        self.pruner.update(self.history)
+        saved = self.store.latest_strategy_state()
+        if saved is not None:
+            self.strategy.load_state_dict(saved[1])
+        self.next_id = self.store.next_candidate_id()
+        self.started = time.monotonic()
+        self.elapsed_before = float(self.store.get_meta("elapsed_s") or 0.0)
+
+    # -- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, config: SearchConfig, run_dir: Path, **kwargs: Any) -> Engine:
+        """A new run in `run_dir` (which must not hold a run yet)."""
+        layout = RunDir(Path(run_dir))
+        if layout.exists():
+            raise FileExistsError(f"{run_dir} already holds a run: use `nasloop resume {run_dir}`")
+        layout.create()
+        config = config.model_copy(update={"run_dir": str(layout.root)})
+        layout.config_path.write_text(dump_config(config))
+        engine = cls(config, layout, **kwargs)
+        engine.store.set_meta("config", dump_config(config))
+        engine.store.set_meta("created", str(time.time()))
+        return engine
+
+    @classmethod
+    def resume(cls, run_dir: Path, **kwargs: Any) -> Engine:
+        """Continue the run stored in `run_dir` with its saved config."""
+        layout = RunDir(Path(run_dir))
+        if not layout.exists():
+            raise FileNotFoundError(f"{run_dir} holds no run (no {layout.store_path.name})")
+        return cls(load_config(layout.config_path), layout, **kwargs)
+
+    def _make_task(self) -> Task:
+        from nasloop.data import load_splits
+
+        splits = load_splits(self.config.dataset)
+        recipe = self.config.recipe
+        return Task(
+            dataset=self.config.dataset.name,
+            in_shape=splits.in_shape,
+            num_classes=splits.num_classes,
+            metric=self.config.selection_metric,
+            max_params=self.config.limits.max_params,
+            recipe=f"{recipe.name} recipe, {recipe.epochs:g} epoch(s)",
+            train_images=len(splits.train_y),
+        )
+
+    def _make_backend(self) -> LLMBackend:
+        if self._backend is None:
+            from nasloop.llm import make_backend
+
+            self._backend = make_backend(self.config.llm)
+        return self._backend
+
+    def _make_executor(self) -> Executor:
+        if self._executor is None:
+            settings = self.config.executor
+            executor_class = executors.get(settings.name)
+            self._executor = executor_class.from_config(self.config, work_dir=self.run_dir.jobs_dir)
+        return self._executor
+
+    # -- budget -------------------------------------------------------------------------------------
+
+    @property
+    def iterations_done(self) -> int:
+        return sum(1 for record in self.history if counts_as_iteration(record))
+
+    def best(self) -> CandidateRecord | None:
+        metric = self.config.selection_metric
+        scored = [c for c in self.history if c.state is State.COMPLETE and metric in c.metrics]
+        return max(scored, key=lambda c: c.metrics[metric], default=None)
+
+    def elapsed_s(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def stop_reason(self, pending_iterations: int = 0) -> str | None:
+        """Why the search must not start another candidate, or None."""
+        budget = self.config.budget
+        totals = self.store.llm_totals()
+        if budget.iterations is not None and self.iterations_done + pending_iterations >= budget.iterations:
+            return f"iteration budget reached ({budget.iterations})"
+        if budget.wall_clock_s is not None and self.elapsed_s() >= budget.wall_clock_s:
+            return f"wall-clock budget reached ({budget.wall_clock_s:g} s)"
+        tokens = totals["prompt_tokens"] + totals["completion_tokens"]
+        if budget.llm_tokens is not None and tokens >= budget.llm_tokens:
+            return f"LLM token budget reached ({budget.llm_tokens})"
+        if budget.money_usd is not None and totals["cost_usd"] >= budget.money_usd:
+            return f"money budget reached (${budget.money_usd:g})"
+        best = self.best()
+        metric = self.config.selection_metric
+        if budget.target_score is not None and best is not None and best.metrics[metric] >= budget.target_score:
+            return f"target {metric} {budget.target_score:g} reached"
+        return None
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        """Search until a budget is exhausted; safe to interrupt at any point and resume later."""
+        from nasloop.progress import SearchProgress
+
+        llm = RecordingLLM(
+            self._make_backend() if self.strategy.uses_llm else _NoLLM(),
+            self.store,
+            self.meter,
+            seed=derived_seed(self.config.seed, "llm") % 10_000,
+            model=self.config.llm.model,
+        )
+        executor = self._make_executor()
+        in_flight: dict[Future[EvalResult], _InFlight] = {}
+        queued: list[Proposal] = []
+        progress = SearchProgress(self, enabled=self.show_progress)
+        reason: str | None = None
+        try:
+            while True:
+                reason = self.stop_reason(pending_iterations=self._pending_iterations(in_flight, queued))
+                room = len(in_flight) < self._max_in_flight()
+                if reason is None and room and (queued or self._may_propose(in_flight)):
+                    if not queued:
+                        queued = self._propose(llm, len(in_flight))
+                    proposal = queued.pop(0)
+                    self._submit(proposal, executor, in_flight, progress)
+                    continue
+                if not in_flight:
+                    break
+                self._collect(in_flight, progress)
+        except LLMError as error:
+            raise SearchAborted(
+                f"{type(error).__name__}: {error}\nThe run is saved; continue it with "
+                f"`nasloop resume {self.run_dir.root}` once the LLM is available."
+            ) from error
+        finally:
+            self.store.set_meta("elapsed_s", str(self.elapsed_s()))
+            for future in in_flight:
+                future.cancel()
+            if self._executor is not None:
+                self._executor.shutdown()
+            progress.close()
+        return self.summary(reason or "stopped")
+
+    def summary(self, reason: str) -> RunSummary:
+        valid = sum(1 for c in self.history if c.state is State.COMPLETE and counts_as_iteration(c))
+        return RunSummary(
+            run_dir=self.run_dir.root,
+            candidates=len(self.history),
+            iterations=self.iterations_done,
+            valid=valid,
+            best=self.best(),
+            metric=self.config.selection_metric,
+            stop_reason=reason,
+            llm_totals=self.store.llm_totals(),
+        )
+
+    def _max_in_flight(self) -> int:
+        executor = self._make_executor()
+        return max(1, executor.capacity + self.config.executor.max_stale)
+
+    def _may_propose(self, in_flight: dict[Future[EvalResult], _InFlight]) -> bool:
+        if not in_flight:
+            return True
+        if self.strategy.sequential and self.config.executor.max_stale == 0:
+            return False
+        return len(in_flight) <= self.config.executor.max_stale or not self.strategy.sequential
+
+    @staticmethod
+    def _pending_iterations(in_flight: dict[Future[EvalResult], _InFlight], queued: list[Proposal]) -> int:
+        pending = [item.proposal for item in in_flight.values()] + queued
+        return sum(1 for proposal in pending if not proposal.notes.get("repair_of"))
+
+    def _propose(self, llm: RecordingLLM, unobserved: int) -> list[Proposal]:
+        iteration = self.iterations_done + unobserved
+        llm.iteration = iteration
+        from nasloop.prompts import render
+
+        prompts_dir = Path(self.config.prompts_dir) if self.config.prompts_dir else None
+
+        def render_template(name: str, /, **context: Any) -> str:
+            return render(name, template_dir=prompts_dir, **context)
+
+        rng = random.Random(derived_seed(self.config.seed, "iteration", iteration))
+        ctx = Context(
+            llm=llm,
+            history=tuple(self.history),
+            rng=rng,
+            iteration=iteration,
+            task=self.task,
+            render=render_template,
+            space=self.space,
+        )
+        proposals = self.strategy.propose(ctx)
+        if not proposals:
+            raise RuntimeError(f"strategy {self.config.strategy!r} proposed nothing at iteration {iteration}")
+        return proposals
+
+    def _code_for(self, proposal: Proposal) -> tuple[str | None, str | None, Failure | None]:
+        """(code, canonical hash, failure) for a proposal."""
+        from nasloop.spaces.canonical import arch_hash, canonical_hash
+
+        if proposal.failure is not None:
+            return proposal.code, None, proposal.failure
+        if proposal.architecture is not None:
+            space = (
+                self.space
+                if proposal.space in (None, getattr(self.space, "name", None))
+                else spaces.get(str(proposal.space))()
+            )
+            if space is None:
+                return None, None, Failure(FailureKind.CRASH, "an architecture was proposed but no space is set")
+            problem = space.validate(proposal.architecture)
+            if problem is not None:
+                return None, None, Failure(FailureKind.BUILD, f"invalid architecture: {problem}")
+            code = space.render(proposal.architecture, self.task.in_shape, self.task.num_classes)
+            return code, arch_hash(space.name, proposal.architecture), None
+        if proposal.code is None:
+            return None, None, Failure(FailureKind.EXTRACTION, "the proposal carried no code")
+        return proposal.code, canonical_hash(proposal.code), None
+
+    def _submit(
+        self, proposal: Proposal, executor: Executor, in_flight: dict[Future[EvalResult], _InFlight], progress: Any
+    ) -> None:
+        candidate_id = self.next_id
+        self.next_id += 1
+        iteration = self.iterations_done + self._pending_iterations(in_flight, [])
+        code, code_hash, failure = self._code_for(proposal)
+        if failure is not None or code is None or code_hash is None:
+            result = EvalResult(State.FAILED, failure=failure or Failure(FailureKind.EXTRACTION, "no code"))
+            self._record(candidate_id, iteration, proposal, code, code_hash, result, staleness=0)
+            progress.update()
+            return
+        original = self.store.find_by_hash(code_hash)
+        if original is not None:
+            self._record(
+                candidate_id,
+                iteration,
+                proposal,
+                code,
+                code_hash,
+                original.result,
+                staleness=0,
+                duplicate_of=original.id,
+            )
+            progress.update()
+            return
+        job = EvalJob(
+            code=code,
+            dataset=self.config.dataset,
+            recipe=self.config.recipe,
+            limits=self.config.limits,
+            stages=self.config.stages,
+            proxies=self.config.proxies,
+            seed=derived_seed(self.config.seed, "evaluation"),
+        )
+        future = executor.submit(job, self.pruner.callback())
+        in_flight[future] = _InFlight(candidate_id, iteration, proposal, code, code_hash, len(in_flight), time.time())
+
+    def _collect(self, in_flight: dict[Future[EvalResult], _InFlight], progress: Any) -> None:
+        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+        for future in sorted(done, key=lambda f: in_flight[f].candidate_id):
+            item = in_flight.pop(future)
+            try:
+                result = future.result()
+            except Exception as error:  # an executor fault, not the candidate's: record it as a crash
+                log.exception("executor failed on candidate %d", item.candidate_id)
+                result = EvalResult.failed(FailureKind.CRASH, f"executor error: {type(error).__name__}: {error}")
+            self._record(
+                item.candidate_id,
+                item.iteration,
+                item.proposal,
+                item.code,
+                item.code_hash,
+                result,
+                staleness=item.staleness,
+            )
+            progress.update()
+
+    def _record(
+        self,
+        candidate_id: int,
+        iteration: int,
+        proposal: Proposal,
+        code: str | None,
+        code_hash: str | None,
+        result: EvalResult,
+        *,
+        staleness: int,
+        duplicate_of: int | None = None,
+    ) -> None:
+        """Store the candidate and the strategy's new state in one transaction, then write the .py file."""
+        record = CandidateRecord(
+            id=candidate_id,
+            iteration=iteration,
+            state=State.DUPLICATE if duplicate_of is not None else result.state,
+            code=code,
+            architecture=proposal.architecture,
+            space=proposal.space or getattr(self.space, "name", None),
+            hash=code_hash,
+            parent_ids=proposal.parent_ids,
+            duplicate_of=duplicate_of,
+            notes=proposal.notes,
+            metrics=result.metrics,
+            failure=result.failure,
+            timings=result.timings,
+            stage=result.stage,
+            curve=result.curve,
+            info=result.info,
+            llm_call_ids=proposal.llm_call_ids,
+            staleness=staleness,
+            created=time.time(),
+        )
+        self.history.append(record)
+        self.strategy.observe([Observation(proposal, record)])
+        with self.store.transaction():
+            self.store.add_candidate(record)
+            self.store.save_strategy_state(iteration, self.strategy.state_dict())
+        self.pruner.update(self.history)
+        if code is not None:
+            self.run_dir.candidate_file(candidate_id).write_text(code)
+
+
+class _NoLLM(LLMBackend):
+    """Stands in for the backend of strategies that never call the LLM; calling it is a bug."""
+
+    name = "none"
+
+    def complete(self, messages: list[Message], **options: Any) -> Any:
+        raise RuntimeError("this strategy declared uses_llm = False but called the LLM")

@@ -1,0 +1,162 @@
+"""The strategy contract (DESIGN.md contract 4).
+
+A strategy decides what to evaluate next; it never touches storage, processes or files. The engine calls
+
+1. `propose(ctx)` when it has room for more work: return one or more `Proposal`s (code, or a point of the
+   configured structured space). LLM calls go through `ctx.llm`, which records every call.
+2. `observe(observations)` with the outcome of evaluated proposals, in completion order, each carrying
+   the stored candidate (its id, state, metrics or failure).
+3. `state_dict()` after every `observe`; the engine stores it, and `load_state_dict` restores it on
+   `nasloop resume`. Everything a strategy needs to continue must be in that JSON-able dict.
+
+`propose` may be called again before earlier proposals were observed when the engine pipelines
+evaluation (a strategy that cannot work that way sets `sequential = True`, and then only sees `propose`
+after the previous proposals were observed).
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from nasloop.candidate import Failure, FailureKind, Proposal
+from nasloop.evaluate.job import Strict
+from nasloop.llm.base import Completion, LLMError, Message
+from nasloop.store.sqlite import CandidateRecord
+
+
+@dataclass(frozen=True)
+class Task:
+    """What is being searched for, as strategies and prompts describe it."""
+
+    dataset: str
+    in_shape: tuple[int, int, int]
+    num_classes: int
+    metric: str = "val_acc"
+    max_params: int | None = None
+    recipe: str = ""
+    train_images: int = 0
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A recorded LLM answer: the completion and the id of the stored call."""
+
+    completion: Completion
+    call_id: int
+
+    @property
+    def text(self) -> str:
+        return self.completion.text
+
+
+class LLM(Protocol):
+    """The LLM as a strategy sees it: a role name plus the backend's `complete` arguments."""
+
+    def complete(self, role: str, messages: list[Message], **options: Any) -> Reply: ...
+
+
+@dataclass
+class Context:
+    """What `propose` may use: the recording LLM, the run history, a per-iteration RNG and the task."""
+
+    llm: LLM
+    history: Sequence[CandidateRecord]
+    rng: random.Random
+    iteration: int
+    task: Task
+    render: Callable[..., str]
+    space: Any = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The outcome of one proposal, as stored."""
+
+    proposal: Proposal
+    record: CandidateRecord
+
+
+class NoOptions(Strict):
+    """Options of a strategy that has none."""
+
+
+class Strategy(ABC):
+    """Base of every search strategy; register subclasses in `nasloop.registry.strategies`."""
+
+    #: pydantic model of the strategy's options (config key `strategy_options`); unknown keys are errors
+    Options: ClassVar[type[Strict]] = NoOptions
+    #: whether proposals must wait for the previous observation (feedback loops) or may be pipelined
+    sequential: ClassVar[bool] = True
+    #: whether the strategy calls the LLM at all
+    uses_llm: ClassVar[bool] = True
+    #: whether the strategy needs a structured space (`space` config key)
+    needs_space: ClassVar[bool] = False
+
+    def __init__(self, options: Strict, task: Task, *, space: Any = None, seed: int = 0) -> None:
+        self.options = options
+        self.task = task
+        self.space = space
+        self.seed = seed
+
+    @abstractmethod
+    def propose(self, ctx: Context) -> list[Proposal]:
+        """Return at least one proposal."""
+
+    def observe(self, observations: list[Observation]) -> None:  # noqa: B027 - optional hook
+        """Take the outcome of evaluated proposals into account."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state for resume."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what `state_dict` returned."""
+
+
+def ask_for_code(ctx: Context, role: str, messages: list[Message], **options: Any) -> Proposal:
+    """Ask the LLM for a model and extract its code; a soft LLM fault becomes an `extraction` failure.
+
+    Faults that no retry of the prompt can fix (server unreachable, model not found, bad config) are
+    raised so the engine stops the run cleanly.
+    """
+    from nasloop.llm.base import ContextTooLong, DeadlineExceeded, EmptyResponse, TruncatedResponse
+    from nasloop.prompts.extract import extract_code
+
+    try:
+        reply = ctx.llm.complete(role, messages, **options)
+    except (EmptyResponse, TruncatedResponse, DeadlineExceeded, ContextTooLong) as error:
+        return Proposal(failure=Failure(FailureKind.EXTRACTION, f"the LLM call failed: {error}"))
+    extracted = extract_code(reply.text)
+    if isinstance(extracted, Failure):
+        return Proposal(failure=extracted, llm_call_ids=(reply.call_id,))
+    return Proposal(code=extracted, llm_call_ids=(reply.call_id,))
+
+
+def is_fatal(error: LLMError) -> bool:
+    """Whether an LLM error should stop the run rather than count as a failed candidate."""
+    from nasloop.llm.base import LLMConfigError, LLMUnreachable, ModelNotFound
+
+    return isinstance(error, LLMUnreachable | ModelNotFound | LLMConfigError)
+
+
+def strategy_note(**notes: Any) -> dict[str, Any]:
+    """Notes stored with a candidate, without empty values."""
+    return {key: value for key, value in notes.items() if value not in (None, "", [], {})}
+
+
+__all__ = [
+    "LLM",
+    "Context",
+    "NoOptions",
+    "Observation",
+    "Reply",
+    "Strategy",
+    "Task",
+    "ask_for_code",
+    "is_fatal",
+    "strategy_note",
+]
