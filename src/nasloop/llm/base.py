@@ -1,0 +1,184 @@
+"""The LLM backend contract (DESIGN.md contract 5): messages in, one `Completion` out, within a deadline.
+
+Every backend (an OpenAI-compatible server, an embedded GGUF model, local transformers, a replayed
+cassette, a scripted test double) implements `LLMBackend.complete` with the same meaning, so strategies
+and the engine never know which one they talk to. Errors form one tree rooted at `LLMError`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+# One chat message: {"role": "system" | "user" | "assistant", "content": "..."}.
+Message = dict[str, str]
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one call, as the server (or the local tokenizer) counted them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The answer of one call.
+
+    `finish_reason` is "stop" (the model ended or hit a stop string), "length" (`max_tokens` reached with
+    usable text), or "deadline" (the embedded backend stopped generating at the call's deadline and
+    returns the text produced so far). `latency_s` is the wall time of the whole call, retries included.
+    """
+
+    text: str
+    usage: Usage
+    latency_s: float
+    model: str
+    finish_reason: str = "stop"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "usage": {
+                "prompt_tokens": self.usage.prompt_tokens,
+                "completion_tokens": self.usage.completion_tokens,
+            },
+            "latency_s": self.latency_s,
+            "model": self.model,
+            "finish_reason": self.finish_reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Completion:
+        usage = data["usage"]
+        return cls(
+            text=str(data["text"]),
+            usage=Usage(int(usage["prompt_tokens"]), int(usage["completion_tokens"])),
+            latency_s=float(data["latency_s"]),
+            model=str(data["model"]),
+            finish_reason=str(data.get("finish_reason", "stop")),
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Errors: one tree. Each message names the server or model and says what to do.
+# ----------------------------------------------------------------------------------------------------
+
+
+class LLMError(Exception):
+    """Base of every error an LLM backend raises."""
+
+
+class LLMUnreachable(LLMError):
+    """The server could not be reached (or kept failing with transient errors) within the retries."""
+
+
+class ModelNotFound(LLMError):
+    """The server does not serve the requested model, or the local model file/package is missing."""
+
+
+class ContextTooLong(LLMError):
+    """The prompt plus `max_tokens` does not fit the model's context window."""
+
+
+class EmptyResponse(LLMError):
+    """The model answered with no text at all."""
+
+
+class TruncatedResponse(LLMError):
+    """Generation stopped at `max_tokens` (finish_reason "length") before producing any usable text."""
+
+
+class DeadlineExceeded(LLMError):
+    """The call's total deadline (connect + generation + retries) passed before an answer arrived."""
+
+
+class LLMConfigError(LLMError):
+    """The backend configuration is invalid or names something that is not installed."""
+
+
+class InvalidStructuredResponse(LLMError):
+    """A `response_format` JSON-schema request was answered with text that does not parse or validate."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# The backend interface
+# ----------------------------------------------------------------------------------------------------
+
+
+class LLMBackend(abc.ABC):
+    """A chat-completion backend.
+
+    Contract of `complete`:
+
+    * **One total deadline per call.** `config.deadline_s` bounds the whole call: connecting, queueing,
+      generation and every retry share it. When it passes, the call raises `DeadlineExceeded` (remote
+      backends) or returns the text produced so far with `finish_reason="deadline"` (the embedded
+      llama-cpp backend, whose partial text is often still usable code). Nothing blocks longer than the
+      deadline plus a small slack.
+    * **Bounded retries, transient errors only.** Connection errors, timeouts, HTTP 429 and 5xx are
+      retried at most `config.max_retries` times with exponential backoff, never past the deadline.
+      Client errors (400, 404, context too long, invalid schema) are raised at once.
+    * **Errors.** Only `LLMError` subclasses escape: `LLMUnreachable`, `ModelNotFound`, `ContextTooLong`,
+      `EmptyResponse`, `TruncatedResponse` (finish_reason "length" with no usable text),
+      `DeadlineExceeded`, `LLMConfigError`, `InvalidStructuredResponse`.
+    * **Structured output.** `response_format` follows the OpenAI shape
+      `{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}` (or `{"type": "json_object"}`).
+      The returned text is then JSON that validates against the schema, or the call raises
+      `InvalidStructuredResponse`.
+    * **Seeds.** `seed` is passed to the model; backends that can honour it make the call reproducible.
+    * Backends are safe to call from several threads; each may serialise internally.
+
+    `close()` releases sockets, threads and model memory; calling it twice is harmless.
+    """
+
+    #: the registry name of the backend ("openai", "llama-cpp", ...)
+    name: str = ""
+
+    @abc.abstractmethod
+    def complete(
+        self,
+        messages: list[Message],
+        *,
+        temperature: float = 0.7,
+        max_tokens: int = 2048,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+        response_format: dict[str, Any] | None = None,
+        top_p: float = 1.0,
+    ) -> Completion:
+        """Answer `messages` (see the class docstring for the contract)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release resources. Idempotent."""
+
+    @property
+    def model_name(self) -> str:
+        """The model this backend answers with, as stored with every call."""
+        return ""
+
+    def __enter__(self) -> LLMBackend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def validate_messages(messages: list[Message]) -> None:
+    """Raise `LLMConfigError` unless `messages` is a non-empty list of {role, content} chat messages."""
+    if not messages:
+        raise LLMConfigError("complete() needs at least one message")
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        if role not in ROLES:
+            raise LLMConfigError(f"message {index} has role {role!r}; expected one of {', '.join(ROLES)}")
+        if not isinstance(message.get("content"), str):
+            raise LLMConfigError(f"message {index} ({role}) has no string 'content'")
