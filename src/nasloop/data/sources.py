@@ -1,0 +1,379 @@
+"""Dataset sources: where each dataset's files live, how to fetch them, how to decode them.
+
+Every dataset is a `DatasetSource` registered in `nasloop.registry.datasets` under its name. The
+source only decodes its official files to uint8 arrays; caching and splitting are done once for all
+sources in `nasloop.data.cache` and `nasloop.data.splits`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from nasloop.data import formats
+from nasloop.data.download import download, extract_tarball
+from nasloop.data.errors import DatasetError, DatasetFilesMissing
+from nasloop.registry import datasets
+
+
+def nasloop_cache_root() -> Path:
+    """nasloop's cache directory: `$NASLOOP_CACHE_DIR`, else `~/.cache/nasloop`."""
+    configured = os.environ.get("NASLOOP_CACHE_DIR")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "nasloop"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One official file of a dataset: its name in the root, where it is published, its checksum."""
+
+    filename: str
+    url: str
+    checksum: str  # md5 or sha256 hex of the official file
+
+
+@dataclass
+class RawDataset:
+    """A dataset's official splits, decoded: images (N, C, H, W) uint8 and labels (N,) int64."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: tuple[str, ...] | None = None
+
+    def validate(self, name: str) -> None:
+        """Raise `DatasetError` unless the arrays have the documented dtypes and consistent shapes."""
+        for split, images, labels in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
+            if images.dtype != np.uint8 or images.ndim != 4 or labels.dtype != np.int64 or labels.ndim != 1:
+                raise DatasetError(f"{name} {split}: images {images.dtype}{images.shape}, labels {labels.dtype}")
+            if len(images) != len(labels):
+                raise DatasetError(f"{name} {split}: {len(images)} images but {len(labels)} labels")
+        if self.train_x.shape[1:] != self.test_x.shape[1:]:
+            raise DatasetError(f"{name}: train images {self.train_x.shape[1:]} vs test {self.test_x.shape[1:]}")
+
+
+class DatasetSource:
+    """A dataset nasloop can load, registered by name in `nasloop.registry.datasets`.
+
+    Contract for subclasses: set `name`, `files` (the official files `fetch` downloads into a root),
+    `horizontal_flip` (whether mirroring preserves labels) and implement `decode(root)`, which reads the
+    files under `root` and returns a `RawDataset` with the official train and test splits. `root` comes
+    from `find_root`: the user's directory if given, else the first default root that has every file.
+    Decoding is slow and done once; `nasloop.data.cache` stores the result keyed by `fingerprint(root)`.
+    """
+
+    name: ClassVar[str]
+    files: ClassVar[tuple[RemoteFile, ...]] = ()
+    horizontal_flip: ClassVar[bool] = False
+    # Bump when `decode` changes its output, so caches written by the old decoder are not reused.
+    decoder_version: ClassVar[int] = 1
+
+    def default_roots(self) -> list[Path]:
+        """Directories searched, in order, when the dataset spec names no root."""
+        return [nasloop_cache_root() / "raw" / self.name]
+
+    def required_paths(self, root: Path) -> list[Path]:
+        """The files `decode` reads under `root`."""
+        return [root / f.filename for f in self.files]
+
+    def is_complete(self, root: Path) -> bool:
+        return all(path.exists() for path in self.required_paths(root))
+
+    def install_hint(self, root: Path) -> str:
+        """How a user gets the files into `root`."""
+        return f"Download them with: python -m nasloop.data download {self.name} --root {root}"
+
+    def find_root(self, root: str | Path | None) -> Path:
+        """The directory to decode from; `DatasetFilesMissing` names the place and the fix."""
+        candidates = [Path(root).expanduser()] if root is not None else self.default_roots()
+        for candidate in candidates:
+            if self.is_complete(candidate):
+                return candidate
+        target = candidates[-1] if root is None else candidates[0]
+        missing = [p.name for p in self.required_paths(target) if not p.exists()]
+        looked = ", ".join(str(c) for c in candidates)
+        raise DatasetFilesMissing(
+            f"dataset {self.name!r}: files not found (looked in {looked}; missing in {target}: "
+            f"{', '.join(missing)}). {self.install_hint(target)}"
+        )
+
+    def fingerprint(self, root: Path) -> list[tuple[str, int, int]]:
+        """What identifies the source files: (path, size, mtime) of each. A change invalidates the cache."""
+        return [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in self.required_paths(root)]
+
+    def fetch(self, root: Path | None = None, *, mirror: str | None = None, progress: bool = True) -> Path:
+        """Download the missing official files into `root` (default: the last default root) and return it.
+
+        `mirror` replaces each file's published directory (an http(s) URL or a local directory), which
+        is how offline machines and tests point at their own copies. Checksums are always verified.
+        """
+        target = Path(root).expanduser() if root is not None else self.default_roots()[-1]
+        for remote in self.files:
+            dest = target / remote.filename
+            if not dest.exists():
+                download(mirror_url(remote.url, mirror), dest, remote.checksum, progress=progress)
+        return target
+
+    def decode(self, root: Path) -> RawDataset:
+        raise NotImplementedError
+
+
+def mirror_url(url: str, mirror: str | None) -> str:
+    """`url` with its directory replaced by `mirror` (a URL or a local directory), or `url` unchanged."""
+    if mirror is None:
+        return url
+    filename = url.rsplit("/", 1)[-1]
+    if "://" not in mirror:
+        return Path(mirror).expanduser().resolve().joinpath(filename).as_uri()
+    return f"{mirror.rstrip('/')}/{filename}"
+
+
+# ----------------------------------------------------------------------------------- IDX (MNIST family)
+
+
+class IdxDataset(DatasetSource):
+    """MNIST-format datasets: four gzip'd IDX files, 60k train and 10k test 28x28 grayscale images."""
+
+    classes: ClassVar[tuple[str, ...] | None] = None
+
+    def decode(self, root: Path) -> RawDataset:
+        names = [f.filename for f in self.files]  # train images, train labels, test images, test labels
+        train_x, train_y = formats.read_idx_pair(root / names[0], root / names[1])
+        test_x, test_y = formats.read_idx_pair(root / names[2], root / names[3])
+        return RawDataset(train_x, train_y, test_x, test_y, self.classes)
+
+
+def _idx_files(base_url: str, checksums: Sequence[str]) -> tuple[RemoteFile, ...]:
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+    names += ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    return tuple(RemoteFile(n, f"{base_url}/{n}", c) for n, c in zip(names, checksums, strict=True))
+
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@datasets.register("fashion-mnist")
+class FashionMNIST(IdxDataset):
+    """Fashion-MNIST (Xiao et al. 2017): 10 clothing classes. The offline default: Debian's
+    `dataset-fashion-mnist` package installs it under /usr/share/datasets/fashion-mnist."""
+
+    name = "fashion-mnist"
+    files = _idx_files(
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com",
+        (
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "25c81989df183df01b3e8a0aad5dffbe",
+            "bef4ecab320f06d8554ea6380940ec79",
+            "bb300cfdad3c16e7a12a480ee83cd310",
+        ),
+    )
+    classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat")
+    classes += ("Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+    def default_roots(self) -> list[Path]:
+        return [DEBIAN_FASHION_MNIST, *super().default_roots()]
+
+    def install_hint(self, root: Path) -> str:
+        return (
+            "Install them with: sudo apt-get install dataset-fashion-mnist "
+            f"(to {DEBIAN_FASHION_MNIST}), or {super().install_hint(root)}"
+        )
+
+
+@datasets.register("mnist")
+class MNIST(IdxDataset):
+    """MNIST handwritten digits (LeCun et al. 1998)."""
+
+    name = "mnist"
+    files = _idx_files(
+        "https://ossci-datasets.s3.amazonaws.com/mnist",
+        (
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "d53e105ee54ea40749a09fcbcd1e9432",
+            "9fb629c4189551a2d022fa330f9573f3",
+            "ec29112dd5afa0611ce80d1b7f02629c",
+        ),
+    )
+    classes = tuple(str(digit) for digit in range(10))
+
+
+# ----------------------------------------------------------------------------------- CIFAR
+
+
+@datasets.register("cifar10")
+class CIFAR10(DatasetSource):
+    """CIFAR-10 (Krizhevsky 2009), decoded straight from the official python tarball."""
+
+    name = "cifar10"
+    files = (
+        RemoteFile(
+            "cifar-10-python.tar.gz",
+            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+            "c58f30108f718f92721af3b95e74349a",
+        ),
+    )
+    horizontal_flip = True
+
+    def decode(self, root: Path) -> RawDataset:
+        train = [f"data_batch_{i}" for i in range(1, 6)]
+        arrays = formats.read_cifar_tarball(
+            root / self.files[0].filename, train, ["test_batch"], "labels", "batches.meta"
+        )
+        return RawDataset(*arrays)
+
+
+@datasets.register("cifar100")
+class CIFAR100(DatasetSource):
+    """CIFAR-100 (Krizhevsky 2009) with its 100 fine labels."""
+
+    name = "cifar100"
+    files = (
+        RemoteFile(
+            "cifar-100-python.tar.gz",
+            "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+            "eb9058c3a382ffc7106e4002c42a8d85",
+        ),
+    )
+    horizontal_flip = True
+
+    def decode(self, root: Path) -> RawDataset:
+        arrays = formats.read_cifar_tarball(root / self.files[0].filename, ["train"], ["test"], "fine_labels", "meta")
+        return RawDataset(*arrays)
+
+
+# ----------------------------------------------------------------------------------- SVHN
+
+
+@datasets.register("svhn")
+class SVHN(DatasetSource):
+    """Street View House Numbers, cropped digits (Netzer et al. 2011); the `extra` split is not used."""
+
+    name = "svhn"
+    files = (
+        RemoteFile(
+            "train_32x32.mat",
+            "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
+            "e26dedcc434d2e4c54c9b2d4a06d8373",
+        ),
+        RemoteFile(
+            "test_32x32.mat",
+            "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+            "eb5a983be6a315427106f1b164d9cef3",
+        ),
+    )
+
+    def decode(self, root: Path) -> RawDataset:
+        train_x, train_y = formats.read_svhn_mat(root / "train_32x32.mat")
+        test_x, test_y = formats.read_svhn_mat(root / "test_32x32.mat")
+        return RawDataset(train_x, train_y, test_x, test_y, tuple(str(digit) for digit in range(10)))
+
+
+# ----------------------------------------------------------------------------------- ImageNette
+
+
+IMAGENETTE_CLASSES = {
+    "n01440764": "tench",
+    "n02102040": "English springer",
+    "n02979186": "cassette player",
+    "n03000684": "chain saw",
+    "n03028079": "church",
+    "n03394916": "French horn",
+    "n03417042": "garbage truck",
+    "n03425413": "gas pump",
+    "n03445777": "golf ball",
+    "n03888257": "parachute",
+}
+
+
+@datasets.register("imagenette")
+class Imagenette(DatasetSource):
+    """ImageNette (fast.ai): 10 easy ImageNet classes from an ImageFolder tree `train/<wnid>/*.JPEG` and
+    `val/<wnid>/*.JPEG` (the official `val` split is nasloop's test split). Every image is resized once
+    (shorter side to 160 px, centre crop) to (3, 160, 160). The root may be the tree itself or the
+    directory the official `imagenette2-160.tgz` was extracted into."""
+
+    name = "imagenette"
+    size = 160
+    archive = "imagenette2-160"
+    files = (
+        RemoteFile(
+            f"{archive}.tgz",
+            f"https://s3.amazonaws.com/fast-ai-imageclas/{archive}.tgz",
+            "e793b78cc4c9e9a4ccc0c1155377a412",
+        ),
+    )
+    horizontal_flip = True
+    decoder_version = 1
+
+    def _tree(self, root: Path) -> Path:
+        nested = root / self.archive
+        return nested if (nested / "train").is_dir() else root
+
+    def is_complete(self, root: Path) -> bool:
+        tree = self._tree(root)
+        return (tree / "train").is_dir() and (tree / "val").is_dir()
+
+    def required_paths(self, root: Path) -> list[Path]:
+        tree = self._tree(root)
+        paths = [tree / "train", tree / "val"]
+        return [*paths, *(p for split in paths if split.is_dir() for p in formats.list_image_folder(split)[0])]
+
+    def fetch(self, root: Path | None = None, *, mirror: str | None = None, progress: bool = True) -> Path:
+        target = super().fetch(root, mirror=mirror, progress=progress)
+        if not (target / self.archive / "train").is_dir():
+            extract_tarball(target / self.files[0].filename, target)
+        return target
+
+    def decode(self, root: Path) -> RawDataset:
+        tree = self._tree(root)
+        _, _, wnids = formats.list_image_folder(tree / "train")
+        train_x, train_y = formats.read_image_folder(tree / "train", self.size, wnids)
+        test_x, test_y = formats.read_image_folder(tree / "val", self.size, wnids)
+        classes = tuple(IMAGENETTE_CLASSES.get(wnid, wnid) for wnid in wnids)
+        return RawDataset(train_x, train_y, test_x, test_y, classes)
+
+
+# ----------------------------------------------------------------------------------- scikit-learn digits
+
+
+@datasets.register("digits")
+class Digits(DatasetSource):
+    """scikit-learn's bundled 8x8 digits (1,797 images, 0..16 intensities scaled to 0..255), for smoke
+    tests. It has no official test split; a fixed, stratified 20% (seed 0) is the test split."""
+
+    name = "digits"
+    test_fraction = 0.2
+
+    def default_roots(self) -> list[Path]:
+        return [Path(".")]  # bundled with scikit-learn; no files to find
+
+    def is_complete(self, root: Path) -> bool:
+        return True
+
+    def fingerprint(self, root: Path) -> list[tuple[str, int, int]]:
+        import sklearn
+
+        return [(f"scikit-learn {sklearn.__version__}", 0, 0)]
+
+    def install_hint(self, root: Path) -> str:
+        return "It ships with scikit-learn: pip install nasloop[data]"
+
+    def decode(self, root: Path) -> RawDataset:
+        from nasloop.data.errors import MissingDependency
+        from nasloop.data.splits import stratified_holdout
+
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as error:
+            raise MissingDependency("the digits dataset needs scikit-learn: pip install nasloop[data]") from error
+        bunch = load_digits()
+        images = np.round(np.asarray(bunch.images) * (255 / 16)).astype(np.uint8)[:, None]
+        labels = np.asarray(bunch.target, dtype=np.int64)
+        test, train = stratified_holdout(labels, self.test_fraction, seed=0)
+        classes = tuple(str(digit) for digit in range(10))
+        return RawDataset(images[train], labels[train], images[test], labels[test], classes)
