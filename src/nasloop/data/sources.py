@@ -149,8 +149,12 @@ class IdxDataset(DatasetSource):
 
 
 def _idx_files(base_url: str, checksums: Sequence[str]) -> tuple[RemoteFile, ...]:
-    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
-    names += ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    names = (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    )
     return tuple(RemoteFile(n, f"{base_url}/{n}", c) for n, c in zip(names, checksums, strict=True))
 
 
@@ -172,8 +176,7 @@ class FashionMNIST(IdxDataset):
             "bb300cfdad3c16e7a12a480ee83cd310",
         ),
     )
-    classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat")
-    classes += ("Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
     def default_roots(self) -> list[Path]:
         return [DEBIAN_FASHION_MNIST, *super().default_roots()]

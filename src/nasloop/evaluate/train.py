@@ -292,7 +292,7 @@ def _train_and_predict(
     # ---- setup: model, optimizer, the whole sampling plan
     model.to(device)
     if settings.channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=settings.lr,
