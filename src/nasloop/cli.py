@@ -1,0 +1,379 @@
+"""The `nasloop` command: a table of subcommands, each a parser builder and a function.
+
+nasloop search   run a search                 nasloop show     list a run's candidates
+nasloop resume   continue a stored run        nasloop export   write a candidate as a module
+nasloop eval     evaluate one model file      nasloop doctor   what is installed and what is missing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad command-line input; printed without a traceback and exits with status 2."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# search / resume
+# ----------------------------------------------------------------------------------------------------
+
+
+def _add_search(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config file (see examples/)")
+    parser.add_argument("--strategy", help="strategy name (see `nasloop doctor`)")
+    parser.add_argument("--llm", dest="backend", help="LLM backend: llama-cpp, openai, transformers, scripted")
+    parser.add_argument("--model", help="LLM model name, embedded model name or .gguf path")
+    parser.add_argument("--base-url", help="OpenAI-compatible server URL, e.g. http://localhost:11434/v1")
+    parser.add_argument("--api-key-env", help="NAME of the environment variable holding the API key")
+    parser.add_argument("--dataset", help="dataset name (fashion-mnist, cifar10, ...)")
+    parser.add_argument("--train-subset", type=int, help="train on this many images (faster searches)")
+    parser.add_argument("--recipe", choices=["paper", "fast"], help="proxy-training recipe")
+    parser.add_argument("--epochs", type=float, help="proxy-training epochs")
+    parser.add_argument("--iterations", type=int, help="iteration budget")
+    parser.add_argument("--space", help="structured search space (nb201, macro)")
+    parser.add_argument("--objectives", help="multi-objective, e.g. val_acc:max,latency_ms:min")
+    parser.add_argument("--workers", type=int, help="parallel evaluation workers")
+    parser.add_argument("--executor", help="executor: local or ray")
+    parser.add_argument("--ray-address", help="Ray cluster address (auto or HOST:PORT)")
+    parser.add_argument("--seed", type=int, help="run seed")
+    parser.add_argument("--run-dir", type=Path, help="where to store the run (default runs/<strategy>-...)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    objectives = tuple(args.objectives.split(",")) if args.objectives else None
+    return {
+        "strategy": args.strategy,
+        "llm.backend": args.backend,
+        "llm.model": args.model,
+        "llm.base_url": args.base_url,
+        "llm.api_key_env": args.api_key_env,
+        "dataset.name": args.dataset,
+        "dataset.train_subset": args.train_subset,
+        "recipe.name": args.recipe,
+        "recipe.epochs": args.epochs,
+        "budget.iterations": args.iterations,
+        "space": args.space,
+        "objectives": objectives,
+        "executor.workers": args.workers,
+        "executor.name": args.executor,
+        "executor.ray_address": args.ray_address,
+        "seed": args.seed,
+    }
+
+
+def _print_summary(summary: Any) -> None:
+    print(f"\nstopped: {summary.stop_reason}")
+    print(f"iterations: {summary.iterations}, valid: {summary.valid} ({100 * summary.valid_rate:.0f}%)")
+    tokens = summary.llm_totals.get("prompt_tokens", 0) + summary.llm_totals.get("completion_tokens", 0)
+    print(f"LLM: {int(summary.llm_totals.get('calls', 0))} calls, {int(tokens)} tokens")
+    if summary.best is None:
+        print("no candidate completed")
+    else:
+        best = summary.best
+        params = best.metrics.get("params")
+        print(
+            f"best: candidate {best.id}, {summary.metric} = {best.metrics[summary.metric]:.4f}"
+            + (f", {int(params):,} params" if params is not None else "")
+        )
+        print(f"best model code: {Path(summary.run_dir) / 'candidates' / f'{best.id:04d}.py'}")
+    print(f"run stored in {summary.run_dir}  (nasloop show {summary.run_dir})")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nasloop.api import default_run_dir
+    from nasloop.config import load_config
+    from nasloop.engine import Engine
+
+    config = load_config(args.config, _search_overrides(args))
+    run_dir = args.run_dir or (Path(config.run_dir) if config.run_dir else default_run_dir(config))
+    print(
+        f"nasloop: {config.strategy} on {config.dataset.name} with {config.llm.backend}:{config.llm.model}; "
+        f"run dir {run_dir}",
+        file=sys.stderr,
+    )
+    summary = Engine.start(config, run_dir, progress=not args.quiet).run()
+    _print_summary(summary)
+    return EXIT_OK
+
+
+def _add_resume(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, help="the run directory to continue")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from nasloop.engine import Engine
+
+    summary = Engine.resume(args.run_dir, progress=not args.quiet).run()
+    _print_summary(summary)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------------
+# show / export
+# ----------------------------------------------------------------------------------------------------
+
+
+def _open_run(run_dir: Path) -> tuple[Any, Any]:
+    from nasloop.config import load_config
+    from nasloop.store import RunDir, RunStore
+
+    layout = RunDir(run_dir)
+    if not layout.exists():
+        raise UsageError(f"{run_dir} holds no run (no {layout.store_path.name} there)")
+    return load_config(layout.config_path), RunStore(layout.store_path, readonly=True)
+
+
+def ranked(candidates: list[Any], metric: str) -> list[Any]:
+    """Best first: completed by the metric, then the rest by id."""
+    scored = [c for c in candidates if c.state.value == "complete" and metric in c.metrics]
+    rest = [c for c in candidates if c not in scored]
+    return sorted(scored, key=lambda c: -c.metrics[metric]) + sorted(rest, key=lambda c: c.id)
+
+
+def _add_show(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument("--limit", type=int, default=30, help="rows to print (table only)")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    config, store = _open_run(args.run_dir)
+    metric = config.selection_metric
+    candidates = ranked(store.candidates(), metric)
+    if args.json:
+        rows = [
+            {
+                "id": c.id,
+                "iteration": c.iteration,
+                "state": c.state.value,
+                "metrics": c.metrics,
+                "failure": c.failure.to_dict() if c.failure else None,
+                "parent_ids": list(c.parent_ids),
+                "duplicate_of": c.duplicate_of,
+                "architecture": c.architecture,
+            }
+            for c in candidates
+        ]
+        print(
+            json.dumps(
+                {"run_dir": str(args.run_dir), "metric": metric, "candidates": rows, "llm": store.llm_totals()},
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    print(f"{'id':>5} {'iter':>4} {'state':<9} {metric:>9} {'params':>11} {'train_s':>8}  failure")
+    for c in candidates[: args.limit]:
+        score = f"{c.metrics[metric]:.4f}" if metric in c.metrics else "-"
+        params = f"{int(c.metrics['params']):,}" if "params" in c.metrics else "-"
+        train_s = f"{c.metrics['train_s']:.1f}" if "train_s" in c.metrics else "-"
+        failure = f"{c.failure.kind.value}: {c.failure.message[:60]}" if c.failure else ""
+        if c.duplicate_of:
+            failure = f"duplicate of {c.duplicate_of}"
+        print(f"{c.id:>5} {c.iteration:>4} {c.state.value:<9} {score:>9} {params:>11} {train_s:>8}  {failure}")
+    totals = store.llm_totals()
+    valid = sum(1 for c in candidates if c.state.value == "complete")
+    print(
+        f"\n{len(candidates)} candidates, {valid} complete; LLM {int(totals['calls'])} calls, "
+        f"{int(totals['prompt_tokens'] + totals['completion_tokens'])} tokens"
+    )
+    return EXIT_OK
+
+
+def _add_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--best", action="store_true", help="the best candidate by the run's selection metric")
+    which.add_argument("--id", type=int, help="a candidate id")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output file")
+
+
+def export_module(candidate: Any, run_dir: Path, metric: str) -> str:
+    """A standalone module: the candidate's code under a header that says where it came from."""
+    figures = ", ".join(f"{key}={value:.6g}" for key, value in sorted(candidate.metrics.items()))
+    header = (
+        f'"""Candidate {candidate.id} of the nasloop run {run_dir}.\n\n'
+        f"Selection metric {metric}; measured: {figures or 'none'}.\n"
+        f'Build it with `Net(in_shape, num_classes)`.\n"""\n\n'
+    )
+    return header + (candidate.code or "")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    config, store = _open_run(args.run_dir)
+    metric = config.selection_metric
+    if args.best:
+        candidates = ranked(store.candidates(), metric)
+        if not candidates or candidates[0].state.value != "complete":
+            raise UsageError(f"{args.run_dir} has no completed candidate to export")
+        candidate = candidates[0]
+    else:
+        try:
+            candidate = store.candidate(args.id)
+        except KeyError as error:
+            raise UsageError(str(error)) from None
+    if not candidate.code:
+        raise UsageError(f"candidate {candidate.id} has no code")
+    args.output.write_text(export_module(candidate, args.run_dir, metric))
+    print(f"wrote candidate {candidate.id} to {args.output}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------------
+# eval
+# ----------------------------------------------------------------------------------------------------
+
+
+def _add_eval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="a Python file defining class Net(nn.Module)")
+    parser.add_argument("--dataset", default="fashion-mnist", help="dataset name (default fashion-mnist)")
+    parser.add_argument("--data-root", help="directory with the dataset's files")
+    parser.add_argument("--recipe", choices=["paper", "fast"], default="fast")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--train-subset", type=int, help="train on this many images")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--timeout", type=float, default=1800.0, help="wall-clock limit in seconds")
+    parser.add_argument("--max-params", type=int, help="parameter budget")
+    parser.add_argument("--stages", default="static,build,train", help="comma list of stages")
+    parser.add_argument("--proxies", default="", help="comma list of zero-cost proxies (stage zero-cost)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from nasloop.evaluate.job import STAGES, DatasetSpec, EvalJob, Limits, Recipe
+    from nasloop.registry import datasets
+
+    if not args.model.is_file():
+        raise UsageError(f"model file not found: {args.model}")
+    if args.dataset not in datasets:
+        raise UsageError(f"unknown dataset {args.dataset!r}; known: {', '.join(datasets.names())}")
+    stages = tuple(stage for stage in args.stages.split(",") if stage)
+    unknown = [stage for stage in stages if stage not in STAGES]
+    if unknown:
+        raise UsageError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
+    proxies = tuple(name for name in args.proxies.split(",") if name)
+    if proxies and "zero-cost" not in stages:
+        stages = (*stages[:-1], "zero-cost", stages[-1]) if stages[-1] == "train" else (*stages, "zero-cost")
+    job = EvalJob(
+        code=args.model.read_text(),
+        dataset=DatasetSpec(name=args.dataset, root=args.data_root, train_subset=args.train_subset),
+        recipe=Recipe(name=args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device),
+        limits=Limits(timeout_s=args.timeout, max_params=args.max_params),
+        stages=stages,
+        proxies=proxies,
+        seed=args.seed,
+    )
+    _check_dataset_present(job.dataset)
+    from nasloop.evaluate.sandbox import evaluate
+
+    result = evaluate(job)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return EXIT_OK
+    print(f"state: {result.state.value}   (stage reached: {result.stage})")
+    if result.failure:
+        print(f"failure: {result.failure.kind.value}: {result.failure.message}")
+    for key, value in sorted(result.metrics.items()):
+        print(f"  {key:<22} {value:.6g}")
+    return EXIT_OK
+
+
+def _check_dataset_present(spec: Any) -> None:
+    """Load the dataset once in the parent so a missing file is a usage error, not a failed candidate."""
+    from nasloop.data import load_splits
+
+    try:
+        load_splits(spec)
+    except FileNotFoundError as error:
+        raise UsageError(str(error)) from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# doctor
+# ----------------------------------------------------------------------------------------------------
+
+
+def _add_doctor(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from nasloop.doctor import run_checks
+
+    checks = run_checks()
+    if args.json:
+        print(json.dumps([check.__dict__ for check in checks], indent=2))
+        return EXIT_OK
+    for check in checks:
+        mark = "ok " if check.ok else "-- "
+        print(f"{mark} {check.name:<28} {check.detail}")
+        if not check.ok and check.fix:
+            print(f"{'':<4} {'':<28} fix: {check.fix}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------------
+# the command table
+# ----------------------------------------------------------------------------------------------------
+
+Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+COMMANDS: list[Command] = [
+    ("search", "run a search", _add_search, cmd_search),
+    ("resume", "continue a stored run", _add_resume, cmd_resume),
+    ("eval", "evaluate one model file in the sandbox", _add_eval, cmd_eval),
+    ("show", "list a run's candidates, best first", _add_show, cmd_show),
+    ("export", "write a run's candidate as a standalone module", _add_export, cmd_export),
+    ("doctor", "what is installed and what is missing", _add_doctor, cmd_doctor),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nasloop", description="LLM-driven neural architecture search.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text, add_arguments, function in COMMANDS:
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(command_parser)
+        command_parser.set_defaults(function=function)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nasloop.config import ConfigError
+    from nasloop.engine import SearchAborted
+    from nasloop.registry import UnknownNameError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.function(args))
+    except (UsageError, ConfigError, UnknownNameError, FileNotFoundError, FileExistsError) as error:
+        print(f"nasloop {args.command}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except SearchAborted as error:
+        print(f"nasloop {args.command}: stopped: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nnasloop {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from nasloop.config import ConfigError, build_config, dump_config, load_config
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+
+
+def test_unknown_top_level_key_is_named():
+    with pytest.raises(ConfigError, match="strategee: unknown key"):
+        build_config({"strategee": "x"})
+
+
+def test_unknown_nested_key_is_named():
+    with pytest.raises(ConfigError, match="budget.iteration: unknown key"):
+        build_config({"budget": {"iteration": 3}})
+
+
+def test_bad_value_is_named():
+    with pytest.raises(ConfigError, match="dataset.val_fraction"):
+        build_config({"dataset": {"val_fraction": 2}})
+
+
+def test_overrides_apply_dotted_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("strategy: one-shot\nbudget:\n  iterations: 3\n")
+    config = load_config(path, {"budget.iterations": 7, "dataset.name": "digits", "seed": None})
+    assert config.strategy == "one-shot" and config.budget.iterations == 7 and config.dataset.name == "digits"
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = build_config({"strategy": "one-shot", "dataset": {"name": "digits", "train_subset": 100}})
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_config(config))
+    assert load_config(path) == config
+
+
+def test_paper_protocol_selects_on_test_and_never_prunes():
+    config = build_config({"protocol": "paper"})
+    assert config.selection_metric == "test_acc"
+    assert config.pruning.enabled is False
+    assert build_config({}).selection_metric == "val_acc"
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_example_config_loads(path):
+    config = load_config(path)
+    from nasloop.registry import strategies
+
+    assert config.strategy in strategies
+    strategies.get(config.strategy).Options.model_validate(config.strategy_options)

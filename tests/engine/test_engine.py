@@ -1,0 +1,143 @@
+"""The search loop: dedupe, budgets, failures as data, resume, pruning."""
+
+import json
+
+import pytest
+from support import FakeExecutor, fenced, good_net
+
+from nasloop.candidate import FailureKind, State
+from nasloop.config import build_config
+from nasloop.engine import Engine, Pruner, SearchAborted
+from nasloop.llm.base import LLMUnreachable
+from nasloop.llm.scripted import ScriptedBackend
+from nasloop.store import CandidateRecord, RunDir, RunStore
+
+
+def one_shot_config(**extra):
+    data = {"strategy": "one-shot", "dataset": {"name": "digits"}, "budget": {"iterations": 3},
+            "llm": {"backend": "scripted", "model": "scripted"}}
+    data.update(extra)
+    return build_config(data)
+
+
+def start(tmp_path, answers, config=None, executor=None):
+    return Engine.start(config or one_shot_config(), tmp_path / "run", backend=ScriptedBackend(answers=answers),
+                        executor=executor or FakeExecutor(), progress=False)
+
+
+RENAMED = good_net(8).replace("features", "body").replace("channels", "c_in") + "\n# a comment\n"
+
+
+def test_renamed_copy_is_a_duplicate_and_not_evaluated(tmp_path):
+    executor = FakeExecutor()
+    engine = start(tmp_path, [fenced(good_net(8)), fenced(RENAMED), fenced(good_net(16))], executor=executor)
+    engine.run()
+    first, second, third = engine.history
+    assert second.state is State.DUPLICATE and second.duplicate_of == first.id
+    assert second.metrics == first.metrics
+    assert len(executor.jobs) == 2 and third.state is State.COMPLETE
+
+
+def test_answer_without_code_is_an_extraction_failure(tmp_path):
+    engine = start(tmp_path, ["I cannot help with that.", fenced(good_net(8)), fenced(good_net(9))])
+    summary = engine.run()
+    assert engine.history[0].state is State.FAILED
+    assert engine.history[0].failure.kind is FailureKind.EXTRACTION
+    assert summary.iterations == 3 and summary.valid == 2
+
+
+def test_every_llm_call_and_candidate_file_is_stored(tmp_path):
+    engine = start(tmp_path, [fenced(good_net(w)) for w in (8, 9, 10)])
+    engine.run()
+    layout = RunDir(tmp_path / "run")
+    with RunStore(layout.store_path, readonly=True) as store:
+        calls = store.llm_calls()
+        candidates = store.candidates()
+    assert len(calls) == 3 and all(call.role == "generator" for call in calls)
+    assert [c.llm_call_ids for c in candidates] == [(1,), (2,), (3,)]
+    assert layout.candidate_file(2).read_text() == candidates[1].code
+    assert "strategy: one-shot" in layout.config_path.read_text()
+    # seeds come from the run seed plus a per-call counter
+    seeds = [call.request["seed"] for call in calls]
+    assert seeds == [seeds[0], seeds[0] + 1, seeds[0] + 2]
+
+
+def test_token_budget_stops_the_run(tmp_path):
+    config = one_shot_config(budget={"iterations": 50, "llm_tokens": 1000})
+    engine = start(tmp_path, lambda messages: fenced(good_net(len(engine.history) + 8)), config=config)
+    summary = engine.run()
+    assert "token budget" in summary.stop_reason
+    assert 1 <= summary.iterations < 50
+
+
+def test_target_score_stops_the_run(tmp_path):
+    config = one_shot_config(budget={"iterations": 50, "target_score": 0.0})
+    engine = start(tmp_path, lambda messages: fenced(good_net(8 + len(engine.history))), config=config)
+    summary = engine.run()
+    assert summary.iterations == 1 and "target" in summary.stop_reason
+
+
+def test_unreachable_llm_aborts_with_resume_hint(tmp_path):
+    engine = start(tmp_path, [fenced(good_net(8)), LLMUnreachable("no server at http://127.0.0.1:9")])
+    with pytest.raises(SearchAborted, match="nasloop resume"):
+        engine.run()
+    assert len(engine.history) == 1
+
+
+def test_resume_continues_without_reusing_ids_or_reevaluating(tmp_path):
+    engine = start(tmp_path, [fenced(good_net(8)), LLMUnreachable("down")])
+    with pytest.raises(SearchAborted):
+        engine.run()
+    executor = FakeExecutor()
+    resumed = Engine.resume(tmp_path / "run", backend=ScriptedBackend(answers=[fenced(good_net(w)) for w in (9, 10)]),
+                            executor=executor, progress=False)
+    summary = resumed.run()
+    assert [c.id for c in resumed.history] == [1, 2, 3]
+    assert len(executor.jobs) == 2 and summary.iterations == 3
+
+
+def test_resume_of_a_missing_run_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no run"):
+        Engine.resume(tmp_path / "nothing")
+
+
+def test_start_refuses_an_existing_run(tmp_path):
+    start(tmp_path, [fenced(good_net(8))] * 3).run()
+    with pytest.raises(FileExistsError, match="nasloop resume"):
+        start(tmp_path, [])
+
+
+def test_pruner_stops_a_clearly_worse_curve():
+    config = build_config({"pruning": {"min_completed": 2, "top_k": 2, "min_fraction": 0.3, "margin": 0.2}})
+    pruner = Pruner(config)
+    good_curve = [(step, 2.0 - step / 100) for step in range(0, 101, 10)]
+    history = [
+        CandidateRecord(id=i, iteration=i, state=State.COMPLETE, metrics={"val_acc": 0.8 + i / 100}, curve=good_curve)
+        for i in range(2)
+    ]
+    pruner.update(history)
+    stop = pruner.callback()
+    assert stop is not None
+    assert not any(stop(step, 2.5) for step in (0, 10, 20))  # too early to judge
+    bad = pruner.callback()
+    assert any(bad(step, 3.0) for step in range(0, 101, 10))
+    fine = pruner.callback()
+    assert not any(fine(step, 2.0 - step / 100) for step in range(0, 101, 10))
+
+
+def test_pruning_is_off_in_the_paper_protocol():
+    pruner = Pruner(build_config({"protocol": "paper"}))
+    curve = [(0, 1.0), (100, 0.5)]
+    pruner.update([CandidateRecord(id=i, iteration=i, state=State.COMPLETE, metrics={"test_acc": 0.5}, curve=curve)
+                   for i in range(5)])
+    assert pruner.callback() is None
+
+
+def test_show_json_lists_best_first(tmp_path, capsys):
+    from nasloop.cli import main
+
+    start(tmp_path, [fenced(good_net(w)) for w in (8, 9, 10)]).run()
+    assert main(["show", str(tmp_path / "run"), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    scores = [row["metrics"]["val_acc"] for row in shown["candidates"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 3
