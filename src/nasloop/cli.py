@@ -8,6 +8,7 @@ nasloop eval     evaluate one model file      nasloop doctor   what is installed
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
@@ -327,6 +328,26 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------
+# commands that live next to their implementation (imported only when used)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _lazy(
+    module: str, adder: str, runner: str
+) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
+    """Parser builder and function of a command defined in `module`, imported on first use."""
+    import importlib
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        getattr(importlib.import_module(module), adder)(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(module), runner)(args))
+
+    return add_arguments, run
+
+
+# ----------------------------------------------------------------------------------------------------
 # the command table
 # ----------------------------------------------------------------------------------------------------
 
@@ -339,7 +360,13 @@ COMMANDS: list[Command] = [
     ("show", "list a run's candidates, best first", _add_show, cmd_show),
     ("export", "write a run's candidate as a standalone module", _add_export, cmd_export),
     ("doctor", "what is installed and what is missing", _add_doctor, cmd_doctor),
+    ("report", "write a run's HTML report and plots", *_lazy("nasloop.report.cli", "add_report", "cmd_report")),
+    ("compare", "compare several runs in one HTML page", *_lazy("nasloop.report.cli", "add_compare", "cmd_compare")),
+    ("train", "retrain a run's best candidates fully", *_lazy("nasloop.final_training", "add_train", "cmd_train")),
 ]
+
+
+_LAZY_MODULES = {"report": "nasloop.report.cli", "compare": "nasloop.report.cli", "train": "nasloop.final_training"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text, add_arguments, function in COMMANDS:
+        if name in _LAZY_MODULES and importlib.util.find_spec(_LAZY_MODULES[name]) is None:
+            continue
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(command_parser)
         command_parser.set_defaults(function=function)

@@ -88,6 +88,16 @@ def filter_suggestion(text: str) -> tuple[str, list[str]]:
     return " ".join(kept), dropped
 
 
+def prompt_messages(ctx: Context, template: str, task: Task, **context: Any) -> list[Message]:
+    """System and user messages from `template` and `template_system`; every prompt variable has a default."""
+    values = {"best": None, "current": None, "suggestion": "", "repair": "", "memory": [], "failed": False}
+    values.update(context)
+    return [
+        {"role": "system", "content": ctx.render(f"{template}_system").strip()},
+        {"role": "user", "content": ctx.render(template, task=task, **values).strip()},
+    ]
+
+
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
@@ -113,11 +123,7 @@ class FeedbackMemory(Strategy):
         return f"feedback_{role}_paper" if self.opts.prompt_style == "paper" else f"feedback_{role}"
 
     def _messages(self, ctx: Context, role: str, **context: Any) -> list[Message]:
-        name = self._template(role)
-        return [
-            {"role": "system", "content": ctx.render(f"{name}_system").strip()},
-            {"role": "user", "content": ctx.render(name, task=self.task, **context).strip()},
-        ]
+        return prompt_messages(ctx, self._template(role), self.task, **context)
 
     def _outcome(self, record: Any) -> str:
         metric = self.task.metric
@@ -256,10 +262,7 @@ class OneShot(Strategy):
     def propose(self, ctx: Context) -> list[Proposal]:
         options: OneShotOptions = self.options  # type: ignore[assignment]
         name = "feedback_generator_paper" if options.prompt_style == "paper" else "feedback_generator"
-        messages: list[Message] = [
-            {"role": "system", "content": ctx.render(f"{name}_system").strip()},
-            {"role": "user", "content": ctx.render(name, task=self.task).strip()},
-        ]
+        messages = prompt_messages(ctx, name, self.task)
         return [
             ask_for_code(
                 ctx,
