@@ -1,0 +1,44 @@
+"""Zero-cost proxies: training-free scores of an untrained network, registered in
+`nasloop.registry.proxies` by name (see `Proxy` for the contract; higher is better for all).
+
+    scores = compute_proxies(model, inputs, targets, ["synflow", "naswot"], num_classes=10, seed=0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from nasloop.evaluate.proxies import activation, data_free, gradient
+from nasloop.evaluate.proxies.base import Proxy, ProxyError, zero_cost_proxy
+from nasloop.registry import proxies
+
+# Every built-in proxy, in a fixed order for tables: data-independent, gradient, activation, baselines.
+ALL_PROXIES: tuple[str, ...] = (
+    "synflow", "snip", "grasp", "grad_norm", "fisher", "jacob_cov", "naswot", "zen", "zico", "l2_norm",
+    "plain", "params", "flops",
+)  # fmt: skip
+
+
+def compute_proxies(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    names: Iterable[str],
+    *,
+    num_classes: int,
+    seed: int,
+) -> dict[str, float]:
+    """The named proxies of `model` on one batch, each with the same `seed`, in the order given.
+
+    Raises `UnknownNameError` for an unknown name and the first `ProxyError` of a proxy that cannot be
+    computed (call the proxies one by one to keep the others).
+    """
+    resolved = [(name, proxies.get(name)) for name in names]  # fail on a bad name before any work
+    return {name: proxy(model, inputs, targets, num_classes=num_classes, seed=seed) for name, proxy in resolved}
+
+
+__all__ = ["ALL_PROXIES", "Proxy", "ProxyError", "activation", "compute_proxies", "data_free", "gradient",
+           "zero_cost_proxy"]  # fmt: skip
