@@ -8,7 +8,8 @@ are imported only when a backend is built.
 
 from __future__ import annotations
 
-from nasloop.llm import cassette, scripted
+# Importing a backend module registers it; heavy dependencies load only when a backend is built.
+from nasloop.llm import cassette, llama_cpp_backend, openai_backend, scripted, transformers_backend
 from nasloop.llm.base import (
     Completion,
     ContextTooLong,
@@ -51,8 +52,11 @@ __all__ = [
     "UsageMeter",
     "UsageTotals",
     "cassette",
+    "llama_cpp_backend",
     "make_backend",
+    "openai_backend",
     "scripted",
+    "transformers_backend",
 ]
 
 

@@ -1,0 +1,308 @@
+"""The embedded default backend: a local GGUF model through llama-cpp-python, in-process.
+
+* **Model.** `config.model` is an embedded model name (joined and verified from its PyPI parts on first
+  use, see `nasloop.llm.embedded`) or a path to a `.gguf` file. All layers go to the GPU when
+  llama-cpp-python was built with GPU support (`n_gpu_layers=-1`), else the model runs on the CPU.
+* **Prefix reuse.** On CPU the prompt prefill dominates the cost of a call. The chat prompt is rendered
+  with the model's own chat template and tokenised here, and one `Llama` instance is kept, so the KV
+  cache of the longest common token prefix with the previous call (system prompt, task description,
+  unchanged history) is reused and only the new suffix is evaluated.
+* **Deadline.** While the prompt is evaluated, llama.cpp's abort callback checks the clock, so even a
+  long prefill stops at the deadline; during generation a stopping criterion checks it after every
+  token. Reaching the deadline returns the text generated so far with `finish_reason="deadline"`
+  (partial code is still useful feedback), or raises `DeadlineExceeded` when no text was generated yet.
+  The abort callback is switched off once generation starts, because calling into Python at every graph
+  node halves the decoding speed.
+* **Structured output.** A JSON-schema `response_format` becomes a grammar
+  (`LlamaGrammar.from_json_schema`), so decoding can only produce JSON of that shape; it is validated
+  afterwards all the same.
+* Calls are serialised (one model, one KV cache); waiting for the model counts against the deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nasloop.llm.base import (
+    Completion,
+    ContextTooLong,
+    DeadlineExceeded,
+    EmptyResponse,
+    InvalidStructuredResponse,
+    LLMBackend,
+    LLMConfigError,
+    LLMError,
+    Message,
+    TruncatedResponse,
+    Usage,
+    validate_messages,
+)
+from nasloop.llm.config import LLMConfig
+from nasloop.llm.embedded import resolve_model_path
+from nasloop.llm.structured import parse_and_validate, schema_of
+from nasloop.registry import llm_backends
+
+INSTALL_HINT = "pip install 'nasloop[embedded]' (llama-cpp-python)"
+# Fewer free tokens than this after the prompt cannot hold a useful answer.
+MIN_ANSWER_TOKENS = 16
+
+
+def import_llama_cpp() -> Any:
+    """The `llama_cpp` module, or `LLMConfigError` with the install command."""
+    try:
+        import llama_cpp
+    except ImportError as error:
+        raise LLMConfigError(f"the llama-cpp backend needs llama-cpp-python: {INSTALL_HINT} ({error})") from None
+    return llama_cpp
+
+
+def default_threads() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass
+class _Generation:
+    """The state of one call while it generates: the deadline, the clock checks and the token count."""
+
+    deadline: float
+    prompt_tokens: int
+    longest_sequence: int = 0
+    deadline_hit: bool = False
+    generating: bool = False
+    chunks: list[str] = field(default_factory=list)
+
+    def past_deadline(self) -> bool:
+        if time.monotonic() >= self.deadline:
+            self.deadline_hit = True
+        return self.deadline_hit
+
+    @property
+    def completion_tokens(self) -> int:
+        # The stopping criterion sees every token but the newest one already in the sequence.
+        return max(0, self.longest_sequence - self.prompt_tokens + 1) if self.generating else 0
+
+
+@llm_backends.register("llama-cpp")
+class LlamaCppBackend(LLMBackend):
+    """A GGUF model in-process (see the module docstring for prefix reuse, deadline and grammar)."""
+
+    name = "llama-cpp"
+
+    def __init__(self, config: LLMConfig) -> None:
+        self.config = config
+        self._llama_cpp = import_llama_cpp()
+        self.model_path: Path = resolve_model_path(config.model)
+        self._lock = threading.Lock()
+        self._current: _Generation | None = None
+        self._llama: Any = self._load()
+        self._formatter = self._chat_formatter()
+        # ctypes callbacks must stay referenced while llama.cpp may call them.
+        self._abort_callback = self._llama_cpp.ggml_abort_callback(self._should_abort)
+        self._no_abort_callback = self._llama_cpp.ggml_abort_callback()
+
+    def __repr__(self) -> str:
+        return f"LlamaCppBackend(model={self.config.model!r}, path={str(self.model_path)!r})"
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model
+
+    @property
+    def gpu_offload(self) -> bool:
+        """Whether this llama-cpp-python build can offload layers to a GPU."""
+        return bool(self._llama_cpp.llama_supports_gpu_offload())
+
+    def _load(self) -> Any:
+        gpu_layers = self.config.n_gpu_layers
+        if gpu_layers is None:
+            gpu_layers = -1 if self.gpu_offload else 0
+        try:
+            return self._llama_cpp.Llama(
+                model_path=str(self.model_path),
+                n_ctx=self.config.n_ctx,
+                n_batch=self.config.n_batch,
+                n_threads=self.config.n_threads or default_threads(),
+                n_gpu_layers=gpu_layers,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as error:
+            raise LLMConfigError(f"llama.cpp could not load {self.model_path}: {error}") from None
+
+    def _chat_formatter(self) -> Any:
+        """The model's own chat template (from the GGUF metadata) as a llama-cpp-python formatter."""
+        from llama_cpp import llama_chat_format
+
+        template = self._llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise LLMConfigError(f"{self.model_path} has no chat template; use an instruct (chat) GGUF model")
+        eos_id = self._llama.token_eos()
+        bos_id = self._llama.token_bos()
+        return llama_chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._llama._model.token_get_text(eos_id) if eos_id != -1 else "",
+            bos_token=self._llama._model.token_get_text(bos_id) if bos_id != -1 else "",
+            stop_token_ids=[eos_id],
+        )
+
+    def prompt_tokens(self, messages: list[Message]) -> tuple[list[int], list[str]]:
+        """The chat prompt as tokens, and the template's stop strings."""
+        formatted = self._formatter(messages=messages)
+        tokens = self._llama.tokenize(
+            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+        )
+        stops = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop] if formatted.stop else []
+        return list(tokens), [str(stop) for stop in stops]
+
+    def complete(
+        self,
+        messages: list[Message],
+        *,
+        temperature: float = 0.7,
+        max_tokens: int = 2048,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+        response_format: dict[str, Any] | None = None,
+        top_p: float = 1.0,
+    ) -> Completion:
+        validate_messages(messages)
+        if self._llama is None:
+            raise LLMConfigError(f"the llama-cpp backend for {self.model_name} was closed")
+        started = time.monotonic()
+        deadline = started + self.config.deadline_s
+        schema = schema_of(response_format)
+        if not self._lock.acquire(timeout=self.config.deadline_s):
+            raise DeadlineExceeded(
+                f"{self.model_name}: the model was busy with other calls for the whole deadline "
+                f"({self.config.deadline_s:g} s); lower the concurrency or raise llm.deadline_s"
+            )
+        try:
+            tokens, template_stops = self.prompt_tokens(messages)
+            budget = self._answer_budget(len(tokens), max_tokens)
+            generation = _Generation(deadline=deadline, prompt_tokens=len(tokens))
+            finish_reason = self._generate(
+                generation,
+                tokens,
+                temperature=temperature,
+                top_p=top_p,
+                max_tokens=budget,
+                seed=seed,
+                stop=[*(stop or []), *template_stops],
+                grammar=self._grammar(schema) if schema is not None else None,
+            )
+        finally:
+            self._lock.release()
+        text = "".join(generation.chunks)
+        self._check_text(text, finish_reason, schema, budget)
+        usage = Usage(len(tokens), generation.completion_tokens)
+        return Completion(text, usage, time.monotonic() - started, self.model_name, finish_reason)
+
+    def _answer_budget(self, prompt_length: int, max_tokens: int) -> int:
+        """`max_tokens`, shortened to what the context window leaves after the prompt."""
+        room = self.config.n_ctx - prompt_length
+        if room < MIN_ANSWER_TOKENS:
+            raise ContextTooLong(
+                f"{self.model_name}: the prompt has {prompt_length} tokens and the context window "
+                f"{self.config.n_ctx}; shorten the prompt or raise llm.n_ctx"
+            )
+        return min(max_tokens, room)
+
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        from llama_cpp import llama_grammar
+
+        if not schema:
+            return llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
+        try:
+            return llama_grammar.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        except (ValueError, RuntimeError, KeyError, NotImplementedError) as error:
+            raise LLMConfigError(f"the response_format schema cannot be turned into a grammar: {error}") from None
+
+    def _generate(self, generation: _Generation, tokens: list[int], **sampling: Any) -> str:
+        """Run one generation into `generation.chunks`; the finish reason (stop, length, deadline)."""
+        from llama_cpp import StoppingCriteriaList
+
+        def stop_at_deadline(input_ids: Any, logits: Any) -> bool:
+            if not generation.generating:
+                generation.generating = True
+                self._set_abort_callback(enabled=False)  # prefill is over
+            generation.longest_sequence = max(generation.longest_sequence, len(input_ids))
+            return generation.past_deadline()
+
+        self._current = generation
+        self._set_abort_callback(enabled=True)
+        finish_reason = "stop"
+        try:
+            for chunk in self._stream(tokens, StoppingCriteriaList([stop_at_deadline]), sampling):
+                choice = chunk["choices"][0]
+                generation.chunks.append(choice["text"])
+                finish_reason = choice.get("finish_reason") or finish_reason
+        except RuntimeError as error:
+            self._llama.reset()  # an aborted decode leaves the KV cache out of step with the tokens
+            if not generation.deadline_hit:
+                raise LLMError(f"{self.model_name}: llama.cpp failed while generating: {error}") from None
+        finally:
+            self._set_abort_callback(enabled=False)
+            self._current = None
+        if generation.deadline_hit:
+            if not "".join(generation.chunks).strip():
+                raise DeadlineExceeded(
+                    f"{self.model_name}: no text within the deadline of {self.config.deadline_s:g} s "
+                    f"(prompt of {len(tokens)} tokens); raise llm.deadline_s, shorten the prompt or use "
+                    "a smaller model"
+                )
+            return "deadline"
+        return str(finish_reason)
+
+    def _stream(self, tokens: list[int], stopping: Any, sampling: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        stream: Iterator[dict[str, Any]] = self._llama.create_completion(
+            tokens,
+            max_tokens=sampling["max_tokens"],
+            temperature=sampling["temperature"],
+            top_p=sampling["top_p"],
+            seed=sampling["seed"],
+            stop=sampling["stop"],
+            grammar=sampling["grammar"],
+            stopping_criteria=stopping,
+            stream=True,
+        )
+        return stream
+
+    def _should_abort(self, _data: object) -> bool:
+        generation = self._current
+        return generation is not None and generation.past_deadline()
+
+    def _set_abort_callback(self, *, enabled: bool) -> None:
+        callback = self._abort_callback if enabled else self._no_abort_callback
+        self._llama_cpp.llama_set_abort_callback(self._llama._ctx.ctx, callback, None)
+
+    def _check_text(self, text: str, finish_reason: str, schema: dict[str, Any] | None, budget: int) -> None:
+        if not text.strip():
+            if finish_reason == "length":
+                raise TruncatedResponse(
+                    f"{self.model_name} reached max_tokens={budget} without producing text; raise max_tokens"
+                )
+            raise EmptyResponse(f"{self.model_name} answered with empty text; try again or rephrase the prompt")
+        if schema is None:
+            return
+        try:
+            parse_and_validate(text, schema, model=self.model_name)
+        except InvalidStructuredResponse as error:
+            if finish_reason in ("length", "deadline"):
+                raise TruncatedResponse(
+                    f"{self.model_name}: the JSON answer was cut off ({finish_reason}) before it was complete; "
+                    "raise max_tokens or llm.deadline_s"
+                ) from error
+            raise
+
+    def close(self) -> None:
+        llama = getattr(self, "_llama", None)
+        if llama is not None:
+            llama.close()
+            self._llama = None
