@@ -149,14 +149,23 @@ class Pruner:
         reference = [list(curve) for curve in self.reference]
         total_steps = max(curve[-1][0] for curve in reference)
         settings = self.settings
-        smoothed: list[float] = []
+        seen: list[tuple[int, float]] = []
 
         def should_stop(step: int, loss: float) -> bool:
-            smoothed.append(loss if not smoothed else 0.7 * smoothed[-1] + 0.3 * loss)
+            # Compare like with like: the mean of the last few reported losses against the reference
+            # curves' mean at the same steps (an EMA would lag behind a falling curve and prune good ones).
+            seen.append((step, loss))
             if step < settings.min_fraction * total_steps:
                 return False
-            losses = [value for curve in reference if (value := _loss_at(curve, step)) is not None]
-            return bool(losses) and smoothed[-1] > max(losses) * (1 + settings.margin)
+            window = seen[-3:]
+            own = sum(value for _, value in window) / len(window)
+            worst_reference = None
+            for curve in reference:
+                values = [_loss_at(curve, s) for s, _ in window]
+                if all(value is not None for value in values):
+                    mean = sum(v for v in values if v is not None) / len(values)
+                    worst_reference = mean if worst_reference is None else max(worst_reference, mean)
+            return worst_reference is not None and own > worst_reference * (1 + settings.margin)
 
         return should_stop
 
