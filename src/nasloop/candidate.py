@@ -130,3 +130,8 @@ class Proposal:
     notes: dict[str, Any] = field(default_factory=dict)
     failure: Failure | None = None
     llm_call_ids: tuple[int, ...] = ()
+    # Evaluation stages for this proposal instead of the run's (e.g. training the finalists of a
+    # zero-cost search); None keeps the run's stages.
+    stages: tuple[str, ...] | None = None
+    # A re-evaluation of an earlier candidate (finalists): not deduplicated, not an iteration.
+    final_of: int | None = None

@@ -205,8 +205,8 @@ class _InFlight:
 
 
 def counts_as_iteration(record: CandidateRecord) -> bool:
-    """Repair attempts do not count as iterations of the budget."""
-    return not record.notes.get("repair_of")
+    """Repair attempts and re-evaluations of finalists do not count as iterations of the budget."""
+    return not (record.notes.get("repair_of") or record.notes.get("final_of"))
 
 
 class Engine:
@@ -366,6 +366,8 @@ class Engine:
                 if not in_flight:
                     break
                 self._collect(in_flight, progress)
+            if reason is not None and self.store.get_meta("finalized") is None:
+                self._finalize(llm, executor, progress)
         except LLMError as error:
             raise SearchAborted(
                 f"{type(error).__name__}: {error}\nThe run is saved; continue it with "
@@ -379,6 +381,19 @@ class Engine:
                 self._executor.shutdown()
             progress.close()
         return self.summary(reason or "stopped")
+
+    def _finalize(self, llm: RecordingLLM, executor: Executor, progress: Any) -> None:
+        """Evaluate the strategy's finalists once, after the budget is spent."""
+        proposals = self.strategy.finalize(self._context(llm, self.iterations_done))
+        in_flight: dict[Future[EvalResult], _InFlight] = {}
+        for proposal in proposals:
+            proposal.notes["final_of"] = proposal.final_of
+            while len(in_flight) >= self._max_in_flight():
+                self._collect(in_flight, progress)
+            self._submit(proposal, executor, in_flight, progress)
+        while in_flight:
+            self._collect(in_flight, progress)
+        self.store.set_meta("finalized", str(len(proposals)))
 
     def summary(self, reason: str) -> RunSummary:
         valid = sum(1 for c in self.history if c.state is State.COMPLETE and counts_as_iteration(c))
@@ -407,20 +422,19 @@ class Engine:
     @staticmethod
     def _pending_iterations(in_flight: dict[Future[EvalResult], _InFlight], queued: list[Proposal]) -> int:
         pending = [item.proposal for item in in_flight.values()] + queued
-        return sum(1 for proposal in pending if not proposal.notes.get("repair_of"))
+        return sum(1 for proposal in pending if not (proposal.notes.get("repair_of") or proposal.final_of))
 
-    def _propose(self, llm: RecordingLLM, unobserved: int) -> list[Proposal]:
-        iteration = self.iterations_done + unobserved
-        llm.iteration = iteration
+    def _context(self, llm: RecordingLLM, iteration: int) -> Context:
         from nasloop.prompts import render
 
+        llm.iteration = iteration
         prompts_dir = Path(self.config.prompts_dir) if self.config.prompts_dir else None
 
         def render_template(name: str, /, **context: Any) -> str:
             return render(name, template_dir=prompts_dir, **context)
 
         rng = random.Random(derived_seed(self.config.seed, "iteration", iteration))
-        ctx = Context(
+        return Context(
             llm=llm,
             history=tuple(self.history),
             rng=rng,
@@ -429,7 +443,10 @@ class Engine:
             render=render_template,
             space=self.space,
         )
-        proposals = self.strategy.propose(ctx)
+
+    def _propose(self, llm: RecordingLLM, unobserved: int) -> list[Proposal]:
+        iteration = self.iterations_done + unobserved
+        proposals = self.strategy.propose(self._context(llm, iteration))
         if not proposals:
             raise RuntimeError(f"strategy {self.config.strategy!r} proposed nothing at iteration {iteration}")
         return proposals
@@ -469,7 +486,7 @@ class Engine:
             self._record(candidate_id, iteration, proposal, code, code_hash, result, staleness=0)
             progress.update()
             return
-        original = self.store.find_by_hash(code_hash)
+        original = self.store.find_by_hash(code_hash) if proposal.final_of is None else None
         if original is not None:
             self._record(
                 candidate_id,

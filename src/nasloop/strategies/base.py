@@ -109,6 +109,11 @@ class Strategy(ABC):
     def observe(self, observations: list[Observation]) -> None:  # noqa: B027 - optional hook
         """Take the outcome of evaluated proposals into account."""
 
+    def finalize(self, ctx: Context) -> list[Proposal]:
+        """Proposals to evaluate once after the budget is spent (e.g. train the top-k of a zero-cost
+        search, with `Proposal.stages` and `Proposal.final_of` set). They do not count as iterations."""
+        return []
+
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state for resume."""
         return {}
