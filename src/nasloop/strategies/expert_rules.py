@@ -1,0 +1,345 @@
+"""`expert-rules`: LeMo-NADe's loop (Rahman, Chakraborty, 2024; METHODS.md section D) on the open code space.
+
+Each iteration:
+
+1. the expert system (`nasloop.strategies.expert_system`) fires its rules on the metrics of the candidate
+   the feedback is about (`feedback_on`: the latest candidate, as in the paper, or the best one), the
+   user's `targets`, and the latest candidate's failure if it failed;
+2. conflicting instructions are resolved by the user's metric `priorities`, and the explanation (which
+   instruction won and why) goes into the prompt with the kept instructions;
+3. the generator gets the task, the requirements, the best model so far by combined model effectiveness
+   (CM, `nasloop.objectives.effectiveness`) with its metrics, the latest model's outcome, and the
+   instructions, and writes a complete `Net`.
+
+The first iteration is a plain generation. Each proposal's notes record the rules fired
+(`rules_fired`: name and the values that made each fire), the instructions sent (`instructions`), the
+conflicts (`conflicts`: explanation and dropped rules) and which candidate the feedback was about
+(`feedback_on`). When a candidate is observed its CM is written into its notes (`cm`, or `cm_missing`
+with the reason) before the engine stores it, and the best candidate by CM is part of `state_dict`.
+
+Metrics the rules read are the evaluation's (`val_acc`, `train_acc`, `test_acc`, `params`, and
+`latency_ms`, `throughput_ips`, `energy_j`, ... when the hardware stage ran) plus three derived ones:
+`fps` (the CM's frames per second: `throughput_ips`, else 1000 / `latency_ms`), `size_mb` (float32
+weights, 4 bytes per parameter) and `cm`. A rule on a metric the evaluation did not produce stays silent.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from nasloop.candidate import Failure, Proposal, State
+from nasloop.evaluate.job import Strict
+from nasloop.llm.base import Message
+from nasloop.objectives.constraints import format_value
+from nasloop.objectives.effectiveness import EffectivenessConfig, best_by_effectiveness, combined_effectiveness
+from nasloop.registry import strategies
+from nasloop.store.sqlite import CandidateRecord
+from nasloop.strategies.base import Context, Observation, Strategy, Task, ask_for_code
+from nasloop.strategies.expert_system import FiredRule, Resolution, Rule, fire, load_rules, resolve
+
+DEFAULT_PRIORITIES = (
+    "validity",
+    "val_acc",
+    "fps",
+    "latency_ms",
+    "energy_j",
+    "params",
+    "size_mb",
+    "flops",
+    "co2_g",
+    "efficiency",
+)
+
+# Metrics where a target is a floor (at least); every other target is a ceiling (at most).
+HIGHER_IS_BETTER = frozenset({"val_acc", "train_acc", "test_acc", "fps", "throughput_ips", "cm"})
+
+# Metrics shown to the LLM next to a model, in this order, when present.
+SHOWN_METRICS = (
+    "val_acc",
+    "train_acc",
+    "params",
+    "flops",
+    "latency_ms",
+    "throughput_ips",
+    "fps",
+    "peak_memory_mb",
+    "energy_j",
+    "co2_g",
+)
+
+
+class ExpertRulesOptions(Strict):
+    """Options of `expert-rules` (config key `strategy_options`)."""
+
+    rules: str | None = Field(default=None, description="YAML rule file; None: nasloop's default rules")
+    targets: dict[str, float] = Field(
+        default_factory=dict, description="the user's thresholds by metric, e.g. {val_acc: 0.9, fps: 1000}"
+    )
+    priorities: tuple[str, ...] = Field(
+        default=DEFAULT_PRIORITIES, description="metrics, most important first; they settle conflicting rules"
+    )
+    effectiveness: EffectivenessConfig = Field(
+        default_factory=EffectivenessConfig, description="CM weights and normalisation; the best is kept by CM"
+    )
+    feedback_on: Literal["latest", "best"] = Field(
+        default="latest", description="whose metrics the rules read: the latest candidate (paper) or the best"
+    )
+    temperature: float = Field(default=0.7, ge=0)
+    top_p: float = Field(default=0.9, gt=0, le=1)
+    max_tokens: int = Field(default=2048, gt=0)
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_load(cls, path: str | None) -> str | None:
+        load_rules(path)  # a RuleFileError (a ValueError) names the file, the rule and the field
+        return path
+
+    @field_validator("priorities")
+    @classmethod
+    def _priorities_unique(cls, priorities: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({metric for metric in priorities if priorities.count(metric) > 1})
+        if repeated:
+            raise ValueError(f"metrics listed more than once: {', '.join(repeated)}")
+        return priorities
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Facts for the rules and text for the prompt
+# ---------------------------------------------------------------------------------------------------------
+
+
+def rule_metrics(metrics: Mapping[str, float], config: EffectivenessConfig, cm: float | None) -> dict[str, float]:
+    """The metrics the rules read: the measured ones plus derived `fps`, `size_mb` and `cm` (module doc)."""
+    facts = {name: float(value) for name, value in metrics.items()}
+    if "fps" not in facts:
+        fps = frames_per_second(metrics, config)
+        if fps is not None:
+            facts["fps"] = fps
+    if "size_mb" not in facts and "params" in facts:
+        facts["size_mb"] = facts["params"] * 4 / 1e6
+    if cm is not None:
+        facts["cm"] = cm
+    return facts
+
+
+def frames_per_second(metrics: Mapping[str, float], config: EffectivenessConfig) -> float | None:
+    """Images per second as CM reads it: the FPS metric, else 1000 / the batch-1 latency; None if neither."""
+    fps = metrics.get(config.fps_metric)
+    if fps is not None and math.isfinite(fps) and fps > 0:
+        return float(fps)
+    latency = metrics.get(config.latency_metric) if config.latency_metric else None
+    if latency is not None and math.isfinite(latency) and latency > 0:
+        return 1000.0 / latency
+    return None
+
+
+def describe_metrics(metrics: Mapping[str, float]) -> str:
+    """`val_acc = 0.8123, params = 12,345, ...` for the metrics in SHOWN_METRICS that are present."""
+    shown = [f"{name} = {format_value(metrics[name])}" for name in SHOWN_METRICS if name in metrics]
+    return ", ".join(shown) or "no metrics"
+
+
+def describe_targets(targets: Mapping[str, float]) -> list[str]:
+    """One line per target: `val_acc at least 0.9`, `params at most 100,000`."""
+    return [
+        f"{metric} {'at least' if metric in HIGHER_IS_BETTER else 'at most'} {format_value(value)}"
+        for metric, value in targets.items()
+    ]
+
+
+def outcome(record: CandidateRecord) -> str:
+    """How a candidate ended, in one paragraph for the prompt."""
+    if record.failure is not None and record.state is not State.COMPLETE:
+        return f"failed with a {record.failure.kind.value} error: {record.failure.message}"
+    text = describe_metrics(record.metrics)
+    if record.state is State.PRUNED:
+        text = "stopped early because its training loss was far behind the best models; " + text
+    if record.duplicate_of is not None:
+        text += f"; it repeated candidate {record.duplicate_of} exactly, so make a real change"
+    return text
+
+
+def fired_notes(fired: Sequence[FiredRule]) -> list[dict[str, str]]:
+    """The rules fired, as stored in a candidate's notes."""
+    return [{"rule": item.rule.name, "reason": item.reason} for item in fired]
+
+
+def conflict_notes(resolution: Resolution) -> dict[str, Any]:
+    """The conflicts of a resolution, as stored in a candidate's notes; empty when nothing conflicted."""
+    if not resolution.dropped:
+        return {}
+    dropped = [
+        {"rule": entry.fired.rule.name, "winner": entry.winner.rule.name if entry.winner else None,
+         "reason": entry.reason}
+        for entry in resolution.dropped
+    ]  # fmt: skip
+    return {"explanation": resolution.explanation, "dropped": dropped}
+
+
+def find_record(history: Sequence[CandidateRecord], candidate_id: int | None) -> CandidateRecord | None:
+    """The record with this id in the run history, or None."""
+    if candidate_id is None:
+        return None
+    return next((record for record in reversed(history) if record.id == candidate_id), None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The strategy
+# ---------------------------------------------------------------------------------------------------------
+
+
+@strategies.register("expert-rules")
+class ExpertRules(Strategy):
+    """LeMo-NADe: expert-system instructions to an LLM generator, best kept by CM; see the module docstring."""
+
+    Options = ExpertRulesOptions
+    sequential = True
+
+    def __init__(self, options: Any, task: Task, *, space: Any = None, seed: int = 0) -> None:
+        super().__init__(options, task, space=space, seed=seed)
+        self.opts: ExpertRulesOptions = options
+        self.rules: list[Rule] = load_rules(self.opts.rules)
+        self.best: dict[str, Any] | None = None  # {id, cm, metrics}: the best candidate by CM
+        self.latest_id: int | None = None
+        # Completed candidates with the metrics CM reads; `normalisation: run` rescales against them.
+        self.scored: list[dict[str, Any]] = []
+
+    # -- propose ----------------------------------------------------------------------------------------
+
+    def propose(self, ctx: Context) -> list[Proposal]:
+        sampling = {"temperature": self.opts.temperature, "top_p": self.opts.top_p, "max_tokens": self.opts.max_tokens}
+        best = find_record(ctx.history, self.best["id"]) if self.best else None
+        latest = find_record(ctx.history, self.latest_id)
+        if latest is None:
+            return [ask_for_code(ctx, "generator", self._messages(ctx), **sampling)]
+        subject = best if self.opts.feedback_on == "best" and best is not None else latest
+        failure = latest.failure if latest.state is not State.COMPLETE else None
+        fired, resolution = self.advise(subject, failure)
+        messages = self._messages(ctx, best=best, latest=latest, resolution=resolution)
+        proposal = ask_for_code(ctx, "generator", messages, **sampling)
+        proposal.parent_ids = tuple(dict.fromkeys(record.id for record in (best, latest) if record is not None))
+        proposal.notes.update(
+            feedback_on=subject.id, rules_fired=fired_notes(fired), instructions=list(resolution.instructions)
+        )
+        conflicts = conflict_notes(resolution)
+        if conflicts:
+            proposal.notes["conflicts"] = conflicts
+        return [proposal]
+
+    def advise(self, subject: CandidateRecord, failure: Failure | None) -> tuple[list[FiredRule], Resolution]:
+        """Fire the rules on `subject`'s metrics and the latest `failure`, and resolve the conflicts."""
+        cm = subject.notes.get("cm")
+        metrics = rule_metrics(
+            subject.metrics, self.opts.effectiveness, float(cm) if isinstance(cm, int | float) else None
+        )
+        fired = fire(self.rules, metrics, self.opts.targets, failure)
+        return fired, resolve(fired, self.opts.priorities)
+
+    def _messages(
+        self,
+        ctx: Context,
+        *,
+        best: CandidateRecord | None = None,
+        latest: CandidateRecord | None = None,
+        resolution: Resolution | None = None,
+    ) -> list[Message]:
+        best_view = None
+        if best is not None and self.best is not None:
+            best_view = {"id": best.id, "code": best.code or "", "cm": format_value(self.best["cm"]),
+                         "metrics": describe_metrics(best.metrics)}  # fmt: skip
+        latest_view = None
+        if latest is not None:
+            show_code = best is None or latest.id != best.id
+            latest_view = {
+                "id": latest.id,
+                "outcome": outcome(latest),
+                "code": (latest.code or "") if show_code else "",
+            }
+        context = {
+            "task": self.task,
+            "best": best_view,
+            "latest": latest_view,
+            "targets": describe_targets(self.opts.targets),
+            "instructions": resolution.prompt_text() if resolution is not None else "",
+            "first": latest is None,
+        }
+        return [
+            {"role": "system", "content": ctx.render("expert_generator_system").strip()},
+            # Sections that are left out leave runs of blank lines behind; one blank line separates sections.
+            {"role": "user", "content": re.sub(r"\n{3,}", "\n\n", ctx.render("expert_generator", **context)).strip()},
+        ]
+
+    # -- observe ----------------------------------------------------------------------------------------
+
+    def observe(self, observations: list[Observation]) -> None:
+        """Record each candidate's CM in its notes (the engine stores them next) and update the best."""
+        for observation in observations:
+            record = observation.record
+            self.latest_id = record.id
+            if record.state is not State.COMPLETE:
+                continue
+            self.scored.append({"id": record.id, "metrics": self._cm_inputs(record.metrics)})
+            run = [entry["metrics"] for entry in self.scored]
+            effectiveness = combined_effectiveness(record.metrics, self.opts.effectiveness, run=run)
+            if effectiveness.value is None:
+                record.notes["cm_missing"] = effectiveness.reason
+            else:
+                record.notes["cm"] = effectiveness.value
+            self._update_best()
+
+    def _cm_inputs(self, metrics: Mapping[str, float]) -> dict[str, float]:
+        config = self.opts.effectiveness
+        names = {config.train_accuracy_metric, config.val_accuracy_metric, config.fps_metric,
+                 config.train_energy_metric, config.val_energy_metric, config.latency_metric}  # fmt: skip
+        return {name: float(metrics[name]) for name in names if name is not None and name in metrics}
+
+    def _update_best(self) -> None:
+        # Recomputed over all scored candidates: under `normalisation: run` an older one can become best.
+        points = [entry["metrics"] for entry in self.scored]
+        index = best_by_effectiveness(points, self.opts.effectiveness)
+        if index is None:
+            self.best = None
+            return
+        value = combined_effectiveness(points[index], self.opts.effectiveness, run=points).value
+        self.best = {"id": self.scored[index]["id"], "cm": value, "metrics": dict(points[index])}
+
+    # -- resume -----------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "latest_id": self.latest_id, "scored": self.scored}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")
+        self.latest_id = state.get("latest_id")
+        self.scored = list(state.get("scored") or [])
+
+
+def rank_by_effectiveness(
+    records: Sequence[CandidateRecord], config: EffectivenessConfig
+) -> list[tuple[CandidateRecord, float]]:
+    """Completed candidates that have a CM, best first, with their CM (recomputed over `records`)."""
+    complete = [record for record in records if record.state is State.COMPLETE]
+    points = [record.metrics for record in complete]
+    scored = [
+        (record, value)
+        for record in complete
+        if (value := combined_effectiveness(record.metrics, config, run=points).value) is not None
+    ]
+    return sorted(scored, key=lambda pair: (-pair[1], pair[0].id))
+
+
+__all__ = [
+    "DEFAULT_PRIORITIES",
+    "ExpertRules",
+    "ExpertRulesOptions",
+    "describe_metrics",
+    "describe_targets",
+    "frames_per_second",
+    "rank_by_effectiveness",
+    "rule_metrics",
+]
