@@ -185,11 +185,25 @@ def learning_rate(settings: RecipeSettings, step: int, total_steps: int, steps_p
 # ----------------------------------------------------------------------------------- batches
 
 
+def batch_bounds(samples: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, end) of each batch over `samples` samples; a final batch of one sample is dropped because
+    BatchNorm cannot train on it."""
+    bounds = [(start, min(start + batch_size, samples)) for start in range(0, samples, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < 2:
+        bounds.pop()
+    return bounds
+
+
+CHUNK_BYTES = 32 << 20  # float32 bytes of training images augmented together
+
+
 class BatchMaker:
-    """Turns index tensors into normalised, augmented training batches, all as batched tensor ops.
+    """Turns the uint8 training split into normalised, augmented float batches with batched tensor ops.
 
     The per-sample randomness (order, crop offsets, flips) is drawn up front from one seeded CPU
-    generator, so a seed gives the same batches on every device.
+    generator, so a seed gives the same batches on every device. Batches are prepared a chunk of
+    ~`CHUNK_BYTES` at a time and handed out as views: a handful of large tensor ops per chunk instead of
+    several small ones per batch, which matters on a CPU whose threads are shared.
     """
 
     def __init__(self, data: SandboxData, settings: RecipeSettings, device: torch.device, seed: int) -> None:
@@ -214,31 +228,46 @@ class BatchMaker:
         flips = torch.rand(total, generator=self.generator) < 0.5
         return order.to(self.device), offsets.to(self.device), flips.to(self.device)
 
+    def train_batches(self, bounds: list[tuple[int, int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) of each batch in `bounds`, in order."""
+        order, offsets, flips = self.sample_plan(bounds[-1][1])
+        sample_bytes = 4 * self.images[0].numel()
+        per_chunk = max(1, CHUNK_BYTES // (self.settings.batch_size * sample_bytes))
+        for first in range(0, len(bounds), per_chunk):
+            chunk = bounds[first : first + per_chunk]
+            low, high = chunk[0][0], chunk[-1][1]
+            images, labels = self.augmented(order[low:high], offsets[low:high], flips[low:high])
+            for start, end in chunk:
+                yield images[start - low : end - low], labels[start - low : end - low]
+
+    def augmented(
+        self, indices: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        images = self.images[indices].float()  # (N, C, H, W)
+        if self.settings.augment:
+            images = self.crop_and_flip(images, offsets, flips)
+        return self.normalise(images), self.labels[indices]
+
+    def crop_and_flip(self, images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+        """Zero-pad by `crop_padding` and cut each image's window at its own (dy, dx) offset, mirrored where
+        `flips` says (if the dataset allows flips): one gather with per-sample index arithmetic."""
+        pad = self.settings.crop_padding
+        count, channels, height, width = images.shape
+        padded = F.pad(images, (pad, pad, pad, pad)).view(count, channels, -1)  # (N, C, (H+2p)*(W+2p))
+        rows = offsets[:, :1] + torch.arange(height, device=images.device)  # (N, H)
+        columns = torch.arange(width, device=images.device).expand(count, width)  # (N, W)
+        if self.settings.horizontal_flip:
+            columns = torch.where(flips[:, None], width - 1 - columns, columns)
+        columns = columns + offsets[:, 1:]
+        index = rows[:, :, None] * (width + 2 * pad) + columns[:, None, :]  # (N, H, W) into the padded plane
+        index = index.view(count, 1, height * width).expand(count, channels, height * width)
+        return padded.gather(2, index).view(count, channels, height, width)
+
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         out = images.float().mul_(self.scale).add_(self.shift)
         if self.settings.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         return out
-
-    def train_batch(
-        self, indices: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        images = self.images[indices]  # (B, C, H, W) uint8
-        if self.settings.augment:
-            images = self.random_crop(images, offsets)
-            if self.settings.horizontal_flip:
-                images = torch.where(flips.view(-1, 1, 1, 1), images.flip(3), images)
-        return self.normalise(images), self.labels[indices]
-
-    def random_crop(self, images: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """Zero-pad by `crop_padding` and cut each image's window at its own (dy, dx) offset."""
-        pad = self.settings.crop_padding
-        batch, channels, height, width = images.shape
-        padded = F.pad(images, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
-        rows = offsets[:, 0:1] + torch.arange(height, device=images.device)  # (B, H)
-        cols = offsets[:, 1:2] + torch.arange(width, device=images.device)  # (B, W)
-        padded = padded.gather(2, rows.view(batch, 1, height, 1).expand(batch, channels, height, width + 2 * pad))
-        return padded.gather(3, cols.view(batch, 1, 1, width).expand(batch, channels, height, width))
 
     def eval_batches(self, images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
         for start in range(0, len(images), batch_size):
@@ -301,13 +330,9 @@ def _train_and_predict(
         nesterov=settings.nesterov,
     )
     batches = BatchMaker(data, settings, device, seed)
-    samples = max(2, round(settings.epochs * len(data.train_x)))
-    order, offsets, flips = batches.sample_plan(samples)
-    starts = list(range(0, samples, settings.batch_size))
-    if samples - starts[-1] < 2:  # a batch of one breaks BatchNorm in training mode; drop it
-        starts.pop()
-        samples = starts[-1] + settings.batch_size
-    total_steps = len(starts)
+    bounds = batch_bounds(max(2, round(settings.epochs * len(data.train_x))), settings.batch_size)
+    samples = bounds[-1][1]
+    total_steps = len(bounds)
     steps_per_epoch = len(data.train_x) / settings.batch_size
     tail_start = total_steps - max(1, round(0.1 * total_steps))  # train_loss / train_acc window
     losses = torch.zeros(total_steps, device=device)
@@ -319,9 +344,7 @@ def _train_and_predict(
     model.train()
     compute_s = 0.0
     train_start = time.perf_counter()
-    for step, start in enumerate(starts):
-        window = slice(start, min(start + settings.batch_size, samples))
-        images, labels = batches.train_batch(order[window], offsets[window], flips[window])
+    for step, (images, labels) in enumerate(batches.train_batches(bounds)):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(settings, step, total_steps, steps_per_epoch)
 
