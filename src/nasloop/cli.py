@@ -195,9 +195,29 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _add_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path)
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--best", action="store_true", help="the best candidate by the run's selection metric")
+    which.add_argument(
+        "--best",
+        action="store_true",
+        help="the best candidate by the run's selection metric (expert-rules runs: by combined model effectiveness)",
+    )
     which.add_argument("--id", type=int, help="a candidate id")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output file")
+    parser.add_argument(
+        "--format",
+        choices=["py", "torchscript", "onnx"],
+        default="py",
+        help="py: the standalone module (default); torchscript / onnx: the built network, in eval mode with "
+        "freshly initialised weights (a run stores code, not trained weights), built in a child process "
+        "after the static check; onnx needs `pip install onnx onnxscript`",
+    )
+    parser.add_argument(
+        "--onnx-exporter",
+        choices=["dynamo", "legacy"],
+        default="dynamo",
+        help="torch's ONNX exporter: dynamo (default, needs onnxscript) or the legacy TorchScript-based one",
+    )
+    parser.add_argument("--in-shape", help="C,H,W of the input (default: the run's dataset)")
+    parser.add_argument("--num-classes", type=int, help="classes (default: the run's dataset)")
 
 
 def export_module(candidate: Any, run_dir: Path, metric: str) -> str:
@@ -215,19 +235,38 @@ def cmd_export(args: argparse.Namespace) -> int:
     config, store = _open_run(args.run_dir)
     metric = config.selection_metric
     if args.best:
-        candidates = ranked(store.candidates(), metric)
-        if not candidates or candidates[0].state.value != "complete":
+        from nasloop.final_training import select_finalists
+
+        finalists = select_finalists(config, store.candidates(), top=1)
+        if not finalists:
             raise UsageError(f"{args.run_dir} has no completed candidate to export")
-        candidate = candidates[0]
+        candidate = finalists[0].record
     else:
         try:
             candidate = store.candidate(args.id)
         except KeyError as error:
             raise UsageError(str(error)) from None
+    store.close()
     if not candidate.code:
         raise UsageError(f"candidate {candidate.id} has no code")
-    args.output.write_text(export_module(candidate, args.run_dir, metric))
-    print(f"wrote candidate {candidate.id} to {args.output}")
+    if args.format == "py":
+        args.output.write_text(export_module(candidate, args.run_dir, metric))
+        print(f"wrote candidate {candidate.id} to {args.output}")
+        return EXIT_OK
+    from nasloop.export import ExportError, export_candidate, model_shapes
+
+    try:
+        in_shape, num_classes = model_shapes(config.dataset, args.in_shape, args.num_classes)
+        exported = export_candidate(
+            candidate.code, args.output, args.format, in_shape, num_classes, onnx_exporter=args.onnx_exporter,
+            seed=config.seed,
+        )  # fmt: skip
+    except ExportError as error:
+        raise UsageError(f"candidate {candidate.id}: {error}") from None
+    print(
+        f"wrote candidate {candidate.id} to {exported.path} ({exported.format}, {exported.params:,} parameters, "
+        f"input {list(in_shape)}, {num_classes} classes, freshly initialised weights; {exported.check})"
+    )
     return EXIT_OK
 
 
