@@ -54,7 +54,9 @@ class LLMConfig(Strict):
     )
     # Embedded (llama-cpp) and transformers options.
     n_ctx: int = Field(default=8192, gt=0, description="context window in tokens")
-    n_threads: int | None = Field(default=None, gt=0, description="CPU threads; default: all cores")
+    n_threads: int | None = Field(
+        default=None, gt=0, description="CPU threads; default: half the cores to decode, all to read the prompt"
+    )
     n_batch: int = Field(default=512, gt=0, description="prompt tokens evaluated per batch")
     n_gpu_layers: int | None = Field(default=None, description="layers offloaded; default -1 with a GPU build")
     device: str = Field(default="auto", description="transformers: auto, cpu, cuda or cuda:N")

@@ -63,9 +63,21 @@ def import_llama_cpp() -> Any:
     return llama_cpp
 
 
-def default_threads() -> int:
+def available_cores() -> int:
     """CPU cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_threads() -> tuple[int, int]:
+    """(decode threads, prefill threads) when `n_threads` is not configured.
+
+    Decoding one token synchronises all threads at every layer, so it collapses when the cores are
+    oversubscribed (measured: 0.5 vs 4.4 tokens/s for 2 vs 1 threads on a busy 2-core machine) and
+    gains little from hyper-threads: half the cores, as llama-cpp-python itself defaults to. The
+    batched prompt prefill uses every core.
+    """
+    cores = available_cores()
+    return max(1, cores // 2), cores
 
 
 @dataclass
@@ -124,12 +136,16 @@ class LlamaCppBackend(LLMBackend):
         gpu_layers = self.config.n_gpu_layers
         if gpu_layers is None:
             gpu_layers = -1 if self.gpu_offload else 0
+        decode_threads, prefill_threads = default_threads()
+        if self.config.n_threads is not None:
+            decode_threads = prefill_threads = self.config.n_threads
         try:
             return self._llama_cpp.Llama(
                 model_path=str(self.model_path),
                 n_ctx=self.config.n_ctx,
                 n_batch=self.config.n_batch,
-                n_threads=self.config.n_threads or default_threads(),
+                n_threads=decode_threads,
+                n_threads_batch=prefill_threads,
                 n_gpu_layers=gpu_layers,
                 verbose=False,
             )

@@ -10,13 +10,16 @@ Retries: connection errors, timeouts, HTTP 429 and 5xx are retried at most `conf
 with exponential backoff (honouring Retry-After); 400, 401/403, 404 and context-length errors are not.
 
 Structured output: `response_format` is sent to the server (`structured_output: server`), or the schema
-is put into the prompt (`prompt`), or the server is tried first and, if it rejects `response_format`,
-prompting is used from then on (`auto`). Either way the answer is parsed and validated against the
+is put into the prompt (`prompt`), or (`auto`) the modes are tried in turn until the server accepts one,
+which is remembered: the json_schema `response_format`; JSON mode with the schema in the prompt (and in
+`response_format.schema`, which llama.cpp's Python server enforces); the schema in the prompt alone.
+Either way the answer is parsed and validated against the
 schema, and an answer that does not validate raises `InvalidStructuredResponse`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -49,6 +52,8 @@ _CONTEXT_TOO_LONG = re.compile(
     re.IGNORECASE,
 )
 _MODEL_MISSING = re.compile(r"model.*(not found|does not exist|not exist|unknown)|no such model", re.IGNORECASE)
+# JSON-schema request modes, tried in this order under `structured_output: auto`.
+SCHEMA_MODES = ("json_schema", "json_object", "prompt")
 _RESPONSE_FORMAT_REJECTED = re.compile(r"response_format|json_schema|structured output|guided", re.IGNORECASE)
 
 
@@ -70,6 +75,8 @@ class _Attempt:
 
     response: Any = None
     error: BaseException | None = None
+    http_response: Any = None  # open while the body is read; closing it ends an abandoned request
+    abandoned: bool = False
 
 
 @llm_backends.register("openai")
@@ -92,7 +99,8 @@ class OpenAIBackend(LLMBackend):
             timeout=config.deadline_s,
         )
         self._slots = threading.BoundedSemaphore(config.max_concurrency)
-        self._server_enforces_schema = config.structured_output != "prompt"
+        # How JSON-schema requests are sent; `auto` walks down SCHEMA_MODES when the server rejects one.
+        self._schema_mode = "prompt" if config.structured_output == "prompt" else SCHEMA_MODES[0]
 
     def __repr__(self) -> str:
         # Never the key: only the name of the variable that holds it.
@@ -153,14 +161,21 @@ class OpenAIBackend(LLMBackend):
         deadline: float,
     ) -> Any:
         retries = 0
+        last_error: _Transient | None = None
         while True:
             payload = self._payload(messages, request, response_format, schema)
             try:
                 return self._attempt(payload, deadline)
+            except DeadlineExceeded as error:
+                if last_error is None:
+                    raise
+                raise DeadlineExceeded(f"{error} (earlier attempt: {last_error})") from None
             except _SchemaRejected:
-                self._server_enforces_schema = False  # from now on the schema goes into the prompt
+                # Remembered: later calls start from the mode this server accepts.
+                self._schema_mode = SCHEMA_MODES[SCHEMA_MODES.index(self._schema_mode) + 1]
                 continue
             except _Transient as error:
+                last_error = error
                 if retries >= self.config.max_retries:
                     raise LLMUnreachable(
                         f"{self.server} failed {retries + 1} times for model {self.config.model}: {error}. "
@@ -177,7 +192,7 @@ class OpenAIBackend(LLMBackend):
         schema: dict[str, Any] | None,
     ) -> dict[str, Any]:
         payload = dict(request)
-        if schema is None or self._server_enforces_schema:
+        if schema is None or self._schema_mode == "json_schema":
             payload["messages"] = messages
             if response_format is not None:
                 payload["response_format"] = response_format
@@ -185,6 +200,9 @@ class OpenAIBackend(LLMBackend):
         instructed = [dict(message) for message in messages]
         instructed[-1]["content"] += "\n\n" + schema_instruction(schema)
         payload["messages"] = instructed
+        if self._schema_mode == "json_object":
+            # JSON mode; llama.cpp's Python server also constrains decoding to "schema" here.
+            payload["response_format"] = {"type": "json_object", "schema": schema}
         return payload
 
     def _back_off(self, retries: int, error: _Transient, deadline: float) -> None:
@@ -211,6 +229,7 @@ class OpenAIBackend(LLMBackend):
         )
         worker.start()
         if not finished.wait(timeout=max(0.0, deadline - time.monotonic())):
+            self._abandon(outcome)
             raise self._deadline_error("waiting for the answer")
         if outcome.error is not None:
             raise outcome.error
@@ -219,12 +238,25 @@ class OpenAIBackend(LLMBackend):
     def _request(self, payload: dict[str, Any], deadline: float, outcome: _Attempt, finished: threading.Event) -> None:
         try:
             timeout = max(0.05, deadline - time.monotonic())
-            outcome.response = self._client.chat.completions.create(**payload, timeout=timeout)
+            streaming = self._client.chat.completions.with_streaming_response
+            with streaming.create(**payload, timeout=timeout) as http_response:
+                outcome.http_response = http_response
+                if not outcome.abandoned:
+                    outcome.response = http_response.parse()
         except Exception as error:  # classified, then re-raised in the caller's thread
-            outcome.error = self._classify(error, deadline)
+            outcome.error = self._classify(error, deadline, structured="response_format" in payload)
         finally:
             self._slots.release()
             finished.set()
+
+    @staticmethod
+    def _abandon(outcome: _Attempt) -> None:
+        """Stop an attempt the caller gave up on: closing its response ends a body still trickling in."""
+        outcome.abandoned = True
+        if outcome.http_response is not None:
+            # Best effort: if closing fails, the request's own timeout still ends it.
+            with contextlib.suppress(Exception):
+                outcome.http_response.close()
 
     def _deadline_error(self, doing: str) -> DeadlineExceeded:
         return DeadlineExceeded(
@@ -236,7 +268,7 @@ class OpenAIBackend(LLMBackend):
     # Error classification
     # ------------------------------------------------------------------------------------------------
 
-    def _classify(self, error: Exception, deadline: float) -> BaseException:
+    def _classify(self, error: Exception, deadline: float, *, structured: bool) -> BaseException:
         openai = self._openai
         where = f"{self.server} (model {self.config.model})"
         if isinstance(error, openai.APITimeoutError):
@@ -246,7 +278,7 @@ class OpenAIBackend(LLMBackend):
         if isinstance(error, openai.APIConnectionError):
             return _Transient(f"cannot connect: {error.__cause__ or error}")
         if isinstance(error, openai.APIStatusError):
-            return self._classify_status(error, where)
+            return self._classify_status(error, where, structured=structured)
         if isinstance(error, openai.APIResponseValidationError | ValueError):
             return LLMUnreachable(
                 f"{where} answered with something that is not an OpenAI chat completion ({error}); "
@@ -254,9 +286,13 @@ class OpenAIBackend(LLMBackend):
             )
         return LLMError(f"{where}: unexpected error {type(error).__name__}: {error}")
 
-    def _classify_status(self, error: Any, where: str) -> BaseException:
+    def _classify_status(self, error: Any, where: str, *, structured: bool) -> BaseException:
         status = error.status_code
         detail = _error_detail(error)
+        # Some servers answer an unsupported response_format with 400/422, others (llama.cpp's Python
+        # server) with a 500 validation error: neither is worth retrying as it is.
+        if structured and self.config.structured_output == "auto" and _RESPONSE_FORMAT_REJECTED.search(detail):
+            return _SchemaRejected(detail)
         if status == 429 or status >= 500:
             return _Transient(f"HTTP {status}: {detail}", _retry_after(error))
         if _CONTEXT_TOO_LONG.search(detail):
@@ -274,12 +310,6 @@ class OpenAIBackend(LLMBackend):
                 f"{where} refused the credentials ({status}: {detail}); check the key in "
                 f"${self.config.api_key_variable()}"
             )
-        if (
-            status in (400, 422)
-            and self.config.structured_output == "auto"
-            and _RESPONSE_FORMAT_REJECTED.search(detail)
-        ):
-            return _SchemaRejected(detail)
         return LLMError(f"{where} rejected the request ({status}: {detail})")
 
     # ------------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ _PYTHON_KEYWORDS = {
     "except", "finally", "raise", "assert", "del", "global", "nonlocal", "pass", "break", "continue",
     "lambda", "yield", "async", "await", "print",
 }  # fmt: skip
-_PROSE_START = re.compile(r"^([A-Za-z][\w']*[ \t]+[A-Za-z(`\"']|[-*•]\s|\d+[.)]\s|#{1,6}\s|\*\*)")
+_PROSE_START = re.compile(r"^([A-Za-z][\w']*[ \t]+[A-Za-z(`\"']|[-*•]\s|\d+[.)]\s|\*\*)")
 _STANDARD_IMPORTS = {
     "torch": "import torch",
     "nn": "import torch.nn as nn",
@@ -209,18 +209,17 @@ def _cut_failure(block: _Block, error: SyntaxError) -> Failure:
 
 def _assemble(code: str, earlier: list[str]) -> str:
     """`code` without its __main__ section, preceded by what it needs from earlier blocks."""
-    module = ast.parse(code)
-    body = [node for node in module.body if not _is_main_guard(node)]
-    missing = _undefined_names(body)
-    prefix: list[str] = []
-    for name_source in _definitions_needed(missing, earlier):
-        prefix.append(name_source)
-    kept = "\n".join(_source(code, node) for node in body)
-    missing -= _defined_names_in("\n".join(prefix))
+    body = ast.parse(code).body
+    guards = [node for node in body if _is_main_guard(node)]
+    dropped = {line for node in guards for line in range(node.lineno, (node.end_lineno or node.lineno) + 1)}
+    kept = "\n".join(line for number, line in enumerate(code.splitlines(), start=1) if number not in dropped)
+    missing = _undefined_names([node for node in body if node not in guards])
+    prefix = _definitions_needed(missing, earlier)
+    missing -= _defined_names_in("\n\n".join(prefix))
     imports = [_STANDARD_IMPORTS[name] for name in sorted(missing) if name in _STANDARD_IMPORTS]
     parts = ["\n".join(imports)] if imports else []
     parts += [*prefix, kept]
-    return "\n\n".join(part.strip("\n") for part in parts if part.strip()) + "\n"
+    return "\n\n".join(part.strip("\n") for part in parts if part.strip()).rstrip() + "\n"
 
 
 def _is_main_guard(node: ast.stmt) -> bool:
