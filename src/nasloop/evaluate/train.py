@@ -125,7 +125,7 @@ PAPER_DEFAULTS: dict[str, Any] = {
 # `fast`: tuned on Fashion-MNIST with the benchmark's reference CNN (benchmarks/proxy_train.py).
 FAST_DEFAULTS: dict[str, Any] = {
     "batch_size": 256,
-    "lr": 0.2,  # at batch_size 256; scaled linearly when the recipe sets another batch size
+    "lr": 0.1,  # at batch_size 256; scaled linearly when the recipe sets another batch size
     "momentum": 0.9,
     "weight_decay": 5e-4,
     "nesterov": True,
