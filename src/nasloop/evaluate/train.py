@@ -55,7 +55,9 @@ class TrainOutput:
     validation / test image, in order. `train_s` is the wall time of the training loop,
     `samples_per_s` the training samples it processed per second, `data_s` the part of `train_s`
     spent outside forward, backward and optimizer step (batch assembly, augmentation, callbacks).
-    `predict_s` is the wall time of both predictions; `settings` the resolved recipe.
+    `predict_s` is the wall time of both predictions; `train_cpu_s` the CPU time of this process
+    during the training loop (on a shared machine, a load-independent companion of `train_s`);
+    `settings` the resolved recipe.
     """
 
     train_loss: float
@@ -67,6 +69,7 @@ class TrainOutput:
     steps: int
     data_s: float
     predict_s: float = 0.0
+    train_cpu_s: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -344,6 +347,7 @@ def _train_and_predict(
     model.train()
     compute_s = 0.0
     train_start = time.perf_counter()
+    cpu_start = time.process_time()
     for step, (images, labels) in enumerate(batches.train_batches(bounds)):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(settings, step, total_steps, steps_per_epoch)
@@ -371,6 +375,7 @@ def _train_and_predict(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_s = time.perf_counter() - train_start
+    train_cpu_s = time.process_time() - cpu_start
 
     # ---- prediction, in eval mode
     predict_start = time.perf_counter()
@@ -388,6 +393,7 @@ def _train_and_predict(
         steps=total_steps,
         data_s=max(0.0, train_s - compute_s),
         predict_s=predict_s,
+        train_cpu_s=train_cpu_s,
         settings=asdict(settings),
     )
 
