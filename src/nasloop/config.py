@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from nasloop.evaluate.job import DatasetSpec, Limits, Recipe, Strict
+from nasloop.evaluate.job import DatasetSpec, Limits, Measure, Recipe, Strict
 from nasloop.llm.config import LLMConfig
 
 
@@ -68,6 +68,7 @@ class SearchConfig(Strict):
     limits: Limits = Limits(timeout_s=600)
     stages: tuple[str, ...] = ("static", "build", "train")
     proxies: tuple[str, ...] = ()
+    measure: Measure = Measure()
     budget: Budget = Budget()
     pruning: Pruning = Pruning()
     executor: ExecutorConfig = ExecutorConfig()

@@ -57,6 +57,22 @@ class Limits(Strict):
     max_file_mb: int = Field(default=64, gt=0, description="largest file the candidate may write")
     max_output_kb: int = Field(default=256, gt=0, description="stdout/stderr kept per stream")
     max_params: int | None = Field(default=None, gt=0, description="parameter budget, checked before training")
+    max_flops: float | None = Field(default=None, gt=0, description="FLOPs budget (batch 1), hardware stage")
+    max_latency_ms: float | None = Field(default=None, gt=0, description="batch-1 latency budget, hardware stage")
+    min_proxy: dict[str, float] = Field(
+        default_factory=dict, description="zero-cost stage: minimum value per proxy, e.g. {synflow: 1e4}"
+    )
+
+
+class Measure(Strict):
+    """How the hardware and zero-cost stages measure."""
+
+    batch_sizes: tuple[int, ...] = Field(default=(1, 64), description="latency is timed at each batch size")
+    repeats: int = Field(default=10, gt=0, description="timed repeats per batch size (median and spread)")
+    warmup: int = Field(default=3, ge=0)
+    proxy_batch_size: int = Field(default=64, gt=0, description="training images the zero-cost proxies see")
+    power_watts: float | None = Field(default=None, gt=0, description="for energy estimates without a counter")
+    grid_g_per_kwh: float = Field(default=480.0, gt=0, description="CO2 intensity of the electricity (g/kWh)")
 
 
 class EvalJob(Strict):
@@ -68,4 +84,5 @@ class EvalJob(Strict):
     limits: Limits = Limits()
     stages: tuple[str, ...] = ("static", "build", "train")
     proxies: tuple[str, ...] = ()
+    measure: Measure = Measure()
     seed: int = 0

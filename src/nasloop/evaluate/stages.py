@@ -377,11 +377,14 @@ def train_stage(context: StageContext) -> None:
     model = context.require_model()
     if not any(parameter.requires_grad for parameter in model.parameters()):
         raise StageFailed(Failure(FailureKind.BUILD, "Net has no trainable parameters, so it cannot learn"))
+    from nasloop.hardware import energy_meter
+
     try:
-        output = train_and_predict(
-            model, context.data, context.job.recipe, seed=context.job.seed, device=context.device,
-            on_step=context.on_step,
-        )  # fmt: skip
+        with energy_meter(context.device, power_watts=context.job.measure.power_watts) as energy:
+            output = train_and_predict(
+                model, context.data, context.job.recipe, seed=context.job.seed, device=context.device,
+                on_step=context.on_step,
+            )  # fmt: skip
     except Exception as error:
         # An error raised inside the candidate's own code during training is a forward-pass problem.
         kind = FailureKind.SHAPE if last_candidate_frame(error) is not None else FailureKind.CRASH
@@ -391,5 +394,26 @@ def train_stage(context: StageContext) -> None:
     if not math.isfinite(output.train_loss):
         raise StageFailed(Failure(FailureKind.NAN, f"the training loss is not finite ({output.train_loss})"))
     context.info["recipe"] = dict(output.settings)
+    record_training_energy(context, energy.joules, output.train_s, output.predict_s, energy.method, energy.detail)
     context.predictions["val_pred"] = np.asarray(output.val_pred, dtype=np.int64)
     context.predictions["test_pred"] = np.asarray(output.test_pred, dtype=np.int64)
+
+
+def record_training_energy(
+    context: StageContext, joules: float, train_s: float, predict_s: float, method: str, detail: str
+) -> None:
+    """`train_energy_j` and `val_energy_j` (used by the combined model effectiveness of expert-rules).
+
+    One meter spans training and prediction; the joules are split between them in proportion to their
+    seconds, and `info["energy"]` says whether the total was measured or estimated.
+    """
+    total_s = train_s + predict_s
+    share = predict_s / total_s if total_s > 0 else 0.0
+    context.metrics["train_energy_j"] = joules * (1 - share)
+    context.metrics["val_energy_j"] = joules * share
+    context.info["energy"] = {"method": method, "detail": f"{detail}; split by time between training and prediction"}
+
+
+# The measuring stages register themselves on import; they live apart because they need the hardware
+# and proxy packages, which the static and build stages do not.
+from nasloop.evaluate import measure_stages as measure_stages  # noqa: E402
