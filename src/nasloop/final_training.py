@@ -262,8 +262,8 @@ def retrain(
     """Retrain the best `top` candidates of the run in `run_dir` and store the results in the run.
 
     `run_job` evaluates a job (default: one sandbox for all finalists, under `run_dir/jobs/final-training`).
-    `on_result` is called after each finalist. Raises RunInUse when another process has the run open,
-    FileNotFoundError when `run_dir` holds no run.
+    Each result is stored as soon as it is known; `on_result` is then called with it. Raises RunInUse when
+    another process has the run open, FileNotFoundError when `run_dir` holds no run.
     """
     layout = RunDir(Path(run_dir))
     if not layout.exists():
@@ -275,12 +275,20 @@ def retrain(
     if not finalists:
         return []
     jobs = [final_job(config, finalist.record, settings) for finalist in finalists]
-    results = _run_all(finalists, jobs, layout, settings, run_job, on_result)
-    ensure_not_in_use(layout.root)  # a search may have been resumed meanwhile
-    with RunStore(layout.store_path) as store, store.transaction():
-        for result in results:
-            store.put_artifact(f"{ARTIFACT_PREFIX}{result.candidate_id}", json.dumps(result.to_dict(), sort_keys=True))
-    return results
+
+    def keep(result: FinalTrainingResult) -> None:
+        store_result(layout.root, result)  # stored as each one finishes: an interruption loses only the current one
+        if on_result is not None:
+            on_result(result)
+
+    return _run_all(finalists, jobs, layout, settings, run_job, keep)
+
+
+def store_result(run_dir: Path, result: FinalTrainingResult) -> None:
+    """Write one result into the run as the artifact `final_training/<id>` (RunInUse if the run is open)."""
+    ensure_not_in_use(run_dir)  # a search may have been resumed meanwhile
+    with RunStore(RunDir(run_dir).store_path) as store:
+        store.put_artifact(f"{ARTIFACT_PREFIX}{result.candidate_id}", json.dumps(result.to_dict(), sort_keys=True))
 
 
 def _run_all(
@@ -289,7 +297,7 @@ def _run_all(
     layout: RunDir,
     settings: FinalTrainingSettings,
     run_job: RunJob | None,
-    on_result: Callable[[FinalTrainingResult], None] | None,
+    on_result: Callable[[FinalTrainingResult], None],
 ) -> list[FinalTrainingResult]:
     from nasloop.evaluate.sandbox import Sandbox, resolve_device
 
@@ -300,10 +308,11 @@ def _run_all(
         sandbox = Sandbox(jobs[0].dataset, work_dir=layout.jobs_dir / "final-training", device=device)
         run_job = sandbox.run
     try:
+        if sandbox is not None:
+            sandbox.ready_worker()  # the worker's start-up is not part of the first finalist's time and energy
         for finalist, job in zip(finalists, jobs, strict=True):
             results.append(train_finalist(finalist, job, run_job, device))
-            if on_result is not None:
-                on_result(results[-1])
+            on_result(results[-1])
     finally:
         if sandbox is not None:
             sandbox.close()
@@ -405,5 +414,6 @@ __all__ = [
     "process_using_store",
     "retrain",
     "select_finalists",
+    "store_result",
     "stored_results",
 ]
