@@ -28,11 +28,22 @@ def test_report_writes_an_offline_page_with_everything_escaped(feedback_run, tmp
     assert f"wrote {output}" in capsys.readouterr().out
     page = output.read_text()
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page  # no CDN
-    assert page.count("<script") == 1  # only the page's own script
-    assert INJECTION not in page and "&lt;/script&gt;&lt;script&gt;document.title" in page
-    assert "&lt;b&gt;Here&lt;/b&gt;" in page  # the LLM's answer is shown as text
+    assert page.count("<script>") == 1  # the page's own script; the other block is JSON data
+    assert INJECTION not in page and "&lt;/script&gt;&lt;script&gt;document.title" in page  # failure message
     assert page.count('class="candidate"') == 18 and "repair of" in page
-    assert "diff against candidate 3" in page  # candidate 4's parent
+    details = candidate_details(page)
+    assert INJECTION in details["4"]["code"]  # intact as data, escaped in the page (\u003c...)
+    assert details["4"]["diff"]["parent"] == 3 and ["add", f"+# {INJECTION}"] in details["4"]["diff"]["lines"]
+    assert details["4"]["calls"][1]["completion"].startswith("<b>Here</b>")
+    assert details["2"]["failure"]["kind"] == "shape" and details["3"]["notes"] == [["repair_of", "2"]]
+
+
+def candidate_details(page: str) -> dict:
+    """The JSON block the page's expanders draw from."""
+    start = page.index('<script type="application/json" id="candidate-details">')
+    block = page[page.index(">", start) + 1 : page.index("</script>", start)]
+    assert "<" not in block and ">" not in block and "&" not in block
+    return json.loads(block)
 
 
 @pytest.mark.slow  # matplotlib's import and four figures

@@ -9,26 +9,16 @@ strategy's stored artifacts; the resolved config.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
-from nasloop.report.data import EVALUATION, ParetoView, RunAnalysis, code_diff, evaluation_seconds
+from nasloop.report.candidates import candidates_section, link, preview
+from nasloop.report.data import EVALUATION, ParetoView, RunAnalysis
 from nasloop.report.page import card, document, integer, number, table, text
 from nasloop.report.svg import GREY, PALETTE, Chart, Series, Strip, render
-from nasloop.store import CandidateRecord, LLMCallRecord
+from nasloop.store import CandidateRecord
 
 SCORE_COLOR, TREND_COLOR, BEST_COLOR, FAILURE_COLOR, PRUNED_COLOR = PALETTE[:5]
 CANDIDATE_AXIS = "candidate (evaluation order)"
-MESSAGE_PREVIEW = 240  # characters of a failure message shown in tooltips and tables
-
-
-def _preview(message: str, limit: int = MESSAGE_PREVIEW) -> str:
-    flat = " ".join(message.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _link(candidate_id: int) -> str:
-    return f'<a href="#cand-{candidate_id}">{candidate_id}</a>'
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -91,7 +81,7 @@ def _strip(
     titles = []
     for candidate_id, kind in chosen:
         candidate = by_id[candidate_id]
-        detail = f": {_preview(candidate.failure.message)}" if candidate.failure and kind != "duplicate" else ""
+        detail = f": {preview(candidate.failure.message)}" if candidate.failure and kind != "duplicate" else ""
         if kind == "duplicate":
             detail = f" of candidate {candidate.duplicate_of}"
         titles.append(f"candidate {candidate_id}: {kind}{detail}")
@@ -240,7 +230,7 @@ def _cards(analysis: RunAnalysis) -> str:
     llm_seconds = sum(role.seconds for role in analysis.roles)
     money = sum(role.cost_usd for role in analysis.roles)
     best = (
-        f"{scores.best_score:.4f} <small>(candidate {_link(scores.best_id)})</small>"
+        f"{scores.best_score:.4f} <small>(candidate {link(scores.best_id)})</small>"
         if scores.best_score is not None and scores.best_id is not None
         else "–"
     )
@@ -279,7 +269,7 @@ def _validity(analysis: RunAnalysis) -> str:
             f'<span class="failure-kind">{text(f.kind)}</span>',
             str(f.count),
             f"{100 * f.count / total:.0f}%",
-            f"{_link(f.example_id)}: <code>{text(_preview(f.example, 300))}</code>",
+            f"{link(f.example_id)}: <code>{text(preview(f.example, 300))}</code>",
         ]
         for f in failures
     ]
@@ -351,7 +341,7 @@ def _pareto(view: ParetoView) -> str:
         else ""
     )
     front = sorted(view.front_points(), key=lambda point: point[0])
-    rows = [[_link(i), *[f"{v:.4g}" for v in values]] for i, values in front]
+    rows = [[link(i), *[f"{v:.4g}" for v in values]] for i, values in front]
     final = f"{view.hypervolume[-1]:.4f}" if view.hypervolume else "–"
     return (
         '<h2 id="pareto">Pareto front</h2>'
@@ -367,8 +357,8 @@ def _pareto(view: ParetoView) -> str:
 def _lineage(analysis: RunAnalysis) -> str:
     rows = [
         [
-            _link(row.candidate_id),
-            ", ".join(_link(parent) for parent in row.parent_ids),
+            link(row.candidate_id),
+            ", ".join(link(parent) for parent in row.parent_ids),
             text(row.relation),
             f'<span class="state-{text(row.state)}">{text(row.state)}</span>',
             number(row.score),
@@ -389,164 +379,6 @@ def _lineage(analysis: RunAnalysis) -> str:
             numeric=[False, False, False, False, True, True, True],
             css="lineage",
         )
-    )
-
-
-# ----------------------------------------------------------------------------------------------------
-# The candidates table and its expanders
-# ----------------------------------------------------------------------------------------------------
-
-
-def _extra_metrics(analysis: RunAnalysis) -> list[str]:
-    """Metric columns besides the selection metric: the other objectives, then params."""
-    names = [o.metric for o in analysis.pareto.objectives] if analysis.pareto else []
-    return [name for name in dict.fromkeys([*names, "params"]) if name != analysis.run.metric]
-
-
-def _candidate_rows(analysis: RunAnalysis) -> str:
-    run = analysis.run
-    by_id = {c.id: c for c in run.candidates}
-    calls = {call.id: call for call in run.llm_calls}
-    metrics = _extra_metrics(analysis)
-    bodies = []
-    for candidate in sorted(run.candidates, key=lambda c: c.id):
-        tokens = sum(calls[i].prompt_tokens + calls[i].completion_tokens for i in candidate.llm_call_ids if i in calls)
-        score = candidate.metrics.get(run.metric) if candidate.state.value == "complete" else None
-        cells = [
-            _cell(str(candidate.id), candidate.id),
-            _cell(str(candidate.iteration), candidate.iteration),
-            f'<td data-value="{text(candidate.state.value)}"><span class="state-{text(candidate.state.value)}">'
-            f"{text(candidate.state.value)}</span></td>",
-            _cell(number(score), score),
-            *[_cell(_metric_text(candidate.metrics.get(name)), candidate.metrics.get(name)) for name in metrics],
-            _cell(f"{evaluation_seconds(candidate):.1f}", evaluation_seconds(candidate)),
-            _cell(integer(tokens), tokens),
-            f"<td>{', '.join(_link(p) for p in candidate.parent_ids)}</td>",
-            f"<td>{_outcome_text(candidate)}</td>",
-        ]
-        width = len(cells) + 1
-        button = '<td><button class="toggle" aria-expanded="false" title="code, diff, LLM exchange">▸</button></td>'
-        detail = _details(candidate, by_id, calls)
-        bodies.append(
-            f'<tbody class="candidate" id="cand-{candidate.id}"><tr class="row">{button}{"".join(cells)}</tr>'
-            f'<tr class="detail" hidden><td colspan="{width}">{detail}</td></tr></tbody>'
-        )
-    return "\n".join(bodies)
-
-
-def _cell(shown: str, value: float | None) -> str:
-    data = "" if value is None else repr(float(value))
-    return f'<td class="num" data-value="{data}">{text(shown)}</td>'
-
-
-def _metric_text(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{int(value):,}" if float(value).is_integer() and abs(value) >= 1000 else f"{value:.4g}"
-
-
-def _outcome_text(candidate: CandidateRecord) -> str:
-    if candidate.duplicate_of is not None:
-        return f"duplicate of {_link(candidate.duplicate_of)}"
-    if candidate.failure is not None:
-        return f"<b>{text(candidate.failure.kind.value)}</b>: {text(_preview(candidate.failure.message, 120))}"
-    if candidate.notes.get("repair_of"):
-        return f"repair of {_link(int(candidate.notes['repair_of']))}"
-    return ""
-
-
-def _details(candidate: CandidateRecord, by_id: dict[int, CandidateRecord], calls: dict[int, LLMCallRecord]) -> str:
-    parts = []
-    if candidate.notes:
-        items = "".join(
-            f"<dt>{text(key)}</dt><dd>{text(value if isinstance(value, str) else json.dumps(value))}</dd>"
-            for key, value in candidate.notes.items()
-        )
-        parts.append(f'<dl class="notes">{items}</dl>')
-    if candidate.failure is not None:
-        parts.append(f"<p><b>{text(candidate.failure.kind.value)}</b>: {text(candidate.failure.message)}</p>")
-        if candidate.failure.traceback:
-            parts.append(
-                f'<details><summary>traceback</summary><pre class="wrap">{text(candidate.failure.traceback)}'
-                "</pre></details>"
-            )
-    if candidate.architecture:
-        parts.append(f"<p>architecture: <code>{text(candidate.architecture)}</code></p>")
-    if candidate.code:
-        parts.append(f'<details open><summary>code</summary><pre class="code">{text(candidate.code)}</pre></details>')
-    parts.append(_diff(candidate, by_id))
-    for call_id in candidate.llm_call_ids:
-        if call_id in calls:
-            parts.append(_exchange(calls[call_id]))
-    return "".join(parts)
-
-
-def _diff(candidate: CandidateRecord, by_id: dict[int, CandidateRecord]) -> str:
-    if not candidate.parent_ids or not candidate.code:
-        return ""
-    parent = by_id.get(candidate.parent_ids[0])
-    if parent is None or not parent.code:
-        return ""
-    lines = code_diff(parent.code, candidate.code, f"candidate {parent.id}", f"candidate {candidate.id}")
-    if not lines:
-        return f"<p>Same code as candidate {_link(parent.id)}.</p>"
-    rendered = "".join(f'<span class="{_diff_class(line)}">{text(line)}</span>\n' for line in lines)
-    return f'<details><summary>diff against candidate {parent.id}</summary><pre class="diff">{rendered}</pre></details>'
-
-
-def _diff_class(line: str) -> str:
-    if line.startswith(("+++", "---")):
-        return "file"
-    if line.startswith("@@"):
-        return "hunk"
-    if line.startswith("+"):
-        return "add"
-    if line.startswith("-"):
-        return "del"
-    return "same"
-
-
-def _exchange(call: LLMCallRecord) -> str:
-    messages = "".join(
-        f'<div class="message-role">{text(message.get("role", "?"))}</div>'
-        f'<pre class="wrap">{text(message.get("content", ""))}</pre>'
-        for message in call.messages
-    )
-    answer = (
-        f'<div class="message-role">completion</div><pre class="wrap">{text(call.completion)}</pre>'
-        if call.completion is not None
-        else f'<div class="message-role">error</div><pre class="wrap">{text(call.error or "")}</pre>'
-    )
-    summary = (
-        f"LLM {text(call.role)} call {call.id} · {text(call.model)} · {call.prompt_tokens:,} + "
-        f"{call.completion_tokens:,} tokens · {call.latency_s:.1f} s"
-    )
-    return f'<details class="llm-call"><summary>{summary}</summary>{messages}{answer}</details>'
-
-
-def _candidates(analysis: RunAnalysis) -> str:
-    metric = analysis.run.metric
-    columns = [
-        ("id", "id", "number"),
-        ("iteration", "iteration", "number"),
-        ("state", "state", "text"),
-        (metric, "score", "number"),
-        *[(name, name, "number") for name in _extra_metrics(analysis)],
-        ("eval s", "eval_s", "number"),
-        ("LLM tokens", "tokens", "number"),
-        ("parents", "parents", "text"),
-        ("outcome", "outcome", "text"),
-    ]
-    head = '<th aria-sort="none" data-key="open" data-type="text"></th>' + "".join(
-        f'<th aria-sort="none" data-key="{text(key)}" data-type="{kind}">{text(label)}</th>'
-        for label, key, kind in columns
-    )
-    return (
-        '<h2 id="candidates">Candidates</h2>'
-        '<p class="note">Click a column to sort; ▸ opens the candidate\'s code, its diff against its first '
-        "parent and the LLM exchange(s) that produced it.</p>"
-        f'<table id="candidates-table" class="sortable"><thead><tr>{head}</tr></thead>'
-        f"{_candidate_rows(analysis)}</table>"
     )
 
 
@@ -576,7 +408,7 @@ def render_run_report(analysis: RunAnalysis, *, refresh_s: float | None = None) 
             _cost(analysis),
             _pareto(analysis.pareto) if analysis.pareto else "",
             _lineage(analysis),
-            _candidates(analysis),
+            candidates_section(analysis),
             _artifacts(analysis),
             _config(analysis),
         ]

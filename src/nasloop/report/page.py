@@ -2,7 +2,8 @@
 
 Pages are single self-contained files: no CDN, no external fonts, no fetched data. Everything that comes
 from a run (candidate code, LLM prompts and answers, failure messages, even the run's directory name) is
-untrusted and goes through `text()`; the only script on a page is the static one below.
+untrusted: it goes through `text()` into HTML, or as escaped JSON into an inert data block that the static
+script below turns into elements with `textContent`. That script is the only code on a page.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ dl.notes dt { color: var(--muted); } dl.notes dd { margin: 0; white-space: pre-w
 
 # Sorting: click a header (numbers sort high-to-low first); missing values always sort last.
 # `#sort=KEY:asc|desc` in the address applies a sort on load; `#cand-N` opens candidate N's details.
+# A row's details are built from the JSON block `candidate-details` the first time it is opened.
 SCRIPT = """
 (function () {
   const table = document.getElementById('candidates-table');
@@ -83,6 +85,7 @@ SCRIPT = """
     });
   }
   headers.forEach(function (header, column) {
+    if (!header.dataset.key) { return; }
     header.addEventListener('click', function () {
       const state = header.getAttribute('aria-sort');
       const numeric = header.dataset.type === 'number';
@@ -90,9 +93,72 @@ SCRIPT = """
       sortBy(column, descending);
     });
   });
+  const source = document.getElementById('candidate-details');
+  let details = null;
+  function element(tag, className, content) {
+    const node = document.createElement(tag);
+    if (className) { node.className = className; }
+    if (content !== undefined && content !== null) { node.textContent = content; }
+    return node;
+  }
+  function section(summary, open, children) {
+    const node = element('details');
+    node.open = open;
+    node.appendChild(element('summary', '', summary));
+    children.forEach(function (child) { node.appendChild(child); });
+    return node;
+  }
+  function fill(cell, info) {
+    if (info.notes.length) {
+      const list = element('dl', 'notes');
+      info.notes.forEach(function (note) {
+        list.appendChild(element('dt', '', note[0]));
+        list.appendChild(element('dd', '', note[1]));
+      });
+      cell.appendChild(list);
+    }
+    if (info.failure) {
+      const line = element('p');
+      line.appendChild(element('b', '', info.failure.kind));
+      line.appendChild(document.createTextNode(': ' + info.failure.message));
+      cell.appendChild(line);
+      if (info.failure.traceback) {
+        cell.appendChild(section('traceback', false, [element('pre', 'wrap', info.failure.traceback)]));
+      }
+    }
+    if (info.architecture) { cell.appendChild(element('p', '', 'architecture: ' + info.architecture)); }
+    if (info.code) { cell.appendChild(section('code', true, [element('pre', 'code', info.code)])); }
+    if (info.diff && info.diff.lines.length) {
+      const diff = element('pre', 'diff');
+      info.diff.lines.forEach(function (line) { diff.appendChild(element('span', line[0], line[1] + '\\n')); });
+      cell.appendChild(section('diff against candidate ' + info.diff.parent, false, [diff]));
+    } else if (info.diff) {
+      cell.appendChild(element('p', '', 'Same code as candidate ' + info.diff.parent + '.'));
+    }
+    info.calls.forEach(function (call) {
+      const parts = [];
+      call.messages.forEach(function (message) {
+        parts.push(element('div', 'message-role', message[0]));
+        parts.push(element('pre', 'wrap', message[1]));
+      });
+      const answered = call.completion !== null;
+      parts.push(element('div', 'message-role', answered ? 'completion' : 'error'));
+      parts.push(element('pre', 'wrap', answered ? call.completion : call.error));
+      const exchange = section(call.summary, false, parts);
+      exchange.className = 'llm-call';
+      cell.appendChild(exchange);
+    });
+  }
   function setOpen(body, open) {
+    const button = body.querySelector('button.toggle');
+    const cell = body.rows[1].cells[0];
+    if (open && source && !cell.hasChildNodes()) {
+      details = details || JSON.parse(source.textContent);
+      fill(cell, details[body.id.slice('cand-'.length)]);
+    }
     body.rows[1].hidden = !open;
-    body.querySelector('button.toggle').setAttribute('aria-expanded', String(open));
+    button.setAttribute('aria-expanded', String(open));
+    button.textContent = open ? '\u25be' : '\u25b8';
   }
   table.addEventListener('click', function (event) {
     const button = event.target.closest('button.toggle');

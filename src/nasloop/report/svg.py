@@ -198,7 +198,7 @@ def _segments(series: Series, frame: _Frame) -> list[list[tuple[float, float]]]:
 def _series(series: Series, frame: _Frame) -> list[str]:
     css = escape(series.css_class)
     if series.style == "points":
-        parts = [f'<g class="series {css}">']
+        parts = [f'<g class="series series-{css}">']
         titles = series.titles or [""] * len(series.xs)
         for x, y, title in zip(series.xs, series.ys, titles, strict=True):
             if y is None:
@@ -240,7 +240,7 @@ def _strips(chart: Chart, frame: _Frame) -> list[str]:
             f'<text class="strip-label" x="{frame.left - 6}" y="{y + 4:.1f}" text-anchor="end">'
             f"{escape(strip.label)}</text>"
         )
-        parts.append(f'<g class="strip {css}">')
+        parts.append(f'<g class="strip strip-{css}">')
         for x, title in zip(strip.xs, strip.titles, strict=True):
             parts.append(_marker(strip.symbol, frame.x(x), y, strip.color, css, title))
         parts.append("</g>")
@@ -253,8 +253,10 @@ def _legend(chart: Chart) -> list[str]:
     parts = ['<g class="legend">']
     x = float(_MARGIN_LEFT)
     for label, color, style in entries:
-        if style in ("points", "cross", "triangle", "ring"):
+        if style == "points":
             parts.append(f'<circle cx="{x + 6:.1f}" cy="16" r="4" fill="{color}"/>')
+        elif style in ("cross", "triangle", "ring"):
+            parts.append(_marker(style, x + 6, 16, color, "legend-marker", label))
         else:
             parts.append(f'<line x1="{x:.1f}" x2="{x + 14:.1f}" y1="16" y2="16" stroke="{color}" stroke-width="3"/>')
         parts.append(f'<text class="legend-label" x="{x + 18:.1f}" y="20">{escape(label)}</text>')
