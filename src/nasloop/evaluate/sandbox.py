@@ -138,16 +138,29 @@ def _within(path: Path, directory: Path) -> bool:
 
 
 def directories_to_hide(extra: tuple[Path, ...], python_paths: list[Path]) -> list[Path]:
-    """/tmp, the home directory (Python is bound back into it where it lives there), and the `extra`
-    directories except those that hold Python or nasloop; none twice, none inside another."""
+    """/tmp, the home directory, the outermost directory above Python that others may not enter (Python
+    is bound back into these), and the `extra` directories except those that hold Python or nasloop;
+    none twice, none inside another."""
     resolved = [path.resolve() for path in extra]
-    candidates = [Path.home().resolve()]
+    candidates = [Path.home().resolve(), *filter(None, map(_closed_ancestor, python_paths))]
     candidates += [path for path in resolved if not any(_within(needed, path) for needed in python_paths)]
     chosen = [Path("/tmp")]
     for directory in candidates:
         if directory != Path("/") and directory.is_dir() and not any(_within(directory, other) for other in chosen):
             chosen.append(directory)
     return chosen
+
+
+def _closed_ancestor(path: Path) -> Path | None:
+    """The outermost directory above `path` that others cannot enter (Python under a 0700 /root): the
+    candidate, as `nobody`, could not import the standard library's lazily loaded modules."""
+    for ancestor in reversed(path.parents):
+        try:
+            if not ancestor.stat().st_mode & 0o001:
+                return ancestor
+        except OSError:
+            return None
+    return None
 
 
 def _rebind(path: Path, hidden: list[Path], how: str, *, always: bool = False) -> list[str]:
@@ -360,6 +373,7 @@ class Sandbox:
         self.isolation: Isolation = choose_isolation(use_bwrap)
         self.device = resolve_device(device)
         self.grace_s = grace_s
+        self.watchdog_slack_s = WATCHDOG_SLACK_S
         self.keep_work_dirs = keep_work_dirs
         self.splits = load_splits(dataset)  # the only copy of the evaluation labels
         self.data_dir = save_sandbox_data(self.splits.for_sandbox(), self.work_dir / "data")
@@ -452,7 +466,7 @@ class Sandbox:
     def wait_for_answer(self, worker: WorkerProcess, run: JobRun) -> dict[str, Any] | tuple[FailureKind, str]:
         """The worker's final answer, watching progress meanwhile; a (kind, message) pair when the worker
         stopped answering."""
-        watchdog = time.monotonic() + run.job.limits.timeout_s + self.grace_s + WATCHDOG_SLACK_S
+        watchdog = time.monotonic() + run.job.limits.timeout_s + self.grace_s + self.watchdog_slack_s
         try:
             while True:
                 message = worker.receive(PROGRESS_POLL_S)
@@ -589,7 +603,7 @@ def read_predictions(path: Path, expected: int) -> np.ndarray:
             raise PredictionError(f"{path.name} is not a valid .npy file: {error}") from error
     if array.ndim != 1 or len(array) != expected or not np.issubdtype(array.dtype, np.integer):
         raise PredictionError(
-            f"{path.name} has shape {array.shape} and dtype {array.dtype}; expected ({expected},) int"
+            f"{path.name} has shape {array.shape} and dtype {array.dtype}; expected shape ({expected},) of integers"
         )
     return array.astype(np.int64)
 

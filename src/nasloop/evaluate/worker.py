@@ -44,6 +44,7 @@ from typing import Any
 NOBODY = 65534
 MEGABYTE = 1024 * 1024
 DISK_POLL_S = 1.0
+CLEAN_UP_TIMEOUT_S = 10.0
 DISK_CAP_FILES = 4  # the work directory may hold this many maximal files in total
 RESULT_FILENAME = "result.json"
 PROGRESS_FILENAME = "progress.jsonl"
@@ -188,7 +189,7 @@ def run_child(plan: ChildPlan, data: Any) -> None:
     child_pid = os.getpid()
     try:
         isolate_child(plan)
-        write_result(plan.work_dir, evaluate_in_child(plan, data), child_pid)
+        write_result(Path("."), evaluate_in_child(plan, data), child_pid)
         code = 0
     except BaseException:  # setup failed or the result could not be written: say so on stderr
         import traceback
@@ -249,7 +250,8 @@ def evaluate_in_child(plan: ChildPlan, data: Any) -> tuple[Any, dict[str, Any]]:
     from nasloop.evaluate.stages import StageContext, run_stages
 
     torch.set_num_threads(plan.threads)
-    progress = ProgressWriter(plan.work_dir / PROGRESS_FILENAME)
+    # Relative paths: the work directory is the current one, and its parents may be closed to `nobody`.
+    progress = ProgressWriter(Path(PROGRESS_FILENAME))
     context = StageContext(
         job=plan.job, data=data, device=torch.device(plan.device), on_step=progress.step, on_stage=progress.stage
     )
@@ -493,16 +495,19 @@ class ChildWatch:
                     self.read_stream(key, selector)
 
     def clean_up(self) -> None:
-        """Kill the child's process group and every orphan it left (they are re-parented to us)."""
-        self.signal_group(signal.SIGKILL)
-        for _ in range(50):
+        """Kill the child's process group and every orphan it left (they are re-parented to us, the
+        subreaper), until none is left: a process still tearing down a large address space, or one
+        not yet re-parented because its parent is still dying, must not outlive the job."""
+        deadline = time.monotonic() + CLEAN_UP_TIMEOUT_S
+        while True:
+            self.signal_group(signal.SIGKILL)
             orphans = child_processes(os.getpid())
             for orphan in orphans:
                 signal_process_group(orphan, signal.SIGKILL)
             reap_all()
-            if not orphans:
+            if (not orphans and not process_group_exists(self.pid)) or time.monotonic() > deadline:
                 return
-            time.sleep(0.01)
+            time.sleep(0.005)
 
     def finish(self) -> JobOutcome:
         outcome = self.outcome
@@ -523,6 +528,17 @@ def signal_process_group(pid: int, number: int) -> None:
     for kill in (os.killpg, os.kill):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             kill(pid, number)
+
+
+def process_group_exists(pgid: int) -> bool:
+    """Whether any process (a zombie included) is still in the process group `pgid`."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def reap_all() -> None:
