@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from report_runs import write_feedback_run, write_pareto_run
+from report_runs import create_run, write_feedback_run, write_pareto_run
 
 
 @pytest.fixture(scope="module")
@@ -14,3 +14,12 @@ def feedback_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def pareto_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_pareto_run(tmp_path_factory.mktemp("runs") / "pareto-run").root
+
+
+@pytest.fixture
+def empty_run(tmp_path: Path) -> Path:
+    """A run that has just started: config stored, no candidate and no LLM call yet."""
+    config = {"strategy": "niche-pareto", "objectives": ["val_acc:max", "latency_ms:min"]}
+    layout, store = create_run(tmp_path / "empty-run", config)
+    store.close()
+    return layout.root

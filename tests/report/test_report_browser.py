@@ -186,3 +186,11 @@ def test_comparison_renders(feedback_run, pareto_run, tmp_path):
     assert len(dom.with_class("compare-best", "polyline")) >= 2
     assert "feedback-run (feedback-memory)" in dom.text("chart-compare-best")
     assert len(dom.with_class("compare-front-point", "circle")) == len(PARETO_FRONT)
+
+
+def test_a_run_without_candidates_renders(empty_run, tmp_path):
+    page = write_report(empty_run, tmp_path / "empty.html", pngs=False).html
+    result = chromium(page, tmp_path, "--dump-dom", fragment="#sort=score:desc")
+    assert console_messages(result.stderr) == []
+    dom = Dom(result.stdout)
+    assert "no data yet" in dom.text("chart-score") and not dom.with_class("candidate", "tbody")

@@ -66,6 +66,12 @@ def test_missing_matplotlib_skips_pngs_with_one_message(feedback_run, tmp_path, 
     assert not list(tmp_path.glob("*.png")) and (tmp_path / "r.html").exists()
 
 
+def test_a_run_without_candidates_gets_a_report(empty_run, tmp_path):
+    page = write_report(empty_run, tmp_path / "empty.html", pngs=False).html.read_text()
+    assert page.count("no data yet") >= 3 and "No candidate failed" in page
+    assert 'id="candidate-count">0<' in page and "HV needs two distinct values" in page
+
+
 def test_bad_input_is_a_usage_error(feedback_run, tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no run" in capsys.readouterr().err

@@ -38,6 +38,13 @@ def _save(figure: Any, path: Path) -> Path:
     return path
 
 
+def _legend(axis: Any, location: str = "upper left") -> None:
+    """A legend, when something was drawn with a label (an empty run has nothing to list). A fixed
+    location, because matplotlib's "best" is slow with thousands of points."""
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=8, loc=location)
+
+
 def _gapped(xs: list[int], ys: list[float | None]) -> tuple[list[float], list[float]]:
     """matplotlib draws NaN as a gap."""
     return [float(x) for x in xs], [float("nan") if y is None else y for y in ys]
@@ -54,7 +61,9 @@ def score_figure(analysis: RunAnalysis, path: Path) -> Path:
     plot.step(*_gapped(series.ids, series.best), where="post", color=PALETTE[2], label="best so far")
     rho = "" if series.spearman is None else f"   Spearman ρ = {series.spearman:+.2f}"
     plot.set(ylabel=series.metric, title=f"{analysis.run.name}: {series.metric} per candidate{rho}")
-    plot.legend(loc="lower right", fontsize=8)
+    _legend(plot, "lower right")
+    if not series.ids:
+        plot.text(0.5, 0.5, "no candidate yet", transform=plot.transAxes, ha="center", color="#5d6770")
     plot.grid(alpha=0.3)
     rows = {"failed": (0, "x", PALETTE[3]), "pruned": (1, "^", PALETTE[4]), "duplicate": (2, "o", "#8a8a8a")}
     for name, (row, marker, color) in rows.items():
@@ -79,7 +88,7 @@ def validity_figure(analysis: RunAnalysis, path: Path) -> Path:
     rate.plot(validity.ids, validity.rolling, color=PALETTE[1], label=f"last {validity.window}")
     rate.plot(validity.ids, validity.cumulative, color=PALETTE[2], label="cumulative")
     rate.set(ylim=(0, 1.05), xlabel="candidate (evaluation order)", ylabel="valid rate", title="valid rate")
-    rate.legend(fontsize=8)
+    _legend(rate, "lower right")
     rate.grid(alpha=0.3)
     failures = analysis.failures
     kinds.barh([f.kind for f in failures][::-1], [f.count for f in failures][::-1], color=PALETTE[3])
@@ -98,7 +107,7 @@ def cost_figure(analysis: RunAnalysis, path: Path) -> Path:
     axes[0][0].set(xlabel="iteration", ylabel="tokens", title="LLM tokens, cumulative")
     axes[0][1].set(xlabel="iteration", ylabel="seconds", title="seconds, cumulative")
     for axis in axes[0]:
-        axis.legend(fontsize=8)
+        _legend(axis)
         axis.grid(alpha=0.3)
     return _save(figure, path)
 
@@ -142,7 +151,7 @@ def write_compare_plots(comparison: Comparison, prefix: Path) -> list[Path]:
         iterations = list(range(1, len(run.best) + 1))
         axis.step(*_gapped(iterations, run.best), where="post", color=PALETTE[index % len(PALETTE)], label=run.label)
     axis.set(xlabel="iteration", ylabel=comparison.metric, title="best so far")
-    axis.legend(fontsize=8)
+    _legend(axis, "lower right")
     axis.grid(alpha=0.3)
     paths = [_save(figure, prefix.with_name(prefix.name + "-best.png"))]
     if comparison.objectives:
@@ -163,6 +172,6 @@ def _fronts_figure(comparison: Comparison, path: Path) -> Path:
         axis.scatter([v[x_index] for v in front], [v[y_index] for v in front], s=20, color=color)
     names = [f"{o.metric} ({o.direction})" for o in comparison.objectives]
     axis.set(xlabel=names[x_index], ylabel=names[y_index], title="final Pareto fronts")
-    axis.legend(fontsize=8)
+    _legend(axis, "lower right")
     axis.grid(alpha=0.3)
     return _save(figure, path)
