@@ -13,10 +13,12 @@ PIP := $(BIN)/pip install --disable-pip-version-check -q
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Debian packages: bubblewrap (sandbox isolation) and the bundled Fashion-MNIST files.
+# Debian packages: bubblewrap (sandbox isolation), the bundled Fashion-MNIST files, and chromium (the
+# report tests open reports in a real headless browser).
 system-deps:
 	@missing=""; \
 	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing="$$missing dataset-fashion-mnist"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1; then \
