@@ -1,0 +1,172 @@
+"""Helpers shared by the population-based strategies of structured spaces (`reflective-zero-cost`,
+`random`, `evolution`): members, fitness of a stored candidate, unseen random samples and finalists.
+
+Fitness is always "higher is better" and read from a stored candidate's metrics: a zero-cost proxy
+(`synflow`, `zen`, ...) when the run evaluates with the `zero-cost` stage, or `val_acc` when it trains.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from nasloop.candidate import Proposal, State
+from nasloop.evaluate.job import STAGES, Strict
+from nasloop.spaces.base import SearchSpace
+from nasloop.store.sqlite import CandidateRecord
+
+# Metric that says a candidate was already trained, so training it again as a finalist is pointless.
+TRAINED_METRIC = "val_acc"
+# How many draws `unseen_samples` makes per wanted architecture before it accepts a repeat.
+SAMPLE_TRIES = 50
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of a population: the stored candidate's id, its canonical architecture and fitness."""
+
+    id: int
+    architecture: str
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Member:
+        return cls(int(data["id"]), str(data["architecture"]), float(data["score"]))
+
+
+class MissingMetricError(ValueError):
+    """A completed candidate lacks the metric the strategy ranks by: the run's stages or proxies do not
+    produce it. Raised at the first such candidate, so a misconfigured run stops at once."""
+
+
+class FinalizeOptions(Strict):
+    """Options every population strategy shares: which finalists to evaluate once the budget is spent.
+
+    `final_top_k` candidates with the best fitness (distinct architectures, not trained yet) are
+    evaluated again with `final_stages` (by default trained), as `Proposal.final_of` re-evaluations.
+    """
+
+    final_top_k: int = Field(default=3, ge=0, description="finalists trained after the search; 0: none")
+    final_stages: tuple[str, ...] = Field(default=("static", "build", "train"), min_length=1)
+
+    @field_validator("final_stages")
+    @classmethod
+    def _known_stages(cls, stages: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [stage for stage in stages if stage not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(unknown)}; the stages are {', '.join(STAGES)}")
+        return stages
+
+
+def record_score(record: CandidateRecord, metric: str) -> float | None:
+    """The fitness of a stored candidate: `metric` if it completed (a duplicate of a completed candidate
+    counts, with its original's metrics), else None."""
+    completed = record.state is State.COMPLETE or (record.state is State.DUPLICATE and record.failure is None)
+    if not completed:
+        return None
+    value = record.metrics.get(metric)
+    return float(value) if value is not None else None
+
+
+def require_metric(record: CandidateRecord, metric: str, strategy: str) -> None:
+    """Raise `MissingMetricError` when `record` completed without `metric` (see the class docstring)."""
+    completed = record.state is State.COMPLETE or (record.state is State.DUPLICATE and record.failure is None)
+    if not completed or metric in record.metrics:
+        return
+    skipped = record.info.get("skipped_stages")
+    reason = f" The sandbox skipped stages: {skipped}." if skipped else ""
+    raise MissingMetricError(
+        f"strategy {strategy!r} ranks candidates by {metric!r}, but candidate {record.id} completed without "
+        f"it (its metrics: {', '.join(sorted(record.metrics)) or 'none'}).{reason} For a zero-cost proxy set "
+        f"`stages: [static, build, zero-cost]` and `proxies: [{metric}]` in the run config (and "
+        f"`objective: {metric}`); for val_acc include the `train` stage."
+    )
+
+
+def seen_architectures(space: SearchSpace, history: Iterable[CandidateRecord]) -> set[str]:
+    """Canonical forms of every architecture already proposed in the run (valid or not)."""
+    return {space.canonical(record.architecture) for record in history if record.architecture}
+
+
+def unseen_samples(space: SearchSpace, rng: random.Random, count: int, seen: set[str]) -> list[str]:
+    """`count` random valid architectures whose canonical forms are neither in `seen` nor repeated
+    among themselves; after `SAMPLE_TRIES` draws per architecture a repeat is accepted (a tiny space may
+    be exhausted). `seen` is not modified."""
+    taken = set(seen)
+    samples: list[str] = []
+    for _ in range(count):
+        architecture = space.sample(rng)
+        for _ in range(SAMPLE_TRIES):
+            if space.canonical(architecture) not in taken:
+                break
+            architecture = space.sample(rng)
+        taken.add(space.canonical(architecture))
+        samples.append(architecture)
+    return samples
+
+
+def finalists(history: Sequence[CandidateRecord], metric: str, top_k: int) -> list[CandidateRecord]:
+    """The `top_k` completed candidates with the highest `metric`, one per architecture (hash), best
+    first; finalist re-evaluations and candidates that already carry a trained accuracy are left out."""
+    if top_k <= 0:
+        return []
+    ranked = sorted(
+        (
+            record
+            for record in history
+            if record.state is State.COMPLETE
+            and record.architecture
+            and metric in record.metrics
+            and TRAINED_METRIC not in record.metrics
+            and not record.notes.get("final_of")
+        ),
+        key=lambda record: (-record.metrics[metric], record.id),
+    )
+    chosen: list[CandidateRecord] = []
+    hashes: set[str | None] = set()
+    for record in ranked:
+        if record.hash is not None and record.hash in hashes:
+            continue
+        hashes.add(record.hash)
+        chosen.append(record)
+        if len(chosen) == top_k:
+            break
+    return chosen
+
+
+def final_proposals(history: Sequence[CandidateRecord], metric: str, options: FinalizeOptions) -> list[Proposal]:
+    """Re-evaluation proposals of the finalists (`finalists`), skipping those the run already
+    re-evaluated (a resumed run does not train them twice)."""
+    done = {record.notes.get("final_of") for record in history if record.notes.get("final_of")}
+    return [
+        Proposal(
+            architecture=record.architecture,
+            space=record.space,
+            parent_ids=(record.id,),
+            notes={"operator": "final"},
+            stages=options.final_stages,
+            final_of=record.id,
+        )
+        for record in finalists(history, metric, options.final_top_k)
+        if record.id not in done
+    ]
+
+
+__all__ = [
+    "FinalizeOptions",
+    "Member",
+    "MissingMetricError",
+    "final_proposals",
+    "finalists",
+    "record_score",
+    "require_metric",
+    "seen_architectures",
+    "unseen_samples",
+]

@@ -1,0 +1,400 @@
+"""The reflective-zero-cost strategy (RZ-NAS) with a scripted LLM and an in-process zero-cost evaluator."""
+
+import hashlib
+import json
+import random
+import re
+from concurrent.futures import Future
+
+import jsonschema
+import pytest
+import torch
+
+from nasloop.candidate import EvalResult, FailureKind, State
+from nasloop.config import build_config
+from nasloop.data import load_splits
+from nasloop.engine import Engine, SearchAborted
+from nasloop.evaluate.job import DatasetSpec, EvalJob
+from nasloop.evaluate.proxies import ProxyError, compute_proxies
+from nasloop.evaluate.stages import StageContext, run_stages
+from nasloop.executors.base import Executor, ProgressCallback
+from nasloop.llm.base import LLMUnreachable
+from nasloop.llm.scripted import ScriptedBackend
+from nasloop.prompts import render
+from nasloop.registry import spaces
+from nasloop.spaces import nb201
+from nasloop.strategies.base import Context
+from nasloop.strategies.population import MissingMetricError
+from nasloop.strategies.reflective_zero_cost import (
+    EXAMPLES,
+    ReflectiveZeroCostOptions,
+    mutation_schema,
+    proxy_definition,
+)
+
+PROXY_BATCH = 64
+
+
+class InProcessZeroCost(Executor):
+    """Evaluates jobs in this process: the sandbox's own static and build stages, then the job's proxies
+    on one normalised training batch when the job asks for the `zero-cost` stage. A job that asks for
+    `train` gets a deterministic stand-in `val_acc` from its code (these tests never train)."""
+
+    def __init__(self, dataset: DatasetSpec) -> None:
+        self.data = load_splits(dataset).for_sandbox()
+        self.jobs: list[EvalJob] = []
+
+    def submit(self, job: EvalJob, on_progress: ProgressCallback | None = None) -> Future[EvalResult]:
+        self.jobs.append(job)
+        future: Future[EvalResult] = Future()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny tensors: extra threads only wait on each other (like one sandbox)
+        try:
+            future.set_result(self._evaluate(job))
+        finally:
+            torch.set_num_threads(threads)
+        return future
+
+    def _evaluate(self, job: EvalJob) -> EvalResult:
+        context = StageContext(job=job.model_copy(update={"stages": ("static", "build")}), data=self.data,
+                               device=torch.device("cpu"))  # fmt: skip
+        result = run_stages(context)
+        if result.state is not State.COMPLETE:
+            return result
+        metrics = dict(result.metrics)
+        if "train" in job.stages:
+            metrics["val_acc"] = 0.5 + hashlib.sha256(job.code.encode()).digest()[0] / 1000
+        if "zero-cost" in job.stages:
+            try:
+                metrics.update(self._proxies(context.model, job))
+            except ProxyError as error:
+                return EvalResult.failed(error.kind, str(error))
+        return EvalResult(State.COMPLETE, metrics=metrics, stage="zero-cost")
+
+    def _proxies(self, model, job: EvalJob) -> dict[str, float]:
+        images = self.data.train_x[:PROXY_BATCH].float() / 255.0
+        mean = torch.tensor(self.data.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.data.std).view(1, -1, 1, 1)
+        targets = self.data.train_y[:PROXY_BATCH]
+        return compute_proxies(model, (images - mean) / std, targets, job.proxies,
+                               num_classes=self.data.num_classes, seed=job.seed)  # fmt: skip
+
+    def shutdown(self) -> None:
+        pass
+
+
+class AnalyticParams(Executor):
+    """Scores rendered NAS-Bench-201 networks with the `params` proxy computed analytically
+    (`nb201.network_cost`, equal to the built network's count) instead of building them, to keep the
+    tests that exercise the search loop fast. `train` jobs get a stand-in `val_acc` as above."""
+
+    def __init__(self, in_shape=(1, 8, 8), num_classes=10) -> None:
+        self.in_shape, self.num_classes = in_shape, num_classes
+        self.jobs: list[EvalJob] = []
+
+    def submit(self, job: EvalJob, on_progress: ProgressCallback | None = None) -> Future[EvalResult]:
+        self.jobs.append(job)
+        cell = nb201.to_string(tuple(re.findall(r'^    \(\d, \d, "(\w+)"\),$', job.code, re.MULTILINE)))
+        metrics = {"params": float(nb201.network_cost(cell, self.in_shape, self.num_classes).params)}
+        if "train" in job.stages:
+            metrics["val_acc"] = 0.5 + hashlib.sha256(job.code.encode()).digest()[0] / 1000
+        future: Future[EvalResult] = Future()
+        future.set_result(EvalResult(State.COMPLETE, metrics=metrics, stage="zero-cost"))
+        return future
+
+    def shutdown(self) -> None:
+        pass
+
+
+class Model:
+    """Scripted LLM. Mutation requests: the next entry of `answers` if any (a string, sent as is), else a
+    JSON answer with `space.mutate` of the parent. Reflection requests: JSON lessons "lesson 1", ..."""
+
+    def __init__(self, space_name="nb201", answers=()):
+        self.space = spaces.get(space_name)()
+        self.answers = list(answers)
+        self.rng = random.Random(0)
+        self.lessons = 0
+        self.calls: list[tuple[str, list]] = []
+
+    def __call__(self, messages):
+        user = messages[-1]["content"]
+        if user.startswith("## Result of the last mutation"):
+            self.calls.append(("reflector", messages))
+            self.lessons += 1
+            return json.dumps({"lesson": f"lesson {self.lessons}"})
+        self.calls.append(("mutator", messages))
+        if self.answers:
+            return self.answers.pop(0)
+        parent = user.split("## Parent", 1)[1].splitlines()[1].strip()
+        child = self.space.mutate(parent, self.rng)
+        return json.dumps({"reasoning": "a small change", "architecture": child})
+
+    def prompts(self, role):
+        return [messages[-1]["content"] for name, messages in self.calls if name == role]
+
+
+def config(iterations=8, space="nb201", proxy="params", stages=("static", "build", "zero-cost"), **options):
+    options = {"population_size": 4, "initial_batch_size": 2, "proxy": proxy, **options}
+    return build_config(
+        {
+            "strategy": "reflective-zero-cost", "strategy_options": options, "space": space,
+            "dataset": {"name": "digits"}, "stages": list(stages), "proxies": [proxy], "objective": proxy,
+            "budget": {"iterations": iterations}, "llm": {"backend": "scripted", "model": "scripted"},
+        }
+    )  # fmt: skip
+
+
+def run(tmp_path, model, run_config, executor=None):
+    executor = executor or AnalyticParams()
+    engine = Engine.start(run_config, tmp_path / "run", backend=ScriptedBackend(answers=model), executor=executor,
+                          progress=False)  # fmt: skip
+    return engine, engine.run(), executor
+
+
+def search_records(engine):
+    return [record for record in engine.history if not record.notes.get("final_of")]
+
+
+def test_initial_population_needs_no_llm_then_each_iteration_reflects_and_mutates(tmp_path):
+    model = Model()
+    run_config = config(iterations=6, population_size=3, initial_batch_size=2, proxy="l2_norm", final_top_k=0)
+    engine, summary, executor = run(tmp_path, model, run_config, InProcessZeroCost(run_config.dataset))
+    records = search_records(engine)
+    assert [record.notes["operator"] for record in records] == ["initial"] * 3 + ["llm-mutation"] * 3
+    # the first mutation has nothing to reflect on; each later one follows a reflection on the previous
+    assert [role for role, _ in model.calls] == ["mutator", "reflector", "mutator", "reflector", "mutator"]
+    assert summary.iterations == 6 and all(record.state is State.COMPLETE for record in records)
+    assert all(job.proxies == ("l2_norm",) for job in executor.jobs)
+    mutation = records[3]
+    assert mutation.parent_ids[0] in {record.id for record in records[:3]}
+    assert mutation.notes["parent_score"] == engine.history[mutation.parent_ids[0] - 1].metrics["l2_norm"]
+    # the reflection is linked to the mutation proposed after it
+    assert len(records[4].llm_call_ids) == 2 and len(records[3].llm_call_ids) == 1
+
+
+def test_population_keeps_the_best_distinct_members_and_drops_the_worst(tmp_path):
+    engine, _, _ = run(tmp_path, Model(), config(iterations=12, final_top_k=0))
+    population = engine.strategy.population
+    assert len(population) == 4
+    completed = {}
+    for record in search_records(engine):
+        if record.state is State.COMPLETE:
+            completed.setdefault(engine.space.canonical(record.architecture), record.metrics["params"])
+    assert sorted(member.score for member in population) == sorted(completed.values())[-4:]
+    assert len({member.architecture for member in population}) == 4
+
+
+def test_reflection_memory_is_bounded_and_feeds_the_next_prompt(tmp_path):
+    model = Model()
+    engine, _, _ = run(tmp_path, model, config(iterations=9, reflection_memory=2, final_top_k=0))
+    mutation_prompts = model.prompts("mutator")
+    assert "Lessons" not in mutation_prompts[0]
+    assert "- lesson 1\n" in mutation_prompts[1]
+    last = mutation_prompts[-1]  # after four reflections, only the two latest lessons are shown
+    assert "- lesson 3\n- lesson 4" in last and "lesson 2" not in last
+    assert engine.strategy.notes == ["lesson 3", "lesson 4"]
+    # the reflector is told the parent, the child and the score change
+    reflection = model.prompts("reflector")[0]
+    child = search_records(engine)[4]
+    assert child.architecture in reflection and "params = " in reflection and "times" in reflection
+
+
+def test_no_reflection_ablation_makes_no_reflector_calls(tmp_path):
+    model = Model()
+    run(tmp_path, model, config(iterations=8, reflection=False, final_top_k=0))
+    assert {role for role, _ in model.calls} == {"mutator"}
+    assert all("Lessons" not in prompt for prompt in model.prompts("mutator"))
+
+
+def test_temperature_is_drawn_from_the_configured_set(tmp_path):
+    model = Model()
+    backend = ScriptedBackend(answers=model)
+    run_config = config(iterations=12, temperatures=[0.3, 0.9], reflection_temperature=0.1, final_top_k=0)
+    Engine.start(run_config, tmp_path / "run", backend=backend, executor=AnalyticParams(),
+                 progress=False).run()  # fmt: skip
+    roles = [role for role, _ in model.calls]
+    mutation = [call.temperature for call, role in zip(backend.calls, roles, strict=True) if role == "mutator"]
+    reflection = {call.temperature for call, role in zip(backend.calls, roles, strict=True) if role == "reflector"}
+    assert set(mutation) == {0.3, 0.9} and reflection == {0.1}
+
+
+def test_both_calls_share_one_static_system_prompt(tmp_path):
+    model = Model()
+    run(tmp_path, model, config(iterations=7, final_top_k=0))
+    systems = {messages[0]["content"] for _, messages in model.calls}
+    assert len(systems) == 1
+    (system,) = systems
+    assert "NAS-Bench-201 cell space" in system and "Zero-cost proxy: params" in system
+    assert EXAMPLES["nb201"][1] in system  # the in-context example's answer
+
+
+def test_answer_that_is_not_json_is_an_extraction_failure_the_reflector_sees(tmp_path):
+    model = Model(answers=["Sure! I would change the first edge."])
+    engine, summary, _ = run(tmp_path, model, config(iterations=6, final_top_k=0))
+    failed = search_records(engine)[4]
+    assert failed.state is State.FAILED and failed.failure.kind is FailureKind.EXTRACTION
+    assert failed.architecture is None and failed.parent_ids
+    assert "failed (extraction)" in model.prompts("reflector")[0]
+    assert summary.iterations == 6  # a failed proposal is an iteration like any other
+
+
+def test_invalid_architecture_is_stored_with_the_space_message(tmp_path):
+    bad = "|nor_conv_5x5~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    model = Model(answers=[json.dumps({"reasoning": "bigger kernel", "architecture": bad})])
+    engine, _, executor = run(tmp_path, model, config(iterations=6, constrain_pattern=False, final_top_k=0))
+    failed = search_records(engine)[4]
+    assert failed.state is State.FAILED and failed.failure.kind is FailureKind.BUILD
+    assert failed.architecture == bad and "unknown operation 'nor_conv_5x5'" in failed.failure.message
+    assert len(executor.jobs) == 5  # the invalid child never reached the evaluator
+    reflection = model.prompts("reflector")[0]
+    assert "failed (build)" in reflection and "nor_conv_5x5" in reflection and "not a valid network" in reflection
+    assert failed.id not in {member.id for member in engine.strategy.population}
+
+
+def test_pattern_constrained_answer_outside_the_pattern_is_an_extraction_failure(tmp_path):
+    bad = "|nor_conv_5x5~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    model = Model(answers=[json.dumps({"reasoning": "bigger kernel", "architecture": bad})])
+    engine, _, _ = run(tmp_path, model, config(iterations=5, final_top_k=0))
+    failed = search_records(engine)[4]
+    assert failed.failure.kind is FailureKind.EXTRACTION and "does not match" in failed.failure.message
+
+
+def test_mutation_equal_to_its_parent_is_a_duplicate_and_not_added_twice(tmp_path):
+    class Repeat(Model):
+        def __call__(self, messages):
+            user = messages[-1]["content"]
+            if user.startswith("## Parent"):
+                self.calls.append(("mutator", messages))
+                parent = user.split("## Parent", 1)[1].splitlines()[1].strip()
+                return json.dumps({"reasoning": "keep it", "architecture": parent})
+            return super().__call__(messages)
+
+    model = Repeat()
+    engine, _, _ = run(tmp_path, model, config(iterations=5, final_top_k=0))
+    child = search_records(engine)[4]
+    assert child.state is State.DUPLICATE and child.duplicate_of == child.parent_ids[0]
+    assert len(engine.strategy.population) == 4
+    assert engine.strategy.unreflected["outcome"].endswith("evaluated before")
+
+
+def test_finalize_trains_the_top_k_by_proxy_once(tmp_path):
+    run_config = config(iterations=8, final_top_k=2)
+    engine, summary, _ = run(tmp_path, Model(), run_config)
+    search = [record for record in search_records(engine) if record.state is State.COMPLETE]
+    best_two = sorted(search, key=lambda record: (-record.metrics["params"], record.id))[:2]
+    finals = [record for record in engine.history if record.notes.get("final_of")]
+    assert [record.notes["final_of"] for record in finals] == [record.id for record in best_two]
+    assert all(record.architecture == original.architecture for record, original in zip(finals, best_two, strict=True))
+    assert summary.iterations == 8  # finalists are not iterations
+    # a resumed run that reaches finalize again does not retrain them
+    assert engine.strategy.finalize(finalize_context(engine, engine.history)) == []
+
+
+def finalize_context(engine, history):
+    """What `finalize` reads: the history (it makes no LLM call and draws no random numbers)."""
+    return Context(llm=None, history=tuple(history), rng=random.Random(0), iteration=0, task=engine.task,
+                   render=render, space=engine.space)  # fmt: skip
+
+
+def test_finalist_proposals_ask_for_training_and_skip_trained_candidates(tmp_path):
+    engine, _, _ = run(tmp_path, Model(), config(iterations=6, final_top_k=3))
+    history = [record for record in engine.history if not record.notes.get("final_of")]
+    ctx = finalize_context(engine, history)
+    proposals = engine.strategy.finalize(ctx)
+    assert len(proposals) == 3
+    assert all(p.stages == ("static", "build", "train") and p.final_of == p.parent_ids[0] for p in proposals)
+    best = max((r for r in history if r.state is State.COMPLETE), key=lambda r: (r.metrics["params"], -r.id))
+    assert proposals[0].final_of == best.id
+    best.metrics["val_acc"] = 0.9  # already trained: not a finalist any more
+    assert best.id not in {p.final_of for p in engine.strategy.finalize(ctx)}
+
+
+@pytest.mark.xfail(reason="Engine._submit builds every EvalJob with config.stages and ignores Proposal.stages")
+def test_finalist_jobs_run_the_final_stages(tmp_path):
+    _, _, executor = run(tmp_path, Model(), config(iterations=6, final_top_k=1))
+    assert executor.jobs[-1].stages == ("static", "build", "train")
+
+
+def test_resume_restores_population_reflections_and_pending_reflection(tmp_path):
+    model = Model()
+    calls = {"count": 0}
+
+    def flaky(messages):
+        calls["count"] += 1
+        if calls["count"] == 6:  # the sixth call (a reflection) finds the server gone
+            raise LLMUnreachable("server down")
+        return model(messages)
+
+    run_config = config(iterations=10, reflection_memory=3, final_top_k=0)
+    engine = Engine.start(run_config, tmp_path / "run", backend=ScriptedBackend(answers=flaky),
+                          executor=AnalyticParams(), progress=False)  # fmt: skip
+    with pytest.raises(SearchAborted):
+        engine.run()
+    saved = json.loads(json.dumps(engine.strategy.state_dict()))  # JSON-able
+    assert saved["unreflected"] is not None and saved["notes"] == ["lesson 1", "lesson 2"]
+
+    resumed = Engine.resume(tmp_path / "run", backend=ScriptedBackend(answers=model),
+                            executor=AnalyticParams(), progress=False)  # fmt: skip
+    strategy = resumed.strategy
+    assert [m.to_dict() for m in strategy.population] == saved["population"]
+    assert strategy.notes == saved["notes"] and strategy.unreflected == saved["unreflected"]
+    summary = resumed.run()
+    assert summary.iterations == 10 and strategy.notes[-1] == f"lesson {model.lessons}"
+    assert len(strategy.notes) == 3
+
+
+def test_macro_space_search_runs(tmp_path):
+    model = Model("macro")
+    run_config = config(iterations=6, space="macro", proxy="l2_norm", final_top_k=0)
+    engine, summary, _ = run(tmp_path, model, run_config, InProcessZeroCost(run_config.dataset))
+    assert summary.valid == 6
+    assert "Macro block space" in model.calls[0][1][0]["content"]
+    assert all(engine.space.is_valid(record.architecture) for record in search_records(engine))
+
+
+def test_missing_proxy_metric_stops_the_run_with_the_fix(tmp_path):
+    with pytest.raises(MissingMetricError, match=r"stages: \[static, build, zero-cost\]"):
+        run_config = config(iterations=4, proxy="l2_norm", stages=("static", "build"))
+        run(tmp_path, Model(), run_config, InProcessZeroCost(run_config.dataset))
+
+
+def test_options_are_strict_and_the_proxy_must_exist():
+    with pytest.raises(Exception, match="population_sise"):
+        ReflectiveZeroCostOptions.model_validate({"population_sise": 3})
+    with pytest.raises(Exception, match="unknown stage"):
+        ReflectiveZeroCostOptions.model_validate({"final_stages": ["static", "training"]})
+    with pytest.raises(ValueError, match="Did you mean synflow"):
+        proxy_definition("synflw")
+    assert proxy_definition("synflow").startswith("Total synaptic flow")
+
+
+@pytest.mark.parametrize("name", ["nb201", "macro"])
+def test_examples_and_answer_schema_fit_the_space(name):
+    space = spaces.get(name)()
+    parent, child, _ = EXAMPLES[name]
+    assert space.is_valid(parent) and space.is_valid(child)
+    assert space.canonical(parent) != space.canonical(child)
+    schema = mutation_schema(space, 400, constrain_pattern=True)
+    jsonschema.validate({"reasoning": "x", "architecture": space.sample(random.Random(3))}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"reasoning": "x", "architecture": "anything"}, schema)
+    llama_grammar = pytest.importorskip("llama_cpp.llama_grammar")
+    llama_grammar.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)  # decodable constraint
+
+
+@pytest.mark.parametrize("name", ["rz_nas_nb201.yaml", "rz_nas_macro.yaml", "random_nb201.yaml"])
+def test_example_configs_build_their_strategy(name):
+    from pathlib import Path
+
+    from nasloop.config import load_config
+    from nasloop.registry import strategies
+    from nasloop.strategies.base import Task
+
+    run_config = load_config(Path(__file__).parents[2] / "examples" / name)
+    strategy_class = strategies.get(run_config.strategy)
+    options = strategy_class.Options.model_validate(run_config.strategy_options)
+    strategy = strategy_class(options, Task("fashion-mnist", (1, 28, 28), 10, metric=run_config.objective),
+                              space=spaces.get(run_config.space)())  # fmt: skip
+    assert run_config.objective in run_config.proxies and "zero-cost" in run_config.stages
+    assert getattr(strategy, "proxy", run_config.objective) == run_config.objective
