@@ -45,7 +45,8 @@ class SearchSpace(abc.ABC):
       computes the same function (formatting, and whatever equivalences the space knows); equal
       canonical strings mean duplicate candidates. Budgets play no part, so the canonical form does not
       depend on the space's options. A malformed string is returned with its whitespace removed.
-    - `mutate(arch, rng)` and `crossover(a, b, rng)` take valid architectures and return a valid one.
+    - `mutate(arch, rng)` takes a valid architecture and returns a valid one, a small change away, whose
+      canonical form differs; `crossover(a, b, rng)` takes two and returns a valid mix of them.
     - `render(arch, in_shape, num_classes)` returns the Python source of a self-contained module that
       defines `class Net(nn.Module)` with `__init__(self, in_shape, num_classes)` and `forward(x)`,
       importing only torch, torch.nn, torch.nn.functional and math (DESIGN.md contract 1). It raises
@@ -77,7 +78,7 @@ class SearchSpace(abc.ABC):
 
     @abc.abstractmethod
     def mutate(self, arch: str, rng: random.Random) -> str:
-        """A valid architecture that differs from `arch` by one small change."""
+        """A valid architecture, one small change away from `arch`, with another canonical form."""
 
     @abc.abstractmethod
     def crossover(self, first: str, second: str, rng: random.Random) -> str:

@@ -3,7 +3,7 @@
 The engine deduplicates candidates by these hashes before evaluating them (DESIGN.md, the flow of one
 candidate). For open code, `canonical_hash` ignores what cannot change the network: formatting,
 comments, docstrings, type annotations, import spelling, and the names the code chooses for its own
-variables, arguments, helper functions, helper classes and attributes. It keeps what can: every
+variables, parameters, helper functions, helper classes and attributes. It keeps what can: every
 literal (channel counts, kernel sizes, strides), every operation and library call, and the order of
 statements. For structured spaces, `arch_hash` hashes the space's canonical string.
 """
@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from nasloop.registry import spaces
 
 # Names the candidate contract and nn.Module fix: renaming them would change what the code means.
 KEPT_NAMES = frozenset({"Net", "forward", "__init__", "self", "extra_repr", "reset_parameters"})
+
+_Function = ast.FunctionDef | ast.AsyncFunctionDef
+_NEW_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 
 
 def canonical_hash(code: str) -> str:
@@ -27,21 +32,25 @@ def canonical_hash(code: str) -> str:
 def canonical_code(code: str) -> str:
     """The normal form that `canonical_hash` digests.
 
-    Parsable code is unparsed from a normalised syntax tree: docstrings and annotations dropped, import
-    statements dropped and each imported name replaced by its full dotted path (`nn.Conv2d` and
-    `torch.nn.Conv2d` read alike), and every name the code binds itself, except those in `KEPT_NAMES`
-    and dunder names, renamed to a placeholder numbered by first appearance (`_n0`, `_n1`, ...;
-    attributes `_a0`, ...). Code that does not parse is reduced to its whitespace-separated words.
+    Parsable code is unparsed from a normalised syntax tree:
+    - docstrings, bare string statements and annotations are dropped;
+    - import statements are dropped and each imported name is replaced by its full dotted path, so
+      `nn.Conv2d`, `torch.nn.Conv2d` and an imported `Conv2d` read alike;
+    - names the code binds itself are renamed to placeholders: a function's parameters by position
+      (`_p1_0`, `_p1_1`, ... at nesting depth 1) and its other locals by first appearance (`_l1_0`, ...),
+      so each function is numbered on its own; module-level helpers and constants `_n0`, ...; attributes
+      the code defines (assigned on an object, methods, class attributes) `_a0`, ...; keyword arguments
+      of calls to the code's own functions and classes follow their parameters;
+    - `KEPT_NAMES` and dunder names keep their names.
+    Code that does not parse is reduced to its whitespace-separated words.
     """
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):  # ValueError: source with null bytes
         return "unparsable:" + " ".join(code.split())
-    imports = _ImportResolver()
-    imports.visit(tree)
-    binder = _BoundNames(imports.paths)
-    binder.visit(tree)
-    tree = _Normaliser(imports.paths, binder.names, binder.attributes).visit(tree)
+    inventory = _Inventory()
+    inventory.visit(tree)
+    tree = _Normaliser(inventory).visit(tree)
     return ast.unparse(ast.fix_missing_locations(tree))
 
 
@@ -59,97 +68,142 @@ def _is_kept(name: str) -> bool:
     return name in KEPT_NAMES or (name.startswith("__") and name.endswith("__"))
 
 
-class _ImportResolver(ast.NodeVisitor):
-    """Maps each name an import binds to the dotted path it stands for."""
+def _parameters(arguments: ast.arguments) -> list[str]:
+    """Parameter names in declaration order (positional, *args, keyword-only, **kwargs)."""
+    names = [argument.arg for argument in (*arguments.posonlyargs, *arguments.args)]
+    if arguments.vararg is not None:
+        names.append(arguments.vararg.arg)
+    names.extend(argument.arg for argument in arguments.kwonlyargs)
+    if arguments.kwarg is not None:
+        names.append(arguments.kwarg.arg)
+    return names
+
+
+def _scope_nodes(body: list[ast.stmt]) -> Iterator[ast.AST]:
+    """Every node of a scope's body, not descending into nested functions, lambdas or classes."""
+    pending: list[ast.AST] = list(body)
+    while pending:
+        node = pending.pop()
+        yield node
+        if not isinstance(node, _NEW_SCOPES):
+            pending.extend(ast.iter_child_nodes(node))
+
+
+def _bound_in(body: list[ast.stmt]) -> set[str]:
+    """Names a scope binds itself: assignment targets, loop and with targets, nested defs, handlers."""
+    bound: set[str] = set()
+    declared_elsewhere: set[str] = set()
+    for node in _scope_nodes(body):
+        if isinstance(node, ast.Global | ast.Nonlocal):
+            declared_elsewhere.update(node.names)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
+            bound.add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.ExceptHandler):
+            bound.add(node.name or "")  # an `except E:` without `as` binds nothing
+    return bound - declared_elsewhere - {""}
+
+
+class _Inventory(ast.NodeVisitor):
+    """What the code defines: imports, module-level names, attributes, and its callables' parameters."""
 
     def __init__(self) -> None:
-        self.paths: dict[str, str] = {}
+        self.imports: dict[str, str] = {}
+        self.module_names: set[str] = set()
+        self.attributes: set[str] = set()
+        # callable name (function, class or method) -> its parameter names; a class maps to __init__'s
+        self.signatures: dict[str, list[str]] = {}
+
+    def visit_Module(self, node: ast.Module) -> None:
+        self.generic_visit(node)
+        self.module_names = {name for name in _bound_in(node.body) if name not in self.imports}
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             if alias.asname:
-                self.paths[alias.asname] = alias.name
+                self.imports[alias.asname] = alias.name
             else:  # `import torch.nn` binds `torch`
                 top = alias.name.split(".")[0]
-                self.paths[top] = top
+                self.imports[top] = top
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         module = "." * node.level + (node.module or "")
         for alias in node.names:
-            self.paths[alias.asname or alias.name] = f"{module}.{alias.name}" if module else alias.name
-
-
-class _BoundNames(ast.NodeVisitor):
-    """Collects the names and attribute names the code binds itself (the ones safe to rename)."""
-
-    def __init__(self, imported: dict[str, str]) -> None:
-        self.imported = imported
-        self.names: set[str] = set()
-        self.attributes: set[str] = set()
-
-    def _bind(self, name: str) -> None:
-        if name not in self.imported and not _is_kept(name):
-            self.names.add(name)
-
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
-        self._visit_function(node)
-
-    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
-        self._visit_function(node)
-
-    def _visit_function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        self._bind(node.name)
-        if not _is_kept(node.name):  # methods are reached as attributes: self.make_layer(...)
-            self.attributes.add(node.name)
-        self.generic_visit(node)
-
-    def visit_arg(self, node: ast.arg) -> None:  # parameters of functions, methods and lambdas
-        self._bind(node.arg)
+            self.imports[alias.asname or alias.name] = f"{module}.{alias.name}" if module else alias.name
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        self._bind(node.name)
-        for statement in node.body:  # class-level names are read back as attributes: self.expansion
-            targets = statement.targets if isinstance(statement, ast.Assign) else []
-            for target in targets:
-                if isinstance(target, ast.Name) and not _is_kept(target.id):
-                    self.attributes.add(target.id)
+        for name in _bound_in(node.body):  # methods and class attributes are read back as attributes
+            if not _is_kept(name):
+                self.attributes.add(name)
+        for statement in node.body:
+            if isinstance(statement, ast.FunctionDef) and statement.name == "__init__":
+                self.signatures.setdefault(node.name, _parameters(statement.args))
         self.generic_visit(node)
 
-    def visit_Name(self, node: ast.Name) -> None:
-        if isinstance(node.ctx, ast.Store | ast.Del):
-            self._bind(node.id)
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self.signatures.setdefault(node.name, _parameters(node.args))
+        self.generic_visit(node)
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
+        self.signatures.setdefault(node.name, _parameters(node.args))
+        self.generic_visit(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if isinstance(node.ctx, ast.Store) and not _is_kept(node.attr):
+        if isinstance(node.ctx, ast.Store | ast.Del) and not _is_kept(node.attr):
             self.attributes.add(node.attr)
         self.generic_visit(node)
 
-    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
-        if node.name:
-            self._bind(node.name)
-        self.generic_visit(node)
+
+@dataclass
+class _Scope:
+    """The placeholders of one function (or lambda): parameters by position, locals by appearance."""
+
+    depth: int
+    locals: set[str]
+    names: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, depth: int, parameters: list[str], body: list[ast.stmt]) -> _Scope:
+        scope = cls(depth, _bound_in(body) - set(parameters))
+        for index, name in enumerate(parameters):
+            if not _is_kept(name):
+                scope.names[name] = f"_p{depth}_{index}"
+        return scope
+
+    def lookup(self, name: str) -> str | None:
+        if name not in self.names and name in self.locals and not _is_kept(name):
+            self.names[name] = f"_l{self.depth}_{len(self.names)}"
+        return self.names.get(name)
 
 
 class _Normaliser(ast.NodeTransformer):
     """Rewrites the tree into the canonical form described in `canonical_code`."""
 
-    def __init__(self, imported: dict[str, str], names: set[str], attributes: set[str]) -> None:
-        self.imported = imported
-        self.names = names
-        self.attributes = attributes
-        self.placeholders: dict[tuple[str, str], str] = {}
-        self.issued: set[str] = set()
+    def __init__(self, inventory: _Inventory) -> None:
+        self.inventory = inventory
+        self.scopes: list[_Scope] = []
+        self.globals: dict[str, str] = {}
+        self.attributes: dict[str, str] = {}
+        self.in_class_body = False
 
-    def _placeholder(self, kind: str, name: str) -> str:
-        key = (kind, name)
-        if key not in self.placeholders:
-            count = sum(1 for existing_kind, _ in self.placeholders if existing_kind == kind)
-            self.placeholders[key] = f"_{kind}{count}"
-            self.issued.add(self.placeholders[key])
-        return self.placeholders[key]
+    # -- placeholders --------------------------------------------------------------------------------
 
     def _name(self, name: str) -> str:
-        return self._placeholder("n", name) if name in self.names else name
+        for scope in reversed(self.scopes):
+            found = scope.lookup(name)
+            if found is not None:
+                return found
+        if name in self.inventory.module_names and not _is_kept(name):
+            return self.globals.setdefault(name, f"_n{len(self.globals)}")
+        return self.inventory.imports.get(name, name)
+
+    def _attribute(self, name: str) -> str:
+        if name not in self.inventory.attributes:
+            return name
+        return self.attributes.setdefault(name, f"_a{len(self.attributes)}")
+
+    def _definition_name(self, name: str) -> str:
+        """A def or class statement's new name: methods and class attributes are attributes."""
+        return self._attribute(name) if self.in_class_body else self._name(name)
 
     # -- statements that disappear -------------------------------------------------------------------
 
@@ -168,10 +222,19 @@ class _Normaliser(ast.NodeTransformer):
     def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST | None:
         if node.value is None:  # a bare annotation binds nothing
             return None
-        assign = ast.Assign(targets=[node.target], value=node.value)
-        return self.visit(ast.copy_location(assign, node))
+        return self.visit(ast.copy_location(ast.Assign(targets=[node.target], value=node.value), node))
 
-    # -- definitions ---------------------------------------------------------------------------------
+    # -- definitions and scopes ----------------------------------------------------------------------
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
+        node.name = self._definition_name(node.name)
+        node.bases = [self.visit(base) for base in node.bases]
+        node.keywords = [self.visit(keyword) for keyword in node.keywords]
+        node.decorator_list = [self.visit(decorator) for decorator in node.decorator_list]
+        outer, self.in_class_body = self.in_class_body, True
+        node.body = self._statements(node.body)
+        self.in_class_body = outer
+        return node
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
         return self._visit_function(node)
@@ -179,59 +242,49 @@ class _Normaliser(ast.NodeTransformer):
     def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> ast.AST:
         return self._visit_function(node)
 
-    def _visit_function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.AST:
-        node.name = self._name(node.name)
+    def _visit_function(self, node: _Function) -> ast.AST:
+        node.name = self._definition_name(node.name)
         node.returns = None
-        self.generic_visit(node)
-        if not node.body:  # its only statement was a docstring
-            node.body = [ast.Pass()]
+        node.decorator_list = [self.visit(decorator) for decorator in node.decorator_list]
+        self._visit_defaults(node.args)  # evaluated in the enclosing scope
+        scope = _Scope.open(len(self.scopes) + 1, _parameters(node.args), node.body)
+        self.scopes.append(scope)
+        outer, self.in_class_body = self.in_class_body, False
+        self._rename_parameters(node.args, scope)
+        node.body = self._statements(node.body)
+        self.in_class_body = outer
+        self.scopes.pop()
         return node
 
-    def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
-        node.name = self._name(node.name)
-        self.generic_visit(node)
-        if not node.body:
-            node.body = [ast.Pass()]
+    def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
+        self._visit_defaults(node.args)
+        scope = _Scope.open(len(self.scopes) + 1, _parameters(node.args), [])
+        self.scopes.append(scope)
+        self._rename_parameters(node.args, scope)
+        node.body = self.visit(node.body)
+        self.scopes.pop()
         return node
 
-    def visit_arg(self, node: ast.arg) -> ast.AST:
-        node.arg = self._name(node.arg)
-        node.annotation = None
-        return node
+    def _visit_defaults(self, arguments: ast.arguments) -> None:
+        arguments.defaults = [self.visit(default) for default in arguments.defaults]
+        arguments.kw_defaults = [None if value is None else self.visit(value) for value in arguments.kw_defaults]
+
+    def _rename_parameters(self, arguments: ast.arguments, scope: _Scope) -> None:
+        variadic = [argument for argument in (arguments.vararg, arguments.kwarg) if argument is not None]
+        for argument in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs, *variadic):
+            argument.arg = scope.names.get(argument.arg, argument.arg)
+            argument.annotation = None
+
+    def _statements(self, body: list[ast.stmt]) -> list[ast.stmt]:
+        """Visit a body; a body left empty (it held only a docstring) becomes `pass`."""
+        visited = [self.visit(statement) for statement in body]
+        kept = [statement for statement in visited if statement is not None]
+        return kept or [ast.Pass()]
 
     def visit_ExceptHandler(self, node: ast.ExceptHandler) -> ast.AST:
         if node.name:
             node.name = self._name(node.name)
         return self.generic_visit(node)
-
-    # -- references ----------------------------------------------------------------------------------
-
-    def visit_Name(self, node: ast.Name) -> ast.AST:
-        if node.id in self.imported:
-            node.id = self.imported[node.id]
-        else:
-            node.id = self._name(node.id)
-        return node
-
-    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
-        self.generic_visit(node)
-        if node.attr in self.attributes:
-            node.attr = self._placeholder("a", node.attr)
-        return node
-
-    def visit_Call(self, node: ast.Call) -> ast.AST:
-        self.generic_visit(node)
-        # Keyword names follow the renamed parameters only when the callee is the code's own function
-        # or class; library keywords (nn.Conv2d(kernel_size=3)) keep their names.
-        callee = node.func
-        own = (isinstance(callee, ast.Name) and callee.id in self.issued) or (
-            isinstance(callee, ast.Attribute) and callee.attr in self.issued
-        )
-        if own:
-            for keyword in node.keywords:
-                if keyword.arg is not None and keyword.arg in self.names:
-                    keyword.arg = self._placeholder("n", keyword.arg)
-        return node
 
     def visit_Global(self, node: ast.Global) -> ast.AST:
         node.names = [self._name(name) for name in node.names]
@@ -239,4 +292,31 @@ class _Normaliser(ast.NodeTransformer):
 
     def visit_Nonlocal(self, node: ast.Nonlocal) -> ast.AST:
         node.names = [self._name(name) for name in node.names]
+        return node
+
+    # -- references ----------------------------------------------------------------------------------
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if self.in_class_body and node.id in self.inventory.attributes:  # `expansion = 4` in a class body
+            node.id = self._attribute(node.id)
+        else:
+            node.id = self._name(node.id)
+        return node
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        self.generic_visit(node)
+        node.attr = self._attribute(node.attr)
+        return node
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        # Keywords of calls to the code's own functions and classes follow the callee's parameters;
+        # library keywords (nn.Conv2d(kernel_size=3)) keep their names.
+        callee = node.func
+        callee_name = callee.id if isinstance(callee, ast.Name) else getattr(callee, "attr", None)
+        own = callee_name in self.inventory.module_names or callee_name in self.inventory.attributes
+        parameters = self.inventory.signatures.get(str(callee_name), []) if own else []
+        self.generic_visit(node)
+        for keyword in node.keywords:
+            if keyword.arg in parameters:
+                keyword.arg = f"_p1_{parameters.index(keyword.arg)}"
         return node

@@ -543,16 +543,25 @@ def draw_blocks(rng: random.Random, max_layers: int) -> list[Block]:
 
 
 def shrink(blocks: Sequence[Block]) -> list[Block]:
-    """Every width scaled by 3/4 (rounded to 8, at least 8), channels kept consistent."""
-    narrower = [
-        dataclasses.replace(
-            block,
-            out_channels=round_channels(block.out_channels * 0.75),
-            bottleneck_channels=round_channels(block.bottleneck_channels * 0.75) if block.kind != CONV else 0,
-        )
-        for block in blocks
-    ]
-    return reconnect(narrower)
+    """A smaller network: every width scaled by 3/4 (rounded down to a multiple of 8, at least 8), or,
+    once every width is 8, every block's sub_layers halved. Returns `blocks` unchanged at the minimum."""
+
+    def narrower(channels: int) -> int:
+        return max(CHANNEL_MULTIPLE, int(channels * 0.75) // CHANNEL_MULTIPLE * CHANNEL_MULTIPLE)
+
+    narrowed = reconnect(
+        [
+            dataclasses.replace(
+                block,
+                out_channels=narrower(block.out_channels),
+                bottleneck_channels=narrower(block.bottleneck_channels) if block.kind != CONV else 0,
+            )
+            for block in blocks
+        ]
+    )
+    if narrowed != list(blocks):
+        return narrowed
+    return [dataclasses.replace(block, sub_layers=max(1, block.sub_layers // 2)) for block in blocks]
 
 
 def _scaled_width(rng: random.Random, channels: int) -> int:
@@ -734,14 +743,19 @@ class MacroSpace(SearchSpace):
     # -- generation ----------------------------------------------------------------------------------
 
     def sample(self, rng: random.Random) -> str:
-        """A random network (stem, 1-5 blocks, 1x1 head), narrowed until it fits the budgets."""
-        blocks = draw_blocks(rng, self.max_layers)
-        while self._budget_error(blocks) is not None:
-            narrower = shrink(blocks)
-            if narrower == blocks:
-                raise ValueError(f"no network of this space fits the budgets: {self._budget_error(blocks)}")
-            blocks = narrower
-        return self.canonical(to_string(blocks))
+        """A random network (stem, 1-5 blocks, 1x1 head), shrunk until it fits the budgets; another
+        draw when even its smallest version does not fit."""
+        error = None
+        for _ in range(_MAX_TRIES):
+            blocks = draw_blocks(rng, self.max_layers)
+            while (error := self._budget_error(blocks)) is not None:
+                smaller = shrink(blocks)
+                if smaller == blocks:
+                    break
+                blocks = smaller
+            if error is None:
+                return self.canonical(to_string(blocks))
+        raise ValueError(f"no sampled network fits the budgets; the last one: {error}")
 
     def mutate(self, arch: str, rng: random.Random) -> str:
         """One random change (kernel, width, bottleneck, depth, family, stride, insert or remove a block)

@@ -20,7 +20,6 @@ tests/spaces/test_nb201_space.py).
 from __future__ import annotations
 
 import difflib
-import functools
 import itertools
 import math
 import random
@@ -137,60 +136,44 @@ def neighbors(arch: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------------
 
 
-def function_key(arch: str) -> tuple[str, ...]:
-    """A key equal for cells that compute the same function, as a sorted multiset of output terms.
+def live_cell(cell: Cell) -> Cell:
+    """`cell` with every edge that cannot influence the output replaced by `none`.
 
-    Each node's value is written as a sum of terms over the input `x`: `skip_connect` passes its
-    source's terms through, `nor_conv_*` and `avg_pool_3x3` wrap their source's sum in one new term, and
-    `none` contributes nothing. An operation applied to a node that is identically zero contributes
-    nothing either, so edges leaving a node cut off from the input, and edges into a node whose value
-    never reaches the output, do not matter. (A `nor_conv` on zeros yields its batch-norm shift, a
-    learned constant; like the benchmark's own isomorphism check, the key neglects it.) Sums are
-    commutative and associative, hence the sorted, flattened multiset. The all-zero cell has key ().
-
-    The benchmark's isomorphism check (NATS-Bench) keeps zero terms inside sums and finds 6,466
-    classes; dropping them, as here, merges further and finds 4,930.
+    An edge j -> i matters only if node j is connected to the input and node i to the output through
+    edges other than `none`. The others compute nothing the output sees: a node cut off from the input
+    is zero, and a node cut off from the output is unused. (A `nor_conv` applied to a zero node yields
+    its batch-norm shift, a learned constant that is zero at initialisation; like the benchmark's own
+    isomorphism check, nasloop treats it as nothing.)
     """
-    return _cell_function_key(parse(arch))
-
-
-def _cell_function_key(cell: Cell) -> tuple[str, ...]:
-    values: list[tuple[str, ...]] = [("x",)]
-    for node in (1, 2, 3):
-        terms: list[str] = []
-        for (target, source), operation in zip(EDGES, cell, strict=True):
-            if target != node or operation == "none" or not values[source]:
-                continue
-            if operation == "skip_connect":
-                terms.extend(values[source])
-            else:
-                terms.append(f"{operation}({'+'.join(values[source])})")
-        values.append(tuple(sorted(terms)))
-    return values[3]
-
-
-@functools.cache
-def _representatives() -> dict[tuple[str, ...], Cell]:
-    """Function key -> the lowest-index cell with that key (computed once over the 15,625 cells)."""
-    found: dict[tuple[str, ...], Cell] = {}
-    # itertools.product enumerates in index order: the first edge is the most significant digit
-    for cell in itertools.product(OPERATIONS, repeat=len(EDGES)):
-        found.setdefault(_cell_function_key(cell), cell)
-    return found
+    from_input = [True, False, False, False]
+    for (target, source), operation in zip(EDGES, cell, strict=True):  # EDGES is in topological order
+        from_input[target] |= operation != "none" and from_input[source]
+    to_output = [False, False, False, True]
+    for (target, source), operation in reversed(list(zip(EDGES, cell, strict=True))):
+        to_output[source] |= operation != "none" and to_output[target]
+    return tuple(
+        operation if from_input[source] and to_output[target] else "none"
+        for (target, source), operation in zip(EDGES, cell, strict=True)
+    )
 
 
 def canonical_cell(arch: str) -> str:
-    """The lowest-index cell that computes the same function as `arch` (see `function_key`).
+    """The string of `live_cell(parse(arch))`: cells that differ only in dead edges share it.
 
-    Because `none` is operation 0, the representative replaces every edge that cannot influence the
-    output by `none`, among other equivalences (reordered sums, skip connections).
+    It is the lowest-index cell of its class, because `none` is operation 0. Rendered, it has no modules
+    for dead edges, so it can have fewer parameters than `arch` while computing the same function.
+
+    Deliberately not merged: cells that route the same operations through different nodes. The
+    benchmark's isomorphism check (6,466 classes) merges, for example, two convolutions applied to the
+    input with one convolution read twice, which are different networks (different weights, different
+    training); nasloop merges only what is provably the same computation.
     """
-    return to_string(_representatives()[function_key(arch)])
+    return to_string(live_cell(parse(arch)))
 
 
 def num_unique_cells() -> int:
-    """How many functionally distinct cells the space has under `function_key`."""
-    return len(_representatives())
+    """How many distinct canonical cells the 15,625 cells reduce to."""
+    return len({live_cell(cell) for cell in itertools.product(OPERATIONS, repeat=len(EDGES))})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -389,8 +372,12 @@ class NB201Space(SearchSpace):
         self.cells_per_stage = cells_per_stage
 
     def sample(self, rng: random.Random) -> str:
-        """A uniformly random cell among the 15,625."""
-        return to_string(tuple(rng.choice(OPERATIONS) for _ in EDGES))
+        """A uniformly random canonical cell: uniform over the 9,445 distinct networks rather than the
+        15,625 strings, which would draw the networks with many dead-edge spellings more often."""
+        while True:
+            cell = tuple(rng.choice(OPERATIONS) for _ in EDGES)
+            if live_cell(cell) == cell:  # accepted with probability 9,445 / 15,625
+                return to_string(cell)
 
     def validate(self, arch: str) -> str | None:
         try:
@@ -405,8 +392,10 @@ class NB201Space(SearchSpace):
         return canonical_cell(arch)
 
     def mutate(self, arch: str, rng: random.Random) -> str:
-        """One edge changed to a different operation, uniformly over the 24 neighbours."""
-        return rng.choice(neighbors(arch))
+        """One edge changed to another operation: uniform over the neighbours that compute a different
+        function (changing an edge whose output is unused would re-evaluate the same network)."""
+        current = canonical_cell(arch)
+        return rng.choice([other for other in neighbors(arch) if canonical_cell(other) != current])
 
     def crossover(self, first: str, second: str, rng: random.Random) -> str:
         """Each edge's operation taken from either parent with probability 1/2."""
