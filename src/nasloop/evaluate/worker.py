@@ -578,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
 WARM_MODULES = (
     "collections", "dataclasses", "functools", "itertools", "math", "typing", "numpy", "torch", "torch.nn",
     "torch.nn.functional", "torch.nn.init", "torch.optim", "torch._dynamo", "nasloop.evaluate.stages",
-    "nasloop.evaluate.train",
+    "nasloop.evaluate.train", "nasloop.hardware", "nasloop.evaluate.proxies",
     "nasloop.spaces.open_code",
 )  # fmt: skip
 
