@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import torch
 
-from nasloop.candidate import EvalResult, FailureKind, State
+from nasloop.candidate import EvalResult, FailureKind, Proposal, State
 from nasloop.config import build_config
 from nasloop.data import load_splits
 from nasloop.engine import Engine, SearchAborted
@@ -23,7 +23,7 @@ from nasloop.llm.scripted import ScriptedBackend
 from nasloop.prompts import render
 from nasloop.registry import spaces
 from nasloop.spaces import nb201
-from nasloop.strategies.base import Context
+from nasloop.strategies.base import Context, Observation, Task
 from nasloop.strategies.population import MissingMetricError
 from nasloop.strategies.reflective_zero_cost import (
     EXAMPLES,
@@ -64,19 +64,23 @@ class InProcessZeroCost(Executor):
         metrics = dict(result.metrics)
         if "train" in job.stages:
             metrics["val_acc"] = 0.5 + hashlib.sha256(job.code.encode()).digest()[0] / 1000
-        if "zero-cost" in job.stages:
-            try:
-                metrics.update(self._proxies(context.model, job))
-            except ProxyError as error:
-                return EvalResult.failed(error.kind, str(error))
-        return EvalResult(State.COMPLETE, metrics=metrics, stage="zero-cost")
+        info = {}
+        if "zero-cost" in job.stages:  # like the sandbox's stage: a proxy that fails is named in info
+            errors = {}
+            for name in job.proxies:
+                try:
+                    metrics.update(self._proxies(context.model, job, name))
+                except ProxyError as error:
+                    errors[name] = str(error)
+            info = {"proxy_errors": errors} if errors else {}
+        return EvalResult(State.COMPLETE, metrics=metrics, stage="zero-cost", info=info)
 
-    def _proxies(self, model, job: EvalJob) -> dict[str, float]:
+    def _proxies(self, model, job: EvalJob, name: str) -> dict[str, float]:
         images = self.data.train_x[:PROXY_BATCH].float() / 255.0
         mean = torch.tensor(self.data.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.data.std).view(1, -1, 1, 1)
         targets = self.data.train_y[:PROXY_BATCH]
-        return compute_proxies(model, (images - mean) / std, targets, job.proxies,
+        return compute_proxies(model, (images - mean) / std, targets, [name],
                                num_classes=self.data.num_classes, seed=job.seed)  # fmt: skip
 
     def shutdown(self) -> None:
@@ -359,6 +363,33 @@ def test_missing_proxy_metric_stops_the_run_with_the_fix(tmp_path):
         run(tmp_path, Model(), run_config, InProcessZeroCost(run_config.dataset))
 
 
+def test_a_proxy_error_is_an_outcome_not_a_configuration_error():
+    from nasloop.store import CandidateRecord
+    from nasloop.strategies.population import require_metric
+    from nasloop.strategies.reflective_zero_cost import ReflectiveZeroCost
+
+    failing = CandidateRecord(
+        id=7,
+        iteration=6,
+        state=State.COMPLETE,
+        architecture=EXAMPLES["nb201"][1],
+        metrics={"params": 1.0},
+        info={"proxy_errors": {"synflow": "synflow: overflows"}},
+    )
+    require_metric(failing, "synflow", "test")  # explained by the sandbox: no error
+    with pytest.raises(MissingMetricError, match="candidate 7"):
+        require_metric(failing, "zen", "test")
+    strategy = ReflectiveZeroCost(ReflectiveZeroCostOptions(), Task("digits", (1, 8, 8), 10, metric="synflow"),
+                                  space=spaces.get("nb201")())  # fmt: skip
+    proposal = Proposal(architecture=failing.architecture, parent_ids=(1,),
+                        notes={"operator": "llm-mutation", "parent_architecture": EXAMPLES["nb201"][0],
+                               "parent_score": 2.0})  # fmt: skip
+    strategy.observe([Observation(proposal, failing)])
+    assert not strategy.population
+    assert strategy.unreflected["outcome"] == "synflow could not be computed for it: synflow: overflows"
+    assert strategy.unreflected["failed"] is True
+
+
 def test_options_are_strict_and_the_proxy_must_exist():
     with pytest.raises(Exception, match="population_sise"):
         ReflectiveZeroCostOptions.model_validate({"population_sise": 3})
@@ -389,7 +420,6 @@ def test_example_configs_build_their_strategy(name):
 
     from nasloop.config import load_config
     from nasloop.registry import strategies
-    from nasloop.strategies.base import Task
 
     run_config = load_config(Path(__file__).parents[2] / "examples" / name)
     strategy_class = strategies.get(run_config.strategy)

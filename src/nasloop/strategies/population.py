@@ -75,10 +75,18 @@ def record_score(record: CandidateRecord, metric: str) -> float | None:
     return float(value) if value is not None else None
 
 
+def metric_error(record: CandidateRecord, metric: str) -> str | None:
+    """Why the sandbox could not compute the proxy `metric` for this candidate (its `zero-cost` stage
+    keeps a completed result and names the proxies that failed in `info["proxy_errors"]`), or None."""
+    errors = record.info.get("proxy_errors") or {}
+    return str(errors[metric]) if metric in errors else None
+
+
 def require_metric(record: CandidateRecord, metric: str, strategy: str) -> None:
-    """Raise `MissingMetricError` when `record` completed without `metric` (see the class docstring)."""
+    """Raise `MissingMetricError` when `record` completed without `metric` and without a proxy error
+    that explains it (see the class docstring)."""
     completed = record.state is State.COMPLETE or (record.state is State.DUPLICATE and record.failure is None)
-    if not completed or metric in record.metrics:
+    if not completed or metric in record.metrics or metric_error(record, metric) is not None:
         return
     skipped = record.info.get("skipped_stages")
     reason = f" The sandbox skipped stages: {skipped}." if skipped else ""
@@ -165,6 +173,7 @@ __all__ = [
     "MissingMetricError",
     "final_proposals",
     "finalists",
+    "metric_error",
     "record_score",
     "require_metric",
     "seen_architectures",

@@ -58,6 +58,7 @@ from nasloop.strategies.population import (
     FinalizeOptions,
     Member,
     final_proposals,
+    metric_error,
     record_score,
     require_metric,
     seen_architectures,
@@ -381,6 +382,8 @@ class ReflectiveZeroCost(Strategy):
                 text += f"; the same network as candidate {record.duplicate_of}, evaluated before"
         elif record.failure is not None:
             text = f"failed ({record.failure.kind.value}): {record.failure.message[:400]}"
+        elif metric_error(record, self.proxy) is not None:
+            text = f"{self.proxy} could not be computed for it: {str(metric_error(record, self.proxy))[:400]}"
         else:
             text = f"ended as {record.state.value} without a {self.proxy} score"
         return {
