@@ -132,7 +132,10 @@ def test_failure_rules_fire_on_the_latest_failure_and_without_cm_there_is_no_bes
     notes = engine.history[1].notes
     assert [item["rule"] for item in notes["rules_fired"]] == ["flatten-size-mismatch", "shape-error"]
     assert "failed with a shape error: mat1 and mat2" in model.prompts[1]
-    assert "Best model so far" not in model.prompts[1]
+    assert "Best model so far" not in model.prompts[1] and "starting from the best model" not in model.prompts[1]
+    assert model.prompts[1].endswith(
+        "Write the complete new module in one ```python block, following the instructions."
+    )
     assert engine.strategy.best is not None and engine.strategy.best["id"] == 2
 
 
