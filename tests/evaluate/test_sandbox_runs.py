@@ -124,9 +124,14 @@ def test_unknown_stages_are_skipped_not_fatal(sandbox: Sandbox) -> None:
 
 
 @pytest.mark.slow
-def test_a_job_for_another_dataset_is_refused(sandbox: Sandbox) -> None:
-    with pytest.raises(ValueError, match="serves"):
-        sandbox.run(job(dataset=DatasetSpec(name="digits", split_seed=1)))
+def test_a_job_for_another_dataset_switches_the_sandbox(tmp_path: Path) -> None:
+    other = DatasetSpec(name="digits", split_seed=1)
+    with Sandbox(DATASET, work_dir=tmp_path) as switching:
+        result = switching.run(job(dataset=other, stages=("build", "train"), recipe=Recipe(batch_size=64)))
+        assert result.state is State.COMPLETE, result.failure
+        assert switching.dataset == other and "val_acc" in result.metrics
+        assert switching.run(job()).state is State.COMPLETE  # and back
+        assert switching.dataset == DATASET
 
 
 @pytest.mark.slow

@@ -348,6 +348,7 @@ class JobRun:
 class Sandbox:
     """Runs evaluation jobs for one dataset in a warm, isolated worker process (see the module docstring).
 
+    A job for another dataset spec switches the sandbox to it (a new worker; seconds).
     `use_bwrap`: True requires bubblewrap, False never uses it, "auto" uses it where it works. `device`
     ("auto", "cpu", "cuda", "cuda:N") is used for jobs whose recipe says "auto". `grace_s` is the time
     between SIGTERM and SIGKILL. Each job gets a directory under `work_dir/jobs`; the candidate's own work
@@ -364,9 +365,6 @@ class Sandbox:
         grace_s: float = 2.0,
         keep_work_dirs: bool = False,
     ) -> None:
-        from nasloop.data import load_splits, save_sandbox_data
-
-        self.dataset = dataset
         self.work_dir = Path(work_dir).resolve()
         self.jobs_dir = self.work_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -375,11 +373,21 @@ class Sandbox:
         self.grace_s = grace_s
         self.watchdog_slack_s = WATCHDOG_SLACK_S
         self.keep_work_dirs = keep_work_dirs
-        self.splits = load_splits(dataset)  # the only copy of the evaluation labels
-        self.data_dir = save_sandbox_data(self.splits.for_sandbox(), self.work_dir / "data")
         self.jobs_started = 0
         self.worker: WorkerProcess | None = None
         self.closed = False
+        self.load_dataset(dataset)
+
+    def load_dataset(self, dataset: DatasetSpec) -> None:
+        """Serve `dataset` from now on: load its splits, hand the label-free part to a new worker."""
+        from nasloop.data import load_splits, save_sandbox_data
+
+        if self.worker is not None:  # it maps the old data files, which are about to be rewritten
+            self.worker.stop()
+            self.worker = None
+        self.dataset = dataset
+        self.splits = load_splits(dataset)  # the only copy of the evaluation labels
+        self.data_dir = save_sandbox_data(self.splits.for_sandbox(), self.work_dir / "data")
         self.start_worker()  # it warms up while the caller prepares the first job
 
     # --- the worker's lifecycle
@@ -428,7 +436,7 @@ class Sandbox:
         kills the child and the result is `State.PRUNED` with `metrics["pruned_at_step"]`.
         """
         if job.dataset != self.dataset:
-            raise ValueError(f"this sandbox serves {self.dataset!r}; the job asks for {job.dataset!r}")
+            self.load_dataset(job.dataset)  # rare: seconds to switch
         worker = self.ready_worker()
         started = time.monotonic()
         run = JobRun(job=job, job_dir=self.new_job_dir(job), on_progress=on_progress)
