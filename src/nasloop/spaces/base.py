@@ -120,7 +120,3 @@ class SearchSpace(abc.ABC):
             "required": ["architecture"],
             "additionalProperties": False,
         }
-
-    def is_valid(self, arch: str) -> bool:
-        """Whether `validate(arch)` finds nothing wrong."""
-        return self.validate(arch) is None

@@ -568,11 +568,6 @@ def _scaled_width(rng: random.Random, channels: int) -> int:
     return min(MAX_CHANNELS, round_channels(channels * rng.choice(_WIDTH_FACTORS)))
 
 
-def _pick(rng: random.Random, blocks: Sequence[Block], condition: Callable[[Block], bool]) -> int | None:
-    indices = [index for index, block in enumerate(blocks) if condition(block)]
-    return rng.choice(indices) if indices else None
-
-
 def _replace_at(blocks: Sequence[Block], index: int, block: Block) -> list[Block]:
     return reconnect([*blocks[:index], block, *blocks[index + 1 :]])
 
@@ -595,9 +590,10 @@ def mutate_width(blocks: Sequence[Block], rng: random.Random) -> list[Block] | N
 
 def mutate_bottleneck(blocks: Sequence[Block], rng: random.Random) -> list[Block] | None:
     """Scale one residual block's bottleneck width."""
-    index = _pick(rng, blocks, lambda block: block.kind != CONV)
-    if index is None:
+    residual = [index for index, block in enumerate(blocks) if block.kind != CONV]
+    if not residual:
         return None
+    index = rng.choice(residual)
     block = blocks[index]
     bottleneck = _scaled_width(rng, block.bottleneck_channels)
     return _replace_at(blocks, index, dataclasses.replace(block, bottleneck_channels=bottleneck))
