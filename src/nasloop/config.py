@@ -81,6 +81,11 @@ class SearchConfig(Strict):
     objectives: tuple[str, ...] = Field(default=(), description="multi-objective: 'val_acc:max', 'latency_ms:min'")
     constraints: tuple[str, ...] = Field(default=(), description="hard constraints such as 'params<=1e6'")
     space: str | None = Field(default=None, description="structured search space; None for open code")
+    space_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="arguments of the space (e.g. max_layers for macro); in_shape, "
+        "num_classes and max_params default to the run's dataset and limits where the space takes them",
+    )
     seed: int = 0
     prompts_dir: str | None = Field(default=None, description="directory of templates overriding the built-in ones")
     run_dir: str | None = None

@@ -15,6 +15,7 @@ candidate records its *staleness*: how many earlier candidates were still unobse
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import logging
 import random
@@ -232,8 +233,8 @@ class Engine:
         self._backend = backend
         self._executor = executor
         self.show_progress = progress
-        self.space = spaces.get(config.space)() if config.space else None
         self.task = self._make_task()
+        self.space = self._make_space()
         strategy_class: type[Strategy] = strategies.get(config.strategy)
         options = strategy_class.Options.model_validate(config.strategy_options)
         if strategy_class.needs_space and self.space is None:
@@ -287,6 +288,22 @@ class Engine:
             recipe=f"{recipe.name} recipe, {recipe.epochs:g} epoch(s)",
             train_images=len(splits.train_y),
         )
+
+    def _make_space(self) -> Any:
+        """The configured structured space, told the run's input shape, classes and parameter budget."""
+        if not self.config.space:
+            return None
+        space_class = spaces.get(self.config.space)
+        accepted = inspect.signature(space_class).parameters
+        defaults = {"in_shape": self.task.in_shape, "num_classes": self.task.num_classes}
+        if self.config.limits.max_params is not None:
+            defaults["max_params"] = self.config.limits.max_params
+        options = {key: value for key, value in defaults.items() if key in accepted}
+        options.update(self.config.space_options)
+        unknown = sorted(set(self.config.space_options) - set(accepted))
+        if unknown:
+            raise ValueError(f"space {self.config.space!r} has no option {', '.join(unknown)} (space_options)")
+        return space_class(**options)
 
     def _make_backend(self) -> LLMBackend:
         if self._backend is None:

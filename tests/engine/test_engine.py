@@ -141,3 +141,44 @@ def test_show_json_lists_best_first(tmp_path, capsys):
     shown = json.loads(capsys.readouterr().out)
     scores = [row["metrics"]["val_acc"] for row in shown["candidates"]]
     assert scores == sorted(scores, reverse=True) and len(scores) == 3
+
+
+def test_space_is_told_the_runs_shape_classes_and_budget(tmp_path):
+    config = one_shot_config(space="macro", limits={"max_params": 50_000}, space_options={"max_layers": 12})
+    engine = Engine.start(config, tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=FakeExecutor(),
+                          progress=False)
+    assert engine.space.in_shape == (1, 8, 8) and engine.space.num_classes == 10
+    assert engine.space.max_params == 50_000 and engine.space.max_layers == 12
+
+
+def test_unknown_space_option_is_named(tmp_path):
+    config = one_shot_config(space="nb201", space_options={"widht": 3})
+    with pytest.raises(ValueError, match="no option widht"):
+        Engine.start(config, tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=FakeExecutor(),
+                     progress=False)
+
+
+def test_finalists_are_evaluated_once_with_their_own_stages(tmp_path):
+    from nasloop.candidate import Proposal
+    from nasloop.strategies.feedback_memory import OneShot
+
+    class WithFinal(OneShot):
+        def finalize(self, ctx):
+            best = max((c for c in ctx.history if c.state is State.COMPLETE), key=lambda c: c.metrics["val_acc"])
+            return [Proposal(code=best.code, stages=("static", "build", "train"), final_of=best.id)]
+
+    executor = FakeExecutor()
+    engine = start(tmp_path, [fenced(good_net(w)) for w in (8, 9)], config=one_shot_config(budget={"iterations": 2}),
+                   executor=executor)
+    engine.strategy = WithFinal(engine.strategy.options, engine.task)
+    summary = engine.run()
+    assert summary.iterations == 2 and len(engine.history) == 3
+    final = engine.history[-1]
+    assert final.notes["final_of"] in (1, 2) and final.state is State.COMPLETE  # not a duplicate
+    assert executor.jobs[-1].stages == ("static", "build", "train")
+    # a resumed run does not finalize twice
+    resumed = Engine.resume(tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=FakeExecutor(),
+                            progress=False)
+    resumed.strategy = WithFinal(resumed.strategy.options, resumed.task)
+    resumed.run()
+    assert len(resumed.history) == 3
