@@ -1,0 +1,122 @@
+"""Feedback-memory, published form vs nasloop's default, and the one-shot baseline, on the same budget.
+
+Runs three real searches with the embedded model on a Fashion-MNIST subset, all with the same seed,
+budget and training recipe, and prints for each: the valid-candidate rate, the best validation
+accuracy, seconds per iteration split into LLM and evaluation time, and tokens per iteration.
+
+    python benchmarks/feedback_memory.py --iterations 20 --model qwen2.5-coder-1.5b --json
+
+(a) `paper`: the published prompts and loop (precise errors, repair and suggestion filtering off)
+(b) `nasloop`: nasloop's defaults (precise errors, one repair attempt, recipe suggestions filtered)
+(c) `one-shot`: the generator alone, no feedback
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import nasloop
+from nasloop.candidate import State
+from nasloop.config import build_config
+from nasloop.engine import counts_as_iteration
+from nasloop.store import RunDir, RunStore
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "paper": {"strategy": "feedback-memory", "strategy_options": {"prompt_style": "paper"}},
+    "nasloop": {"strategy": "feedback-memory", "strategy_options": {}},
+    "one-shot": {"strategy": "one-shot", "strategy_options": {}},
+}
+
+
+def run_variant(name: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    config = build_config(
+        {
+            **VARIANTS[name],
+            "llm": {"backend": "llama-cpp", "model": args.model, "deadline_s": args.llm_deadline},
+            "dataset": {"name": "fashion-mnist", "train_subset": args.train_subset},
+            "recipe": {"name": "fast", "epochs": 1},
+            "limits": {"timeout_s": 300, "max_params": 2_000_000},
+            "budget": {"iterations": args.iterations},
+            "seed": args.seed,
+        }
+    )
+    started = time.perf_counter()
+    summary = nasloop.search(config, run_dir=root / name, progress=not args.quiet)
+    wall_s = time.perf_counter() - started
+    return measure(RunDir(root / name), wall_s, summary.best.metrics["val_acc"] if summary.best else None)
+
+
+def measure(run_dir: RunDir, wall_s: float, best_val_acc: float | None) -> dict[str, Any]:
+    with RunStore(run_dir.store_path, readonly=True) as store:
+        candidates = store.candidates()
+        calls = store.llm_calls()
+    iterations = [c for c in candidates if counts_as_iteration(c)]
+    count = max(len(iterations), 1)
+    valid = sum(1 for c in iterations if c.state is State.COMPLETE)
+    repaired = sum(1 for c in candidates if c.notes.get("repair_of") and c.state is State.COMPLETE)
+    llm_s = sum(call.latency_s for call in calls)
+    eval_s = sum(c.timings.get("total_s", 0.0) for c in candidates)
+    tokens = sum(call.prompt_tokens + call.completion_tokens for call in calls)
+    kinds: dict[str, int] = {}
+    for c in candidates:
+        if c.failure is not None:
+            kinds[c.failure.kind.value] = kinds.get(c.failure.kind.value, 0) + 1
+    return {
+        "iterations": len(iterations),
+        "candidates": len(candidates),
+        "valid_rate": valid / count,
+        "valid_after_repair": (valid + repaired) / count,
+        "best_val_acc": best_val_acc,
+        "llm_s_per_iteration": llm_s / count,
+        "eval_s_per_iteration": eval_s / count,
+        "wall_s_per_iteration": wall_s / count,
+        "tokens_per_iteration": tokens / count,
+        "failures": kinds,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--train-subset", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=43)
+    parser.add_argument("--llm-deadline", type=float, default=300.0)
+    parser.add_argument("--variants", default="paper,nasloop,one-shot")
+    parser.add_argument("--run-root", type=Path, help="keep the runs here (default: a temporary directory)")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    root = args.run_root or Path(tempfile.mkdtemp(prefix="nasloop-bench-fm-"))
+    results = {name: run_variant(name, args, root) for name in args.variants.split(",")}
+    if args.json:
+        print(
+            json.dumps(
+                {"model": args.model, "iterations": args.iterations, "runs": str(root), "results": results}, indent=2
+            )
+        )
+        return 0
+    header = (
+        f"{'variant':<10} {'valid':>6} {'+repair':>7} {'best val':>9} {'LLM s/it':>9} {'eval s/it':>9} {'tok/it':>7}"
+    )
+    print(f"model {args.model}, {args.iterations} iterations, Fashion-MNIST subset {args.train_subset}; runs in {root}")
+    print(header)
+    for name, row in results.items():
+        best = f"{row['best_val_acc']:.4f}" if row["best_val_acc"] is not None else "-"
+        print(
+            f"{name:<10} {row['valid_rate']:>6.0%} {row['valid_after_repair']:>7.0%} {best:>9} "
+            f"{row['llm_s_per_iteration']:>9.1f} {row['eval_s_per_iteration']:>9.1f} "
+            f"{row['tokens_per_iteration']:>7.0f}"
+        )
+        print(f"{'':<10} failures: {row['failures']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
