@@ -373,7 +373,9 @@ class Sandbox:
         self.grace_s = grace_s
         self.watchdog_slack_s = WATCHDOG_SLACK_S
         self.keep_work_dirs = keep_work_dirs
-        self.jobs_started = 0
+        # Continue the numbering of an earlier sandbox on the same directory (a resumed run).
+        numbers = [int(path.name.split("-")[0]) for path in self.jobs_dir.iterdir() if path.name[:6].isdigit()]
+        self.jobs_started = max(numbers, default=0)
         self.worker: WorkerProcess | None = None
         self.closed = False
         self.load_dataset(dataset)
@@ -544,6 +546,9 @@ class Sandbox:
 
         for name in PARENT_METRICS & child.metrics.keys():
             del child.metrics[name]
+        if child.state not in (State.COMPLETE, State.FAILED):
+            message = f"the evaluation reported the state {child.state.value!r}, which only nasloop may set"
+            return EvalResult.failed(FailureKind.CRASH, message, stage=child.stage)
         if child.state is not State.COMPLETE or "train" not in run.job.stages:
             return child  # predictions exist only after a completed train stage
         try:
