@@ -352,7 +352,8 @@ class Sandbox:
     `use_bwrap`: True requires bubblewrap, False never uses it, "auto" uses it where it works. `device`
     ("auto", "cpu", "cuda", "cuda:N") is used for jobs whose recipe says "auto". `grace_s` is the time
     between SIGTERM and SIGKILL. Each job gets a directory under `work_dir/jobs`; the candidate's own work
-    directory inside it is deleted after the job unless `keep_work_dirs`.
+    directory inside it is deleted after the job unless `keep_work_dirs`. `environment` adds variables to
+    the worker's scrubbed environment (an executor sets `CUDA_VISIBLE_DEVICES` to the worker's GPUs).
     """
 
     def __init__(
@@ -364,8 +365,10 @@ class Sandbox:
         device: str = "auto",
         grace_s: float = 2.0,
         keep_work_dirs: bool = False,
+        environment: dict[str, str] | None = None,
     ) -> None:
         self.work_dir = Path(work_dir).resolve()
+        self.extra_environment = dict(environment or {})
         self.jobs_dir = self.work_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.isolation: Isolation = choose_isolation(use_bwrap)
@@ -401,8 +404,16 @@ class Sandbox:
         return command
 
     def start_worker(self) -> WorkerProcess:
-        self.worker = WorkerProcess(self.worker_command(), scrubbed_environment(), self.work_dir / "worker.log")
+        environment = {**scrubbed_environment(), **self.extra_environment}
+        self.worker = WorkerProcess(self.worker_command(), environment, self.work_dir / "worker.log")
         return self.worker
+
+    def restart_worker(self) -> None:
+        """Replace the worker with a fresh one (it warms up in the background), returning the memory the
+        old one held; between jobs only."""
+        if self.worker is not None:
+            self.worker.stop()
+        self.start_worker()
 
     def ready_worker(self) -> WorkerProcess:
         """A live, ready worker, started anew if the last one died."""
