@@ -142,3 +142,21 @@ def test_fast_recipe_on_gpu_uses_bf16_and_channels_last(digits: Splits) -> None:
     )
     assert output.settings["bf16_autocast"] and output.settings["channels_last"]
     assert accuracy(output.val_pred, digits.val_y) > 0.6
+
+
+class ViewFlattenNet(SmallNet):
+    """Flattens a feature map with `.view`, as LLM-written code often does; impossible in channels_last."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features[:4](x)  # (16, 4, 4)
+        return self.head(x.view(x.size(0), -1))
+
+
+def test_fast_recipe_uses_channels_last_only_where_the_model_accepts_it(digits: Splits) -> None:
+    plain = train_and_predict(small_net(digits), digits.for_sandbox(), recipe(name="fast"), seed=0, device=CPU)
+    torch.manual_seed(0)
+    viewing = ViewFlattenNet(digits.in_shape, digits.num_classes)
+    fallback = train_and_predict(viewing, digits.for_sandbox(), recipe(name="fast"), seed=0, device=CPU)
+    assert plain.settings["channels_last"] and not fallback.settings["channels_last"]
+    # the layout changes the arithmetic order only: the same network learns the same way
+    assert np.mean(plain.val_pred == fallback.val_pred) > 0.9

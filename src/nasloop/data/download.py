@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tarfile
 import tempfile
 import urllib.error
@@ -90,11 +89,3 @@ def extract_tarball(archive: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "r:*") as tar:
         tar.extractall(dest, filter="data")
-
-
-def copy_atomically(source: Path, dest: Path) -> None:
-    """Copy a file so that `dest` appears complete or not at all."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    temporary = dest.with_name(f".{dest.name}.part")
-    shutil.copyfile(source, temporary)
-    os.replace(temporary, dest)

@@ -10,8 +10,10 @@ Two named recipes (DESIGN.md contract 3, METHODS.md section A):
   dataset allows it (photos yes, digits no), then per-channel normalisation.
 * `fast`: the same data budget (the same number of samples seen), tuned for wall-clock and ranking
   signal: a larger batch with a linearly scaled learning rate, Nesterov momentum, a short linear
-  warm-up then linear decay to zero within the budget, light label smoothing, and on GPU channels_last
-  with bf16 autocast.
+  warm-up then linear decay to zero within the budget, light label smoothing, channels_last memory
+  format (measured 1.15-1.75x less CPU time per sample on convolutional nets on CPU, and the fast path
+  on GPU; skipped for a model whose forward pass cannot take it, e.g. one that calls `.view` on a
+  feature map) and, on GPU, bf16 autocast.
 
 Both run the same loop on tensor-resident data: the whole training split stays one uint8 tensor (on
 the training device), and each batch is gathered, cropped (per-sample offsets by index arithmetic),
@@ -23,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -108,6 +110,7 @@ class RecipeSettings:
     label_smoothing: float
     schedule: str  # "epoch-cosine" (paper) or "warmup-linear" (fast)
     warmup_fraction: float
+    clip_grad_norm: float | None
     augment: bool
     crop_padding: int
     horizontal_flip: bool
@@ -124,6 +127,7 @@ PAPER_DEFAULTS: dict[str, Any] = {
     "label_smoothing": 0.0,
     "schedule": "epoch-cosine",
     "warmup_fraction": 0.0,
+    "clip_grad_norm": None,
 }
 # `fast`: tuned on Fashion-MNIST with the benchmark's reference CNN (benchmarks/proxy_train.py).
 FAST_DEFAULTS: dict[str, Any] = {
@@ -135,6 +139,7 @@ FAST_DEFAULTS: dict[str, Any] = {
     "label_smoothing": 0.1,
     "schedule": "warmup-linear",
     "warmup_fraction": 0.05,
+    "clip_grad_norm": None,
 }
 
 
@@ -165,11 +170,12 @@ def resolve_recipe(recipe: Recipe, data: SandboxData, device: torch.device) -> R
         label_smoothing=defaults["label_smoothing"],
         schedule=defaults["schedule"],
         warmup_fraction=defaults["warmup_fraction"],
+        clip_grad_norm=defaults["clip_grad_norm"],
         augment=True if recipe.augment is None else recipe.augment,
         crop_padding=crop_padding(data.in_shape[1]),
         horizontal_flip=data.horizontal_flip,
         bf16_autocast=recipe.name == "fast" and on_gpu,
-        channels_last=recipe.name == "fast" and on_gpu,
+        channels_last=recipe.name == "fast",
     )
 
 
@@ -323,8 +329,8 @@ def _train_and_predict(
 ) -> TrainOutput:
     # ---- setup: model, optimizer, the whole sampling plan
     model.to(device)
-    if settings.channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
+    if settings.channels_last and not accepts_channels_last(model, data, settings, device):
+        settings = replace(settings, channels_last=False)
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=settings.lr,
@@ -358,6 +364,8 @@ def _train_and_predict(
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=settings.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if settings.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad_norm)
         optimizer.step()
         compute_s += time.perf_counter() - compute_start
 
@@ -396,6 +404,32 @@ def _train_and_predict(
         train_cpu_s=train_cpu_s,
         settings=asdict(settings),
     )
+
+
+def set_memory_format(model: nn.Module, memory_format: torch.memory_format) -> None:
+    model.to(memory_format=memory_format)  # type: ignore[call-overload]  # missing from torch's stubs
+
+
+def accepts_channels_last(model: nn.Module, data: SandboxData, settings: RecipeSettings, device: torch.device) -> bool:
+    """Convert `model` to channels_last if its forward pass works that way; otherwise leave it contiguous.
+
+    Candidate code often flattens with `x.view(n, -1)`, which fails on a channels_last feature map. The
+    probe (two images, eval mode, no gradients, so no state changes) catches that before training; any
+    error means "not in this layout", and a genuine bug then surfaces in the contiguous training run.
+    """
+    set_memory_format(model, torch.channels_last)
+    probe = data.train_x[:2].to(device).float().contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.bf16_autocast)
+    model.eval()
+    try:
+        with torch.no_grad(), autocast:
+            model(probe)
+    except Exception:  # deliberately broad: any failure only means the layout is not usable here
+        set_memory_format(model, torch.contiguous_format)
+        return False
+    finally:
+        model.train()
+    return True
 
 
 def predict(model: nn.Module, batches: BatchMaker, images: torch.Tensor, settings: RecipeSettings) -> np.ndarray:
