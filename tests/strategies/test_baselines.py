@@ -55,7 +55,7 @@ def test_random_search_proposes_valid_unseen_points_without_an_llm(tmp_path):
     engine, summary = search(tmp_path, "random", iterations=25)
     architectures = [record.architecture for record in engine.history]
     assert summary.iterations == 25 and RandomSearch.uses_llm is False and RandomSearch.sequential is False
-    assert all(engine.space.is_valid(architecture) for architecture in architectures)
+    assert all(engine.space.validate(architecture) is None for architecture in architectures)
     assert len({engine.space.canonical(architecture) for architecture in architectures}) == 25  # no repeats
     assert summary.llm_totals["calls"] == 0
 
@@ -63,7 +63,7 @@ def test_random_search_proposes_valid_unseen_points_without_an_llm(tmp_path):
 def test_evolution_mutates_tournament_winners_and_removes_the_oldest(tmp_path):
     engine, _ = search(tmp_path, "evolution", iterations=20, population_size=6, sample_size=3)
     records = engine.history
-    assert all(engine.space.is_valid(record.architecture) for record in records)
+    assert all(engine.space.validate(record.architecture) is None for record in records)
     assert [record.notes["operator"] for record in records] == ["initial"] * 6 + ["mutation"] * 14
     for child in records[6:]:  # one edge away from its parent
         parent = engine.history[child.parent_ids[0] - 1]

@@ -252,7 +252,7 @@ def test_invalid_architecture_is_stored_with_the_space_message(tmp_path):
     assert failed.architecture == bad and "unknown operation 'nor_conv_5x5'" in failed.failure.message
     assert len(executor.jobs) == 5  # the invalid child never reached the evaluator
     reflection = model.prompts("reflector")[0]
-    assert "failed (build)" in reflection and "nor_conv_5x5" in reflection and "not a valid network" in reflection
+    assert "failed (build)" in reflection and "nor_conv_5x5" in reflection and "not a valid" in reflection
     assert failed.id not in {member.id for member in engine.strategy.population}
 
 
@@ -354,7 +354,7 @@ def test_macro_space_search_runs(tmp_path):
     engine, summary, _ = run(tmp_path, model, run_config, InProcessZeroCost(run_config.dataset))
     assert summary.valid == 6
     assert "Macro block space" in model.calls[0][1][0]["content"]
-    assert all(engine.space.is_valid(record.architecture) for record in search_records(engine))
+    assert all(engine.space.validate(record.architecture) is None for record in search_records(engine))
 
 
 def test_missing_proxy_metric_stops_the_run_with_the_fix(tmp_path):
@@ -404,7 +404,7 @@ def test_options_are_strict_and_the_proxy_must_exist():
 def test_examples_and_answer_schema_fit_the_space(name):
     space = spaces.get(name)()
     parent, child, _ = EXAMPLES[name]
-    assert space.is_valid(parent) and space.is_valid(child)
+    assert space.validate(parent) is None and space.validate(child) is None
     assert space.canonical(parent) != space.canonical(child)
     schema = mutation_schema(space, 400, constrain_pattern=True)
     jsonschema.validate({"reasoning": "x", "architecture": space.sample(random.Random(3))}, schema)
