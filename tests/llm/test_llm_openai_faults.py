@@ -3,11 +3,13 @@
 The server is a small `http.server` in a thread on 127.0.0.1. Each test scripts how it answers: slowly,
 with 500s or 429s, malformed JSON, 404 model-not-found, context-too-long errors, by hanging or by
 trickling bytes. The deadline must hold every time, retries must be bounded, and the right
-exception must be raised. The API key must never leak.
+exception must be raised. The API key must never leak. The last section runs the common contract over
+every registered backend (the server stands in for the openai one).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import threading
@@ -409,3 +411,61 @@ def test_api_key_never_appears_in_config_repr_or_logs(
     for record in caplog.records:
         assert secret not in record.getMessage()
         assert secret not in str(record.args)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The contract, over every registered backend
+# ----------------------------------------------------------------------------------------------------
+
+CONTRACT_CASES = [
+    "scripted",
+    "replay",
+    "openai",
+    pytest.param("llama-cpp", marks=[pytest.mark.llm, pytest.mark.slow]),
+    pytest.param("transformers", marks=pytest.mark.skip(reason="needs a local Hugging Face model directory")),
+]
+
+
+def contract_backend(name: str, server: FakeServer, tmp_path: Any) -> Any:
+    answer = "```python\nclass Net: pass\n```"
+    if name == "scripted":
+        return make_backend(LLMConfig(backend="scripted", model="scripted", responses=(answer,)))
+    if name == "replay":
+        cassette = str(tmp_path / "contract.jsonl")
+        recorder = make_backend(
+            LLMConfig(
+                backend="scripted", model="scripted", responses=(answer,), cassette=cassette, cassette_mode="record"
+            )
+        )
+        recorder.complete(MESSAGES, temperature=0.0, max_tokens=32, seed=1)
+        return make_backend(LLMConfig(backend="replay", cassette=cassette, cassette_mode="replay"))
+    if name == "openai":
+        server.script(Reply(body=chat_response(answer)))
+        return backend_for(server)
+    if name == "llama-cpp":
+        from nasloop.llm.embedded import is_installed
+
+        if importlib.util.find_spec("llama_cpp") is None or not is_installed("qwen2.5-coder-0.5b"):
+            pytest.skip("needs llama-cpp-python and the qwen2.5-coder-0.5b parts")
+        return make_backend(LLMConfig(backend="llama-cpp", model="qwen2.5-coder-0.5b", n_ctx=1024, n_threads=1))
+    raise AssertionError(f"no contract case for backend {name!r}")
+
+
+def test_every_registered_backend_has_a_contract_case() -> None:
+    from nasloop.registry import llm_backends
+
+    cases = {case if isinstance(case, str) else case.values[0] for case in CONTRACT_CASES}
+    assert cases == set(llm_backends.names())
+
+
+@pytest.mark.parametrize("name", CONTRACT_CASES)
+def test_backend_contract(name: str, server: FakeServer, tmp_path: Any) -> None:
+    backend = contract_backend(name, server, tmp_path)
+    completion = backend.complete(MESSAGES, temperature=0.0, max_tokens=32, seed=1)
+    assert completion.text.strip() and completion.model
+    assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
+    assert completion.latency_s >= 0 and completion.finish_reason in ("stop", "length", "deadline")
+    with pytest.raises(LLMConfigError):
+        backend.complete([{"role": "narrator", "content": "x"}])
+    backend.close()
+    backend.close()  # idempotent
