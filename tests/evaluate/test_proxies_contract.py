@@ -111,3 +111,29 @@ def test_compute_proxies_rejects_an_unknown_name_before_computing() -> None:
     inputs, targets = batch()
     with pytest.raises(UnknownNameError, match="synflow"):
         compute_proxies(ResidualNet(), inputs, targets, ["params", "synflw"], num_classes=NUM_CLASSES, seed=0)
+
+
+def test_proxies_sharing_a_pass_run_it_once_and_agree_with_separate_calls() -> None:
+    torch.manual_seed(0)
+    model, (inputs, targets) = ResidualNet(), batch()
+    forwards: list[int] = []
+    model.register_forward_hook(lambda module, args, output: forwards.append(1))  # copied with the model
+    names = ["snip", "grad_norm", "plain", "fisher"]
+    together = compute_proxies(model, inputs, targets, names, num_classes=NUM_CLASSES, seed=4)
+    assert len(forwards) == 1
+    separate = {name: proxies.get(name)(model, inputs, targets, num_classes=NUM_CLASSES, seed=4) for name in names}
+    assert len(forwards) == 1 + len(names)
+    assert together == separate
+
+
+def test_compute_proxies_can_collect_errors_and_keep_going() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, NUM_CLASSES))  # no ReLU: naswot fails
+    inputs, targets = batch()
+    errors: dict[str, ProxyError] = {}
+    scores = compute_proxies(
+        model, inputs, targets, ["naswot", "params"], num_classes=NUM_CLASSES, seed=0, errors=errors
+    )
+    assert scores == {"params": 3 * 8 * 8 * NUM_CLASSES + NUM_CLASSES}
+    assert list(errors) == ["naswot"] and "ReLU" in str(errors["naswot"])
+    with pytest.raises(ProxyError, match="naswot"):
+        compute_proxies(model, inputs, targets, ["naswot"], num_classes=NUM_CLASSES, seed=0)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from nasloop.evaluate.proxies import activation, data_free, gradient
-from nasloop.evaluate.proxies.base import Proxy, ProxyError, zero_cost_proxy
+from nasloop.evaluate.proxies.base import Proxy, ProxyError, sharing_passes, zero_cost_proxy
 from nasloop.registry import proxies
 
 # Every built-in proxy, in a fixed order for tables: data-independent, gradient, activation, baselines.
@@ -30,14 +30,26 @@ def compute_proxies(
     *,
     num_classes: int,
     seed: int,
+    errors: dict[str, ProxyError] | None = None,
 ) -> dict[str, float]:
     """The named proxies of `model` on one batch, each with the same `seed`, in the order given.
 
-    Raises `UnknownNameError` for an unknown name and the first `ProxyError` of a proxy that cannot be
-    computed (call the proxies one by one to keep the others).
+    Proxies that share a forward/backward pass compute it once; the values equal separate calls.
+    Raises `UnknownNameError` for an unknown name before any work. A proxy that cannot be computed
+    raises its `ProxyError`, unless `errors` is given: then the error is stored there under the
+    proxy's name, the proxy is left out of the result and the others are still computed.
     """
-    resolved = [(name, proxies.get(name)) for name in names]  # fail on a bad name before any work
-    return {name: proxy(model, inputs, targets, num_classes=num_classes, seed=seed) for name, proxy in resolved}
+    resolved = [(name, proxies.get(name)) for name in names]
+    values: dict[str, float] = {}
+    with sharing_passes():
+        for name, proxy in resolved:
+            try:
+                values[name] = proxy(model, inputs, targets, num_classes=num_classes, seed=seed)
+            except ProxyError as error:
+                if errors is None:
+                    raise
+                errors[name] = error
+    return values
 
 
 __all__ = ["ALL_PROXIES", "Proxy", "ProxyError", "activation", "compute_proxies", "data_free", "gradient",

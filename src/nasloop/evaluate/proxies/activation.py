@@ -54,8 +54,10 @@ def naswot(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num
         forward_logits(model, inputs, num_classes)
     if not recorder.codes:
         raise ProxyError("no ReLU-family activation in the forward pass; NASWOT reads their on/off codes")
-    codes = torch.cat(recorder.codes, dim=1).double()
-    kernel = codes @ codes.T + (1 - codes) @ (1 - codes).T  # = N_A − Hamming distance
+    # With signs s = 2c − 1: s_i·s_j = N_A − 2·Hamming(c_i, c_j), so K_H = (s sᵀ + N_A) / 2. The float32
+    # product is exact: its partial sums are integers far below 2^24.
+    signs = torch.cat(recorder.codes, dim=1).float() * 2 - 1
+    kernel = ((signs @ signs.T + signs.shape[1]) / 2).double()
     sign, log_determinant = torch.linalg.slogdet(kernel)
     if sign <= 0:
         raise ProxyError(

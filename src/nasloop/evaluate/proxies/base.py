@@ -11,7 +11,8 @@ import functools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -70,11 +71,14 @@ def zero_cost_proxy(name: str) -> Callable[[ProxyFunction], Proxy]:
             model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int, seed: int
         ) -> float:
             working = _working_copy(model)
+            key = _call_key.set((id(model), id(inputs), id(targets), num_classes, seed))
             try:
                 with _private_rng(seed, inputs.device), torch.enable_grad():
                     value = float(function(working, inputs.detach(), targets, num_classes=num_classes))
             except ProxyError as error:  # add the proxy's name to errors raised by shared helpers
                 raise ProxyError(error.message, proxy=name, kind=error.kind) from error
+            finally:
+                _call_key.reset(key)
             if not math.isfinite(value):
                 raise ProxyError(f"the value is not finite ({value})", proxy=name, kind=FailureKind.NAN)
             return value
@@ -83,6 +87,39 @@ def zero_cost_proxy(name: str) -> Callable[[ProxyFunction], Proxy]:
         return proxy
 
     return decorate
+
+
+# Several proxies can come from one forward/backward pass (e.g. snip, grad_norm, plain and fisher all
+# need the same loss gradient). Inside `sharing_passes()` such a pass runs once per (model, batch, seed)
+# and its result is reused; outside it, every proxy call computes its own pass. Either way the values
+# are identical, because each proxy call starts from the same copy and the same seeded RNG state.
+_shared_results: ContextVar[dict[tuple[Any, ...], dict[str, float]] | None] = ContextVar("shared_results", default=None)
+_call_key: ContextVar[tuple[Any, ...]] = ContextVar("call_key", default=())
+SharedPass = Callable[..., dict[str, float]]
+
+
+@contextmanager
+def sharing_passes() -> Iterator[None]:
+    """Within the block, proxies that declare a common pass (see `shared_pass`) compute it once."""
+    token = _shared_results.set({})
+    try:
+        yield
+    finally:
+        _shared_results.reset(token)
+
+
+def shared_pass(
+    function: SharedPass, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, num_classes: int
+) -> dict[str, float]:
+    """`function(model, inputs, targets, num_classes=...)`, a pass that yields several proxies' values,
+    reused for the same caller's model, batch and seed inside `sharing_passes()`."""
+    cache = _shared_results.get()
+    if cache is None:
+        return function(model, inputs, targets, num_classes=num_classes)
+    key = (function, *_call_key.get())
+    if key not in cache:
+        cache[key] = function(model, inputs, targets, num_classes=num_classes)
+    return cache[key]
 
 
 def _working_copy(model: nn.Module) -> nn.Module:

@@ -2,7 +2,8 @@
 
 All of them score the weights of the Conv and Linear layers and sum over layers. Gradients are those of
 the batch-mean loss, in train mode (BatchNorm uses batch statistics), as Abdelfattah et al. (2021) compute
-them. Every proxy here is "higher is better".
+them. grad_norm, snip, plain and fisher come from one shared backward pass (`loss_gradient_pass`).
+Every proxy here is "higher is better".
 """
 
 from __future__ import annotations
@@ -17,11 +18,51 @@ from nasloop.evaluate.proxies.base import (
     backward_loss,
     cross_entropy,
     require_batch,
+    shared_pass,
     weight_gradient,
     weight_layers,
     weight_of,
     zero_cost_proxy,
 )
+
+
+def loss_gradient_pass(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int
+) -> dict[str, float]:
+    """One forward/backward of the batch-mean loss, giving grad_norm, snip, plain and fisher together."""
+    layers = weight_layers(model)
+    activations: list[list[torch.Tensor]] = []
+
+    def keep_activation(module: nn.Module, args: object, output: torch.Tensor) -> None:
+        # A copy of the output before any in-place activation rewrites it; the tensor hook receives the
+        # gradient with respect to that same, pre-in-place value.
+        record = [output.detach().clone()]
+
+        def keep_gradient(gradient: torch.Tensor) -> None:
+            record.append(gradient.detach())
+
+        output.register_hook(keep_gradient)
+        activations.append(record)
+
+    handles = [layer.register_forward_hook(keep_activation) for layer in layers]
+    try:
+        backward_loss(model, inputs, targets, num_classes)
+    finally:
+        for handle in handles:
+            handle.remove()
+    products = [weight_of(layer).detach() * weight_gradient(layer) for layer in layers]
+    return {
+        "grad_norm": sum(float(weight_gradient(layer).norm()) for layer in layers),
+        "snip": sum(float(product.abs().sum()) for product in products),
+        "plain": sum(float(product.sum()) for product in products),
+        "fisher": sum(_channel_fisher(record) for record in activations if len(record) == 2),
+    }
+
+
+def _channel_fisher(record: list[torch.Tensor]) -> float:
+    activation, gradient = record
+    per_channel = (activation * gradient).flatten(2).sum(2) if activation.dim() > 2 else activation * gradient
+    return float(per_channel.pow(2).sum() / (2 * activation.shape[0]))
 
 
 @zero_cost_proxy("grad_norm")
@@ -30,9 +71,7 @@ def grad_norm(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, 
 
     Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 2021. Higher is better.
     """
-    layers = weight_layers(model)
-    backward_loss(model, inputs, targets, num_classes)
-    return sum(float(weight_gradient(layer).norm()) for layer in layers)
+    return shared_pass(loss_gradient_pass, model, inputs, targets, num_classes)["grad_norm"]
 
 
 @zero_cost_proxy("snip")
@@ -43,9 +82,7 @@ def snip(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_c
     (the saliency of a weight is the loss change when its connection mask is removed, to first order);
     summed over the network as a NAS proxy by Abdelfattah et al. 2021. Higher is better.
     """
-    layers = weight_layers(model)
-    backward_loss(model, inputs, targets, num_classes)
-    return sum(float((weight_of(layer).detach() * weight_gradient(layer)).abs().sum()) for layer in layers)
+    return shared_pass(loss_gradient_pass, model, inputs, targets, num_classes)["snip"]
 
 
 @zero_cost_proxy("plain")
@@ -55,9 +92,20 @@ def plain(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_
     Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 2021 (their `plain` baseline).
     Higher is better.
     """
-    layers = weight_layers(model)
-    backward_loss(model, inputs, targets, num_classes)
-    return sum(float((weight_of(layer).detach() * weight_gradient(layer)).sum()) for layer in layers)
+    return shared_pass(loss_gradient_pass, model, inputs, targets, num_classes)["plain"]
+
+
+@zero_cost_proxy("fisher")
+def fisher(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int) -> float:
+    """Sum over the output channels of every Conv/Linear layer of the Fisher pruning saliency.
+
+    Theis et al., "Faster gaze prediction with dense networks and Fisher pruning", 2018, as used for
+    NAS by Turner et al., "BlockSwap: Fisher-guided Block Substitution for Network Compression on a
+    Budget", ICLR 2020: for channel c with activation a and loss gradient g,
+    Δ_c = 1/(2N) Σ_n (Σ_{spatial} a·g)². Activations are the layer outputs (before any in-place
+    activation rewrites them). Higher is better.
+    """
+    return shared_pass(loss_gradient_pass, model, inputs, targets, num_classes)["fisher"]
 
 
 @zero_cost_proxy("grasp")
@@ -84,42 +132,6 @@ def grasp(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_
         for (weight, _), product in zip(used, hessian_gradients, strict=True)
         if product is not None
     )
-
-
-@zero_cost_proxy("fisher")
-def fisher(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int) -> float:
-    """Sum over the output channels of every Conv/Linear layer of the Fisher pruning saliency.
-
-    Theis et al., "Faster gaze prediction with dense networks and Fisher pruning", 2018, as used for
-    NAS by Turner et al., "BlockSwap: Fisher-guided Block Substitution for Network Compression on a
-    Budget", ICLR 2020: for channel c with activation a and loss gradient g,
-    Δ_c = 1/(2N) Σ_n (Σ_{spatial} a·g)². Activations are the layer outputs (before any in-place
-    activation rewrites them). Higher is better.
-    """
-    records: list[list[torch.Tensor]] = []
-
-    def keep_activation(module: nn.Module, args: object, output: torch.Tensor) -> None:
-        record = [output.detach().clone()]
-
-        def keep_gradient(gradient: torch.Tensor) -> None:
-            record.append(gradient.detach())
-
-        output.register_hook(keep_gradient)
-        records.append(record)
-
-    handles = [layer.register_forward_hook(keep_activation) for layer in weight_layers(model)]
-    try:
-        backward_loss(model, inputs, targets, num_classes)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return sum(_channel_fisher(record) for record in records if len(record) == 2)
-
-
-def _channel_fisher(record: list[torch.Tensor]) -> float:
-    activation, gradient = record
-    per_channel = (activation * gradient).flatten(2).sum(2) if activation.dim() > 2 else activation * gradient
-    return float(per_channel.pow(2).sum() / (2 * activation.shape[0]))
 
 
 @zero_cost_proxy("zico")
