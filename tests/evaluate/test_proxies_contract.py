@@ -137,3 +137,13 @@ def test_compute_proxies_can_collect_errors_and_keep_going() -> None:
     assert list(errors) == ["naswot"] and "ReLU" in str(errors["naswot"])
     with pytest.raises(ProxyError, match="naswot"):
         compute_proxies(model, inputs, targets, ["naswot"], num_classes=NUM_CLASSES, seed=0)
+
+
+@pytest.mark.gpu
+def test_every_proxy_runs_on_cuda_and_leaves_the_model_there() -> None:
+    torch.manual_seed(0)
+    model = ResidualNet().cuda()
+    inputs, targets = (tensor.cuda() for tensor in batch())
+    scores = compute_proxies(model, inputs, targets, ALL_PROXIES, num_classes=NUM_CLASSES, seed=0)
+    assert set(scores) == set(ALL_PROXIES)
+    assert next(model.parameters()).is_cuda
