@@ -223,6 +223,14 @@ def test_temperature_is_drawn_from_the_configured_set(tmp_path):
     assert set(mutation) == {0.3, 0.9} and reflection == {0.1}
 
 
+def test_reflection_temperature_can_be_drawn_too(tmp_path):
+    model = Model()
+    backend = ScriptedBackend(answers=model)
+    run_config = config(iterations=12, temperatures=[0.3, 0.9], reflection_temperature=None, final_top_k=0)
+    Engine.start(run_config, tmp_path / "run", backend=backend, executor=AnalyticParams(), progress=False).run()
+    assert {call.temperature for call in backend.calls} == {0.3, 0.9}
+
+
 def test_both_calls_share_one_static_system_prompt(tmp_path):
     model = Model()
     run(tmp_path, model, config(iterations=7, final_top_k=0))

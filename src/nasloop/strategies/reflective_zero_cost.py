@@ -12,7 +12,7 @@ is the mutation operator and a zero-cost proxy is the fitness (METHODS.md sectio
    rules, each block's code), the proxy's definition, an in-context example, the reflection notes and
    the parent. Decoding is constrained by the JSON schema (with the space's architecture pattern unless
    `constrain_pattern` is off); the temperature of each call is drawn from `temperatures` with the
-   iteration's RNG.
+   iteration's RNG (the reflection's is `reflection_temperature`, or drawn too when that is None).
 3. **Evaluation.** The child goes to the engine, which validates it with the space, renders, dedupes and
    scores it with the run's `zero-cost` stage. An answer that is not valid JSON becomes a failed
    proposal of kind `extraction` (nothing to evaluate); an invalid architecture is still proposed, so the
@@ -97,12 +97,19 @@ class ReflectiveZeroCostOptions(FinalizeOptions):
 
     proxy: str = Field(default="synflow", description="registered zero-cost proxy used as the fitness")
     population_size: int = Field(default=100, ge=2, description="N (100 for NB201 in RZ-NAS, 256 for larger)")
-    initial_batch_size: int = Field(default=8, ge=1, description="random initial members per proposal batch")
+    initial_batch_size: int = Field(
+        default=8,
+        ge=1,
+        description="random initial members per proposal batch (evaluated in parallel by the executor); keep "
+        "it well below the iteration budget, as the engine counts a queued batch against the budget",
+    )
     tournament_size: int = Field(default=1, ge=1, description="1: uniform parent; k: best of k uniform draws")
     reflection: bool = Field(default=True, description="False: the no-reflection ablation")
     reflection_memory: int = Field(default=5, ge=1, description="latest lessons shown in mutation prompts")
     temperatures: tuple[float, ...] = Field(default=(0.2, 0.4, 0.6, 0.8, 1.0), min_length=1)
-    reflection_temperature: float = Field(default=0.2, ge=0)
+    reflection_temperature: float | None = Field(
+        default=0.2, ge=0, description="None: drawn from `temperatures` like the mutation's"
+    )
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_tokens: int = Field(default=512, gt=0, description="mutation answer")
     reflection_max_tokens: int = Field(default=160, gt=0)
@@ -330,7 +337,7 @@ class ReflectiveZeroCost(Strategy):
             reply = ctx.llm.complete(
                 "reflector",
                 self.reflection_messages(ctx, outcome),
-                temperature=self.opts.reflection_temperature,
+                temperature=self._reflection_temperature(ctx.rng),
                 top_p=self.opts.top_p,
                 max_tokens=self.opts.reflection_max_tokens,
                 response_format=response_format(LESSON_SCHEMA_NAME, schema),
@@ -347,6 +354,10 @@ class ReflectiveZeroCost(Strategy):
         if lesson:
             self.notes = [*self.notes, lesson][-self.opts.reflection_memory :]
         return (reply.call_id,)
+
+    def _reflection_temperature(self, rng: random.Random) -> float:
+        fixed = self.opts.reflection_temperature
+        return fixed if fixed is not None else rng.choice(self.opts.temperatures)
 
     def observe(self, observations: list[Observation]) -> None:
         for observation in observations:
