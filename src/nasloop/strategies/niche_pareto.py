@@ -1,0 +1,1011 @@
+"""`niche-pareto`: hardware-aware LLM-NAS with complexity niches (Zhu, Zhang, Huang, 2025; METHODS.md C).
+
+The space is partitioned into complexity niches, each with its own Pareto archive under the run's
+objectives (by default predicted accuracy, maximised, and latency, minimised). Every `propose` call is
+one generation:
+
+0. **Initial population** (generation 0): `initial_per_niche` random architectures inside each niche,
+   drawn by rejection from `space.sample`, never repeating an evaluated one. No LLM call.
+1. **Knowledge base update** (per niche, one LLM call): the niche's design rules `{positive: [...],
+   negative: [...]}` (at most `knowledge_rules` each) are rewritten from the previous round's results in
+   that niche: each child's architecture, operation, rationale and outcome (objective values and whether
+   it reached the front, or why it failed). Each niche keeps its own knowledge base: what helps a cell
+   with one 3x3 convolution need not help one with four.
+2. **Guided evolution** (per niche, one LLM call): given the niche's Pareto parents, its knowledge base
+   and the niche's rule, the LLM chooses crossover or mutation and answers JSON `{operation, rationale,
+   architecture}`, decoded under a JSON schema (the architecture constrained by the space's pattern).
+   With `operation_choice: random` the operation is drawn instead (crossover with probability
+   `crossover_probability`) and the schema fixes it. A validator checks that the architecture is legal
+   (`space.validate`), new (no evaluated candidate has its canonical form) and inside the niche; a
+   rejected answer is asked again `retries` times with the error in the prompt, then becomes a failed
+   proposal: `build` for an illegal architecture, `budget` for one outside the niche's complexity
+   bound, `extraction` for an answer without a usable new architecture (a repeat, no JSON, an LLM fault).
+
+So a generation costs two LLM calls per niche (the paper's 10 generations x 6 niches = 120 calls).
+
+**Fitness.** The accuracy objective (`accuracy_metric`, default `val_acc`) is predicted without
+training by `predictor`: a registered zero-cost proxy's value (monotone in the prediction, so dominance
+is the proxy's), `regression` (ridge least squares on the signed logarithms of `regression_proxies`,
+fitted on the candidates trained so far; the first of those proxies until `regression_min_points`
+trained candidates exist), or `measured` (the trained value, for runs whose stages include `train`).
+Latency is the `hardware` stage's `latency_ms`, or, with `latency_table` and `latency_device`, the value
+a `nasloop.hardware.lookup.LatencyTable` holds for the architecture (an architecture missing from it stops
+the run with `LatencyNotFound`, or, with `latency_missing: measured`, falls back to the measured value).
+Members that break a `constraints` entry stay in the archive but are never parents nor on a front.
+
+**Front.** The final front is the non-dominated union of the niches' fronts (`union_front`).
+`finalize` trains its members when `train_front` is set (`final_stages`, `Proposal.final_of`), skipping
+ones already trained; their trained accuracy then joins the regression's training points.
+
+**Ablations** (the paper's, as options): `partition: false` puts the whole space in one niche (with the
+same number of random initial architectures); `llm: false` replaces both LLM calls with a random
+mutation or crossover of the niche's Pareto parents (`space.mutate` / `space.crossover`, retried until
+new and inside the niche). `llm: false` sets `uses_llm` on the instance, so the engine creates no backend.
+
+**Partitions.** `niche_by: space` uses the space's own niches (NAS-Bench-201: by the number of
+`nor_conv_3x3` edges; counted on the canonical cell, so edges that cannot reach the output do not count);
+`niche_by: params` or `flops` bins the analytic cost (`space.cost`) at `niche_bounds`.
+
+**State.** `state_dict` holds every niche's archive, knowledge base and unreported results, and the
+knowledge base of every generation (`knowledge_history`), so a reader can follow how the rules evolved;
+each candidate's notes carry its niche, generation, operation, rationale and the knowledge base it was
+proposed with. `artifacts()` renders the latest knowledge bases and the union front as text for a run
+store (`knowledge_base/generation-NNN`, `pareto/generation-NNN`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from nasloop.candidate import Failure, FailureKind, Proposal, State
+from nasloop.evaluate.job import STAGES, Strict
+from nasloop.llm.base import (
+    ContextTooLong,
+    DeadlineExceeded,
+    EmptyResponse,
+    InvalidStructuredResponse,
+    Message,
+    TruncatedResponse,
+)
+from nasloop.objectives import Constraint, Objective, pareto_front, parse_constraints, parse_objectives, violations
+from nasloop.registry import strategies
+from nasloop.spaces.base import SearchSpace
+from nasloop.store.sqlite import CandidateRecord
+from nasloop.strategies.base import Context, Observation, Strategy, Task, strategy_note
+
+DEFAULT_OBJECTIVES = ("val_acc:max", "latency_ms:min")
+# LLM faults a second attempt may not repeat; others (unreachable server, missing model) stop the run.
+SOFT_LLM_ERRORS = (InvalidStructuredResponse, EmptyResponse, TruncatedResponse, DeadlineExceeded, ContextTooLong)
+OPERATIONS = ("mutation", "crossover")
+SINGLE_NICHE = "all"
+# Results kept for a niche's next knowledge update (more accumulate only while its LLM calls fail).
+RECENT_RESULTS = 12
+
+# The NAS-Bench-201 niches (nasloop.spaces.nb201.NICHES) as a rule an LLM can follow.
+_LIVE = " (count only edges on a path from the input to the output)"
+NB201_NICHE_RULES = {
+    "conv3x3=0,conv1x1=0": "no nor_conv_3x3 edge and no nor_conv_1x1 edge" + _LIVE,
+    "conv3x3=0,conv1x1>=1": "no nor_conv_3x3 edge and at least one nor_conv_1x1 edge" + _LIVE,
+    "conv3x3=1": "exactly 1 nor_conv_3x3 edge" + _LIVE,
+    "conv3x3=2": "exactly 2 nor_conv_3x3 edges" + _LIVE,
+    "conv3x3=3": "exactly 3 nor_conv_3x3 edges" + _LIVE,
+    "conv3x3>=4": "at least 4 nor_conv_3x3 edges" + _LIVE,
+}
+
+
+class MissingObjectiveError(ValueError):
+    """A completed candidate lacks a metric the strategy needs: the run's stages or proxies do not produce
+    it. Raised at the first such candidate, so a misconfigured run stops at once."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Options
+# ----------------------------------------------------------------------------------------------------
+
+
+class NicheParetoOptions(Strict):
+    """Options of `niche-pareto` (the module docstring says what each part does)."""
+
+    objectives: tuple[str, ...] | None = Field(
+        default=None, description="'metric:max|min'; None: the run's objectives, else val_acc:max, latency_ms:min"
+    )
+    constraints: tuple[str, ...] = Field(default=(), description="e.g. 'latency_ms<=20': infeasible members")
+    accuracy_metric: str = Field(default="val_acc", description="the objective the predictor supplies")
+    predictor: str = Field(default="naswot", description="a zero-cost proxy name, 'regression' or 'measured'")
+    regression_proxies: tuple[str, ...] = Field(default=("naswot", "synflow", "zen"), min_length=1)
+    regression_min_points: int = Field(default=5, ge=2, description="trained candidates before fitting")
+    regression_ridge: float = Field(default=1e-3, ge=0, description="L2 penalty on standardised features")
+    partition: bool = Field(default=True, description="False: the no-partitioning ablation (one niche)")
+    niche_by: Literal["space", "params", "flops"] = "space"
+    niche_bounds: tuple[float, ...] = Field(default=(), description="bin edges for niche_by params or flops")
+    llm: bool = Field(default=True, description="False: the no-LLM ablation (random operators)")
+    initial_per_niche: int = Field(default=2, ge=1, description="random initial architectures per niche")
+    max_parents: int = Field(default=4, ge=1, description="Pareto parents shown to the LLM")
+    operation_choice: Literal["llm", "random"] = "llm"
+    crossover_probability: float = Field(default=0.5, ge=0, le=1)
+    retries: int = Field(default=1, ge=0, description="re-asks of a rejected answer, with the error")
+    knowledge_rules: int = Field(default=5, ge=1, description="at most this many positive and negative rules")
+    rule_chars: int = Field(default=160, gt=0)
+    rationale_chars: int = Field(default=300, gt=0)
+    temperature: float = Field(default=0.7, ge=0)
+    knowledge_temperature: float = Field(default=0.3, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_tokens: int = Field(default=320, gt=0, description="evolution answer")
+    knowledge_max_tokens: int = Field(default=480, gt=0)
+    constrain_pattern: bool = Field(default=True, description="constrain the architecture by the space's pattern")
+    random_tries: int = Field(default=64, ge=1, description="no-LLM operator draws before a random sample")
+    sample_tries: int = Field(default=5000, ge=1, description="draws when sampling inside a niche")
+    latency_metric: str = "latency_ms"
+    latency_table: str | None = Field(default=None, description="CSV or JSON file of latencies per architecture")
+    latency_device: str | None = Field(default=None, description="the table's device, e.g. edgegpu")
+    latency_missing: Literal["error", "measured"] = "error"
+    train_front: bool = Field(default=False, description="train the union front once the budget is spent")
+    final_max: int | None = Field(default=None, ge=1, description="at most this many front members trained")
+    final_stages: tuple[str, ...] = Field(default=("static", "build", "train"), min_length=1)
+
+    @field_validator("final_stages")
+    @classmethod
+    def _known_stages(cls, stages: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [stage for stage in stages if stage not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(unknown)}; the stages are {', '.join(STAGES)}")
+        return stages
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NicheParetoOptions:
+        increasing = bool(self.niche_bounds) and list(self.niche_bounds) == sorted(set(self.niche_bounds))
+        if self.niche_by != "space" and self.partition and not increasing:
+            raise ValueError(f"niche_by {self.niche_by} needs niche_bounds in increasing order, e.g. [2e5, 5e5]")
+        if (self.latency_table is None) != (self.latency_device is None):
+            raise ValueError("latency_table and latency_device go together (the file and the device in it)")
+        return self
+
+
+# ----------------------------------------------------------------------------------------------------
+# Niches
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Partition:
+    """How the space splits into niches: their names (simplest first), the niche of an architecture, the
+    rule of each niche in words (for prompts) and what places an architecture in its niche."""
+
+    names: tuple[str, ...]
+    assign: Callable[[str], str]
+    rules: Mapping[str, str]
+    explain: Callable[[str], str]
+
+    def niche_of(self, arch: str) -> str:
+        """The niche of the legal architecture `arch`."""
+        return self.assign(arch)
+
+
+def make_partition(space: SearchSpace, options: NicheParetoOptions, task: Task) -> Partition:
+    """The partition the options ask for (see the module docstring)."""
+    if not options.partition:
+        rules = {SINGLE_NICHE: "any architecture of the space"}
+        return Partition((SINGLE_NICHE,), lambda arch: SINGLE_NICHE, rules, lambda arch: "")
+    if options.niche_by == "space":
+        return _space_partition(space)
+    return _cost_partition(space, options.niche_by, options.niche_bounds, task)
+
+
+def _space_partition(space: SearchSpace) -> Partition:
+    names = space.niches()
+    rules = {name: NB201_NICHE_RULES.get(name, f"niche {name} of the space") for name in names}
+
+    def explain(arch: str) -> str:
+        if space.name != "nb201":
+            return ""
+        from nasloop.spaces.nb201 import count_ops
+
+        counts = count_ops(space.canonical(arch))
+        return f"{counts['nor_conv_3x3']} nor_conv_3x3 and {counts['nor_conv_1x1']} nor_conv_1x1 live edges"
+
+    return Partition(names, lambda arch: space.niche(space.canonical(arch)), rules, explain)
+
+
+def _cost_partition(space: SearchSpace, metric: str, bounds: Sequence[float], task: Task) -> Partition:
+    def value(arch: str) -> int:
+        cost = space.cost(space.canonical(arch), task.in_shape, task.num_classes)
+        return cost.params if metric == "params" else cost.flops
+
+    edges = [f"{bound:,.0f}" for bound in bounds]
+    names = (
+        f"{metric}<{edges[0]}",
+        *(f"{metric} {low}-{high}" for low, high in itertools.pairwise(edges)),
+        f"{metric}>={edges[-1]}",
+    )
+    where = f"(analytic count on {'x'.join(map(str, task.in_shape))} inputs)"
+    rules = {names[0]: f"{metric} below {edges[0]} {where}", names[-1]: f"{metric} of at least {edges[-1]} {where}"}
+    for name, low, high in zip(names[1:-1], edges, edges[1:], strict=False):
+        rules[name] = f"{metric} from {low} up to (not including) {high} {where}"
+
+    def assign(arch: str) -> str:
+        return names[sum(value(arch) >= bound for bound in bounds)]
+
+    return Partition(names, assign, rules, lambda arch: f"{metric} = {value(arch):,}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The accuracy predictor
+# ----------------------------------------------------------------------------------------------------
+
+
+def signed_log(value: float) -> float:
+    """sign(x)·log(1+|x|): proxies such as synflow span tens of orders of magnitude."""
+    return math.copysign(math.log1p(abs(value)), value)
+
+
+@dataclass
+class AccuracyPredictor:
+    """Predicted accuracy of a candidate from its zero-cost proxies (see `predictor` in the module docstring).
+
+    `kind` is a proxy name, `regression` or `measured`. For `regression`, `fit` takes the metrics of the
+    trained candidates (each holding `accuracy_metric` and every proxy of `proxies`); with fewer than
+    `min_points` of them `predict` returns the first proxy's value.
+    """
+
+    kind: str
+    accuracy_metric: str
+    proxies: tuple[str, ...] = ()
+    min_points: int = 5
+    ridge: float = 1e-3
+    points: int = 0
+    _mean: np.ndarray | None = field(default=None, repr=False)
+    _scale: np.ndarray | None = field(default=None, repr=False)
+    _weights: np.ndarray | None = field(default=None, repr=False)
+    _intercept: float = 0.0
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The metrics `predict` reads."""
+        if self.kind == "measured":
+            return (self.accuracy_metric,)
+        return self.proxies if self.kind == "regression" else (self.kind,)
+
+    @property
+    def fitted(self) -> bool:
+        return self._weights is not None
+
+    def fit(self, trained: Sequence[Mapping[str, float]]) -> None:
+        """Refit on the trained candidates' metrics; a no-op unless `kind` is `regression`."""
+        usable = [m for m in trained if all(name in m for name in (*self.proxies, self.accuracy_metric))]
+        self.points = len(usable)
+        if self.kind != "regression" or len(usable) < self.min_points:
+            self._weights = None
+            return
+        features = np.array([[signed_log(m[name]) for name in self.proxies] for m in usable])
+        targets = np.array([m[self.accuracy_metric] for m in usable])
+        self._mean, scale = features.mean(axis=0), features.std(axis=0)
+        self._scale = np.where(scale > 0, scale, 1.0)  # a constant feature carries no signal
+        standardised = (features - self._mean) / self._scale
+        self._intercept = float(targets.mean())
+        gram = standardised.T @ standardised + self.ridge * len(usable) * np.eye(len(self.proxies))
+        self._weights = np.linalg.solve(gram, standardised.T @ (targets - self._intercept))
+
+    def predict(self, metrics: Mapping[str, float]) -> float | None:
+        """The predicted accuracy, or None when a needed metric is missing."""
+        if self.kind == "measured":
+            return metrics.get(self.accuracy_metric)
+        if self.kind != "regression":
+            return metrics.get(self.kind)
+        if self._weights is None or self._mean is None or self._scale is None:
+            return metrics.get(self.proxies[0])
+        if any(name not in metrics for name in self.proxies):
+            return None
+        features = (np.array([signed_log(metrics[name]) for name in self.proxies]) - self._mean) / self._scale
+        return float(self._intercept + features @ self._weights)
+
+    def describe(self) -> str:
+        """One line for prompts and notes."""
+        if self.kind == "measured":
+            return "measured after training"
+        if self.kind != "regression":
+            return f"the value of the zero-cost proxy {self.kind}, which predicts accuracy without training"
+        if not self.fitted:
+            return (
+                f"the value of the zero-cost proxy {self.proxies[0]} until {self.min_points} candidates are "
+                f"trained, then a regression on {', '.join(self.proxies)}"
+            )
+        return f"predicted by a regression on {', '.join(self.proxies)} fitted on {self.points} trained candidates"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Archives
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Member:
+    """An evaluated architecture of a niche's archive: the stored candidate's id, its canonical form and the
+    metrics the objectives and the predictor read (measured or looked up)."""
+
+    id: int
+    architecture: str
+    niche: str
+    metrics: dict[str, float]
+    operation: str = "initial"
+    rationale: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Member:
+        metrics = {str(key): float(value) for key, value in dict(data["metrics"]).items()}
+        return cls(int(data["id"]), str(data["architecture"]), str(data["niche"]), metrics,
+                   str(data.get("operation", "initial")), str(data.get("rationale", "")))  # fmt: skip
+
+
+@dataclass
+class Niche:
+    """One niche: its archive, its knowledge base and the results not yet shown to the knowledge update."""
+
+    name: str
+    members: list[Member] = field(default_factory=list)
+    positive: list[str] = field(default_factory=list)
+    negative: list[str] = field(default_factory=list)
+    recent: list[dict[str, str]] = field(default_factory=list)
+    unreachable: bool = False
+
+    def knowledge(self) -> dict[str, list[str]]:
+        return {"positive": list(self.positive), "negative": list(self.negative)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "members": [member.to_dict() for member in self.members],
+            **self.knowledge(),
+            "recent": list(self.recent),
+            "unreachable": self.unreachable,
+        }
+
+    @classmethod
+    def from_dict(cls, name: str, data: Mapping[str, Any]) -> Niche:
+        return cls(
+            name,
+            [Member.from_dict(item) for item in data.get("members") or []],
+            [str(rule) for rule in data.get("positive") or []],
+            [str(rule) for rule in data.get("negative") or []],
+            [dict(item) for item in data.get("recent") or []],
+            bool(data.get("unreachable", False)),
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Answer schemas
+# ----------------------------------------------------------------------------------------------------
+
+
+def pattern_for_grammar(pattern: str) -> str:
+    """`pattern` with `(?:` written `(`: the same language for a full match, and llama.cpp's
+    JSON-schema-to-grammar converter rejects `(?`."""
+    return pattern.replace("(?:", "(")
+
+
+def knowledge_schema(rules: int, rule_chars: int) -> dict[str, Any]:
+    """JSON schema of a knowledge-base answer `{positive: [...], negative: [...]}`."""
+    rule_list = {"type": "array", "items": {"type": "string", "maxLength": rule_chars}, "maxItems": rules}
+    return {
+        "type": "object",
+        "properties": {"positive": rule_list, "negative": rule_list},
+        "required": ["positive", "negative"],
+        "additionalProperties": False,
+    }
+
+
+def evolution_schema(
+    space: SearchSpace, operations: Sequence[str], rationale_chars: int, *, constrain_pattern: bool
+) -> dict[str, Any]:
+    """JSON schema of an evolution answer `{operation, rationale, architecture}` (the rationale before the
+    architecture it justifies, since constrained decoding writes properties in order)."""
+    architecture: dict[str, Any] = {"type": "string"}
+    pattern = space.architecture_pattern() if constrain_pattern else None
+    if pattern is not None:
+        architecture["pattern"] = pattern_for_grammar(pattern)
+    return {
+        "type": "object",
+        "properties": {
+            "operation": {"type": "string", "enum": list(operations)},
+            "rationale": {"type": "string", "maxLength": rationale_chars},
+            "architecture": architecture,
+        },
+        "required": ["operation", "rationale", "architecture"],
+        "additionalProperties": False,
+    }
+
+
+def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+
+
+def format_value(value: float) -> str:
+    return f"{value:.4g}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# The strategy
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Attempt:
+    """The outcome of asking for one child: an architecture that passed the validator, or a failure."""
+
+    architecture: str | None
+    operation: str
+    rationale: str
+    failure: Failure | None
+    errors: list[str]
+    call_ids: tuple[int, ...]
+
+
+@strategies.register("niche-pareto")
+class NichePareto(Strategy):
+    """LLM-NAS with complexity niches and per-niche Pareto archives; see the module docstring."""
+
+    Options = NicheParetoOptions
+    sequential = True
+    needs_space = True
+
+    def __init__(self, options: Any, task: Task, *, space: Any = None, seed: int = 0) -> None:
+        super().__init__(options, task, space=space, seed=seed)
+        self.opts: NicheParetoOptions = options
+        # Per instance, so the no-LLM ablation needs no backend; the engine reads the instance attribute.
+        self.uses_llm = options.llm  # type: ignore[misc]
+        self.objectives: list[Objective] = parse_objectives(",".join(self._objective_texts(task)))
+        self.constraints: list[Constraint] = parse_constraints(
+            options.constraints or tuple(getattr(task, "constraints", ()) or ())
+        )
+        self.predictor = self._make_predictor(options)
+        self.partition = make_partition(space, options, task)
+        self.latency_table = self._load_latency_table(options, space)
+        self.niches: dict[str, Niche] = {name: Niche(name) for name in self.partition.names}
+        self.generation = 0
+        self.knowledge_history: list[dict[str, Any]] = []
+        self.trained: dict[int, float] = {}  # candidate id -> trained accuracy (finalists)
+
+    # -- construction -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _objective_texts(task: Task) -> tuple[str, ...]:
+        return tuple(getattr(task, "objectives", ()) or ()) or DEFAULT_OBJECTIVES
+
+    def _make_predictor(self, options: NicheParetoOptions) -> AccuracyPredictor:
+        from nasloop.registry import UnknownNameError, proxies
+
+        names = options.regression_proxies if options.predictor == "regression" else (options.predictor,)
+        if options.predictor != "measured":
+            for name in names:
+                try:
+                    proxies.get(name)
+                except UnknownNameError as error:
+                    raise ValueError(f"niche-pareto predictor: {error} (or use 'regression' or 'measured')") from None
+        return AccuracyPredictor(
+            options.predictor, options.accuracy_metric, options.regression_proxies,
+            options.regression_min_points, options.regression_ridge,
+        )  # fmt: skip
+
+    @staticmethod
+    def _load_latency_table(options: NicheParetoOptions, space: SearchSpace) -> Any:
+        if options.latency_table is None or options.latency_device is None:
+            return None
+        from nasloop.hardware.lookup import LatencyTable
+
+        return LatencyTable.load(options.latency_table, options.latency_device, canonical=space.canonical)
+
+    # -- objective values ---------------------------------------------------------------------------
+
+    def values(self, member: Member) -> dict[str, float] | None:
+        """The member's objective values (accuracy predicted), or None when one cannot be had."""
+        values: dict[str, float] = {}
+        for objective in self.objectives:
+            if objective.metric == self.opts.accuracy_metric:
+                value = self.predictor.predict(member.metrics)
+            else:
+                value = member.metrics.get(objective.metric)
+            if value is None or not math.isfinite(value):
+                return None
+            values[objective.metric] = float(value)
+        return values
+
+    def feasible(self, member: Member) -> bool:
+        """Whether the member has every objective value and meets every constraint."""
+        values = self.values(member)
+        return values is not None and not violations(self.constraints, {**member.metrics, **values})
+
+    def front(self, niche: str) -> list[Member]:
+        """The Pareto front of one niche's feasible members, in archive order."""
+        return self._front_of(self.niches[niche].members)
+
+    def union_front(self) -> list[Member]:
+        """The final front: the non-dominated members of the union of every niche's front."""
+        return self._front_of([member for name in self.niches for member in self.front(name)])
+
+    def _front_of(self, members: Sequence[Member]) -> list[Member]:
+        candidates = [member for member in members if self.feasible(member)]
+        points = [self.values(member) or {} for member in candidates]
+        return [candidates[index] for index in pareto_front(points, self.objectives)] if candidates else []
+
+    def _describe_values(self, member: Member) -> str:
+        values = self.values(member) or {}
+        return ", ".join(f"{metric} = {format_value(value)}" for metric, value in values.items())
+
+    def objective_lines(self) -> list[str]:
+        """Each objective in words, for prompts."""
+        lines = []
+        for objective in self.objectives:
+            goal = "maximise" if objective.direction == "max" else "minimise"
+            if objective.metric == self.opts.accuracy_metric:
+                how = self.predictor.describe()
+            elif objective.metric == self.opts.latency_metric:
+                how = (
+                    f"looked up for device {self.latency_table.device}"
+                    if self.latency_table is not None
+                    else "measured batch-1 inference latency in milliseconds"
+                )
+            else:
+                how = "measured"
+            lines.append(f"{objective.metric}: {goal}; {how}")
+        return lines
+
+    # -- prompts ------------------------------------------------------------------------------------
+
+    def _system(self, ctx: Context) -> Message:
+        content = ctx.render(
+            "niche_system",
+            space_description=self.space.describe(),
+            objectives=self.objective_lines(),
+            partitioned=len(self.niches) > 1,
+        )
+        return {"role": "system", "content": content.strip()}
+
+    def knowledge_messages(self, ctx: Context, niche: Niche) -> list[Message]:
+        """The prompt of one knowledge-base update (public so tests and tools can inspect it)."""
+        content = ctx.render(
+            "niche_knowledge",
+            niche=niche.name,
+            niche_rule=self.partition.rules[niche.name],
+            positive=list(niche.positive),
+            negative=list(niche.negative),
+            results=list(niche.recent),
+            front=[(member.architecture, self._describe_values(member)) for member in self.front(niche.name)],
+            max_rules=self.opts.knowledge_rules,
+        )
+        return [self._system(ctx), {"role": "user", "content": content.strip()}]
+
+    def evolution_messages(
+        self, ctx: Context, niche: Niche, parents: Sequence[Member], operation: str | None, rejected: Sequence[str]
+    ) -> list[Message]:
+        """The prompt of one evolution call; `rejected` holds the earlier answers' errors."""
+        content = ctx.render(
+            "niche_evolve",
+            niche=niche.name,
+            niche_rule=self.partition.rules[niche.name],
+            positive=list(niche.positive),
+            negative=list(niche.negative),
+            parents=[(member.architecture, self._describe_values(member)) for member in parents],
+            operation=operation,
+            can_cross=len(parents) >= 2,
+            rejected=list(rejected),
+        )
+        return [self._system(ctx), {"role": "user", "content": content.strip()}]
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def propose(self, ctx: Context) -> list[Proposal]:
+        taken = self._evaluated(ctx.history)
+        proposals: list[Proposal] = []
+        for niche in self.niches.values():
+            if niche.unreachable:
+                continue
+            if self.generation == 0 or not self.front(niche.name):
+                count = self._initial_count() if self.generation == 0 else 1
+                proposals.extend(self._initial(ctx.rng, niche, count, taken))
+            else:
+                proposals.append(self._offspring(ctx, niche, taken))
+        self.generation += 1
+        if not proposals:
+            raise RuntimeError("niche-pareto: every niche is unreachable, nothing to propose")
+        return proposals
+
+    def _initial_count(self) -> int:
+        """Random initial architectures per niche; the single niche of `partition: false` gets as many as
+        the niches of the partition together, so both variants start from the same number."""
+        if self.opts.partition:
+            return self.opts.initial_per_niche
+        niches = len(self.space.niches()) if self.opts.niche_by == "space" else len(self.opts.niche_bounds) + 1
+        return self.opts.initial_per_niche * niches
+
+    def _evaluated(self, history: Sequence[CandidateRecord]) -> dict[str, int]:
+        """Canonical architecture -> candidate id, for every architecture the engine evaluated (or is)."""
+        return {
+            self.space.canonical(record.architecture): record.id
+            for record in history
+            if record.architecture and record.hash is not None
+        }
+
+    def _notes(self, niche: Niche, operation: str, **more: Any) -> dict[str, Any]:
+        return strategy_note(
+            niche=niche.name, generation=self.generation, operation=operation, knowledge=niche.knowledge(), **more
+        )
+
+    def _initial(self, rng: random.Random, niche: Niche, count: int, taken: dict[str, int]) -> list[Proposal]:
+        proposals: list[Proposal] = []
+        for _ in range(count):
+            architecture = self._sample_in(niche.name, rng, taken)
+            if architecture is None:
+                niche.unreachable = True
+                failure = Failure(
+                    FailureKind.BUDGET,
+                    f"no new architecture of niche {niche.name} ({self.partition.rules[niche.name]}) found in "
+                    f"{self.opts.sample_tries} random draws; the niche is skipped from now on",
+                )
+                return [*proposals, Proposal(notes=self._notes(niche, "initial"), failure=failure)]
+            taken[self.space.canonical(architecture)] = -1
+            proposals.append(Proposal(architecture=architecture, notes=self._notes(niche, "initial")))
+        return proposals
+
+    def _sample_in(self, niche: str, rng: random.Random, taken: Mapping[str, int]) -> str | None:
+        """A random new architecture of `niche` (rejection sampling), or None after `sample_tries` draws."""
+        for _ in range(self.opts.sample_tries):
+            architecture = self.space.sample(rng)
+            if self.space.canonical(architecture) not in taken and self.partition.niche_of(architecture) == niche:
+                return architecture
+        return None
+
+    def _parents(self, niche: Niche, rng: random.Random) -> list[Member]:
+        """Up to `max_parents` members of the niche's front (a random subset of a larger front); a front of
+        one is joined by the best-ranked other feasible member so crossover stays possible."""
+        front = self.front(niche.name)
+        parents = rng.sample(front, self.opts.max_parents) if len(front) > self.opts.max_parents else list(front)
+        if len(parents) == 1:
+            others = [m for m in niche.members if m.id != parents[0].id and self.feasible(m)]
+            second = self._front_of(others)
+            if second:
+                parents.append(second[0])
+        return parents
+
+    def _offspring(self, ctx: Context, niche: Niche, taken: dict[str, int]) -> Proposal:
+        calls = self._update_knowledge(ctx, niche) if self.opts.llm else ()
+        parents = self._parents(niche, ctx.rng)
+        operation = self._drawn_operation(ctx.rng, parents)
+        if self.opts.llm:
+            attempt = self._ask(ctx, niche, parents, operation, taken)
+        else:
+            attempt = self._random_operator(ctx.rng, niche, parents, operation or "mutation", taken)
+        notes = self._notes(
+            niche, attempt.operation, rationale=attempt.rationale, attempts=len(attempt.errors) + 1,
+            rejected=attempt.errors,
+        )  # fmt: skip
+        parent_ids = tuple(member.id for member in self._closest(attempt.architecture, parents, attempt.operation))
+        call_ids = calls + attempt.call_ids
+        if attempt.failure is not None:
+            return Proposal(architecture=attempt.architecture, parent_ids=parent_ids, notes=notes,
+                            failure=attempt.failure, llm_call_ids=call_ids)  # fmt: skip
+        assert attempt.architecture is not None
+        taken[self.space.canonical(attempt.architecture)] = -1
+        return Proposal(architecture=attempt.architecture, parent_ids=parent_ids, notes=notes, llm_call_ids=call_ids)
+
+    def _drawn_operation(self, rng: random.Random, parents: Sequence[Member]) -> str | None:
+        """The operation to perform when it is drawn (`operation_choice: random`, or no LLM), else None."""
+        if len(parents) < 2:
+            return "mutation"
+        if self.opts.operation_choice == "llm" and self.opts.llm:
+            return None
+        return "crossover" if rng.random() < self.opts.crossover_probability else "mutation"
+
+    @staticmethod
+    def _closest(architecture: str | None, parents: Sequence[Member], operation: str) -> list[Member]:
+        """The parents the child most resembles: one for a mutation, two for a crossover."""
+        if architecture is None:
+            return list(parents[:1])
+        count = 2 if operation == "crossover" else 1
+
+        def similarity(member: Member) -> float:
+            return difflib.SequenceMatcher(None, member.architecture, architecture).ratio()
+
+        return sorted(parents, key=similarity, reverse=True)[:count]
+
+    # -- validation ---------------------------------------------------------------------------------
+
+    def validation_error(
+        self, architecture: str, niche: str, taken: Mapping[str, int]
+    ) -> tuple[str, FailureKind] | None:
+        """Why `architecture` cannot be this niche's child (message, failure kind), or None when it can."""
+        problem = self.space.validate(architecture)
+        if problem is not None:
+            return f"the architecture is not legal: {problem}", FailureKind.BUILD
+        canonical = self.space.canonical(architecture)
+        if canonical in taken:
+            earlier = taken[canonical]
+            which = f"candidate {earlier}" if earlier >= 0 else "another proposal of this generation"
+            return f"the architecture is not new: {which} already has it ({canonical}); propose a different one", (
+                FailureKind.EXTRACTION
+            )
+        found = self.partition.niche_of(architecture)
+        if found != niche:
+            detail = self.partition.explain(architecture)
+            return (
+                f"the architecture belongs to niche {found}"
+                + (f" ({detail})" if detail else "")
+                + f", but it must stay in niche {niche}: {self.partition.rules[niche]}",
+                FailureKind.BUDGET,
+            )
+        return None
+
+    # -- the LLM calls ------------------------------------------------------------------------------
+
+    def _update_knowledge(self, ctx: Context, niche: Niche) -> tuple[int, ...]:
+        """Stage 1: rewrite the niche's knowledge base from its unreported results; the call's id, if any."""
+        from nasloop.prompts.extract import extract_json
+
+        if not niche.recent:
+            return ()
+        schema = knowledge_schema(self.opts.knowledge_rules, self.opts.rule_chars)
+        try:
+            reply = ctx.llm.complete(
+                "knowledge-base",
+                self.knowledge_messages(ctx, niche),
+                temperature=self.opts.knowledge_temperature,
+                top_p=self.opts.top_p,
+                max_tokens=self.opts.knowledge_max_tokens,
+                response_format=response_format("knowledge_base", schema),
+            )
+        except SOFT_LLM_ERRORS:
+            return ()  # the failed call is stored by the engine; the rules stay as they were
+        niche.recent = []  # cleared only now: after a fatal LLM error the results wait for the resumed run
+        parsed = extract_json(reply.text, schema)
+        if not isinstance(parsed, Failure):
+            niche.positive = self._rules(parsed["positive"])
+            niche.negative = self._rules(parsed["negative"])
+        self.knowledge_history.append({"generation": self.generation, "niche": niche.name, **niche.knowledge()})
+        return (reply.call_id,)
+
+    def _rules(self, items: Sequence[Any]) -> list[str]:
+        rules = [" ".join(str(item).split())[: self.opts.rule_chars] for item in items]
+        return [rule for rule in dict.fromkeys(rules) if rule][: self.opts.knowledge_rules]
+
+    def _ask(
+        self, ctx: Context, niche: Niche, parents: Sequence[Member], operation: str | None, taken: Mapping[str, int]
+    ) -> _Attempt:
+        """Stage 2: ask for a child, re-asking `retries` times with the validator's error."""
+        errors: list[str] = []
+        call_ids: tuple[int, ...] = ()
+        for _ in range(self.opts.retries + 1):
+            answer, call_id = self._evolution_call(ctx, niche, parents, operation, errors)
+            call_ids += call_id
+            if isinstance(answer, Failure):
+                errors.append(answer.message)
+                failure, architecture, chosen, rationale = answer, None, operation or "mutation", ""
+                continue
+            chosen, rationale, architecture = answer
+            problem = self.validation_error(architecture, niche.name, taken)
+            if problem is None:
+                return _Attempt(architecture, chosen, rationale, None, errors, call_ids)
+            errors.append(f"{architecture}: {problem[0]}")
+            failure = Failure(problem[1], problem[0])
+        return _Attempt(architecture, chosen, rationale, failure, errors[:-1], call_ids)
+
+    def _evolution_call(
+        self, ctx: Context, niche: Niche, parents: Sequence[Member], operation: str | None, errors: Sequence[str]
+    ) -> tuple[tuple[str, str, str] | Failure, tuple[int, ...]]:
+        """One evolution call: (operation, rationale, architecture) or an `extraction` failure; call ids."""
+        from nasloop.prompts.extract import extract_json
+
+        operations = [operation] if operation else list(OPERATIONS)
+        schema = evolution_schema(
+            self.space, operations, self.opts.rationale_chars, constrain_pattern=self.opts.constrain_pattern
+        )
+        try:
+            reply = ctx.llm.complete(
+                "evolver",
+                self.evolution_messages(ctx, niche, parents, operation, errors),
+                temperature=self.opts.temperature,
+                top_p=self.opts.top_p,
+                max_tokens=self.opts.max_tokens,
+                response_format=response_format("evolution", schema),
+            )
+        except SOFT_LLM_ERRORS as error:
+            return Failure(FailureKind.EXTRACTION, f"the LLM call failed: {type(error).__name__}: {error}"), ()
+        answer_schema = evolution_schema(self.space, operations, self.opts.rationale_chars, constrain_pattern=False)
+        parsed = extract_json(reply.text, answer_schema)
+        if isinstance(parsed, Failure):
+            return parsed, (reply.call_id,)
+        rationale = " ".join(str(parsed["rationale"]).split())
+        return (str(parsed["operation"]), rationale, str(parsed["architecture"]).strip()), (reply.call_id,)
+
+    def _random_operator(
+        self, rng: random.Random, niche: Niche, parents: Sequence[Member], operation: str, taken: Mapping[str, int]
+    ) -> _Attempt:
+        """The no-LLM ablation: mutate one parent or cross two, until the child is new and in the niche; a
+        random architecture of the niche after `random_tries` draws."""
+        for _ in range(self.opts.random_tries):
+            if operation == "crossover":
+                first, second = rng.sample(list(parents), 2)
+                child = self.space.crossover(first.architecture, second.architecture, rng)
+            else:
+                child = self.space.mutate(rng.choice(list(parents)).architecture, rng)
+            if self.validation_error(child, niche.name, taken) is None:
+                return _Attempt(child, operation, "", None, [], ())
+        sample = self._sample_in(niche.name, rng, taken)
+        if sample is not None:
+            return _Attempt(sample, "random", "", None, [], ())
+        failure = Failure(FailureKind.BUDGET, f"no new architecture of niche {niche.name} could be found")
+        return _Attempt(None, operation, "", failure, [], ())
+
+    # -- observations -------------------------------------------------------------------------------
+
+    def observe(self, observations: list[Observation]) -> None:
+        for observation in observations:
+            proposal, record = observation.proposal, observation.record
+            if proposal.final_of is not None:
+                self._observe_final(proposal.final_of, record)
+                continue
+            niche = self.niches.get(str(proposal.notes.get("niche", "")))
+            if niche is None:
+                continue  # proposed by another strategy or an older layout of niches
+            outcome = self._outcome(niche, proposal, record)
+            if not self.opts.llm:
+                continue  # no knowledge base without an LLM: nothing would read the results
+            niche.recent.append(
+                {
+                    "architecture": record.architecture or "(none)",
+                    "operation": str(proposal.notes.get("operation", "")),
+                    "rationale": str(proposal.notes.get("rationale", "")),
+                    "outcome": outcome,
+                }
+            )
+            niche.recent = niche.recent[-RECENT_RESULTS:]
+        self.predictor.fit(self._trained_points())
+
+    def _outcome(self, niche: Niche, proposal: Proposal, record: CandidateRecord) -> str:
+        """Add a completed candidate to its niche's archive; the outcome in words for the knowledge update."""
+        completed = record.state is State.COMPLETE or (record.state is State.DUPLICATE and record.failure is None)
+        if not completed or record.architecture is None:
+            if record.failure is not None:
+                return f"failed ({record.failure.kind.value}): {record.failure.message[:300]}"
+            return f"ended as {record.state.value}"
+        member = self._member(niche, proposal, record)
+        if record.state is State.DUPLICATE or any(m.architecture == member.architecture for m in niche.members):
+            return f"the same network as candidate {record.duplicate_of or 'evaluated before'}"
+        niche.members.append(member)
+        values = self._describe_values(member) or "objective values missing"
+        broken = violations(self.constraints, {**member.metrics, **(self.values(member) or {})})
+        if broken:
+            return f"{values}; infeasible: {'; '.join(broken)}"
+        on_front = any(m.id == member.id for m in self.front(niche.name))
+        return f"{values}; {'joined the Pareto front of the niche' if on_front else 'dominated in the niche'}"
+
+    def _member(self, niche: Niche, proposal: Proposal, record: CandidateRecord) -> Member:
+        """The archive entry of a completed candidate, with the latency looked up when a table is given."""
+        assert record.architecture is not None
+        needed = self._needed_metrics()
+        metrics = {name: float(record.metrics[name]) for name in needed if name in record.metrics}
+        if self.opts.accuracy_metric in record.metrics:
+            metrics[self.opts.accuracy_metric] = float(record.metrics[self.opts.accuracy_metric])
+        if self.latency_table is not None:
+            latency = self.latency_table.get(record.architecture)
+            if latency is not None:
+                metrics[self.opts.latency_metric] = latency
+            elif self.opts.latency_missing == "error":
+                self.latency_table.latency_ms(record.architecture)  # raises LatencyNotFound with the details
+        missing = [name for name in needed if name not in metrics]
+        if missing:
+            raise MissingObjectiveError(
+                f"niche-pareto needs {', '.join(missing)} but candidate {record.id} completed without "
+                f"(its metrics: {', '.join(sorted(record.metrics)) or 'none'}). Evaluate with "
+                f"`stages: [static, build, hardware, zero-cost]` and `proxies: [{', '.join(self.predictor.inputs)}]`"
+                f" (or give a latency_table)."
+            )
+        operation, rationale = str(proposal.notes.get("operation", "initial")), str(proposal.notes.get("rationale", ""))
+        return Member(record.id, self.space.canonical(record.architecture), niche.name, metrics, operation, rationale)
+
+    def _needed_metrics(self) -> list[str]:
+        """The metrics a member must carry: the predictor's inputs and the other objectives' metrics."""
+        needed: list[str] = []
+        for objective in self.objectives:
+            if objective.metric == self.opts.accuracy_metric:
+                needed.extend(self.predictor.inputs)
+            else:
+                needed.append(objective.metric)
+        needed.extend(c.metric for c in self.constraints if c.metric != self.opts.accuracy_metric)
+        return list(dict.fromkeys(needed))
+
+    def _observe_final(self, member_id: int, record: CandidateRecord) -> None:
+        accuracy = record.metrics.get(self.opts.accuracy_metric)
+        if record.state is State.COMPLETE and accuracy is not None:
+            self.trained[member_id] = float(accuracy)
+
+    def _trained_points(self) -> list[dict[str, float]]:
+        """Metrics of every member with a trained accuracy (trained during the search or as a finalist)."""
+        points = []
+        for niche in self.niches.values():
+            for member in niche.members:
+                metrics = dict(member.metrics)
+                if member.id in self.trained:
+                    metrics[self.opts.accuracy_metric] = self.trained[member.id]
+                if self.opts.accuracy_metric in metrics:
+                    points.append(metrics)
+        return points
+
+    # -- the end of the search ----------------------------------------------------------------------
+
+    def finalize(self, ctx: Context) -> list[Proposal]:
+        """Train the union front (best predicted accuracy first) when `train_front` is set, once each."""
+        if not self.opts.train_front:
+            return []
+        done = {record.notes.get("final_of") for record in ctx.history if record.notes.get("final_of")}
+        accuracy = next((o for o in self.objectives if o.metric == self.opts.accuracy_metric), None)
+        front = self.union_front()
+        if accuracy is not None:
+            front.sort(key=lambda member: accuracy.minimised((self.values(member) or {})[accuracy.metric]))
+        trained = done | set(self.trained)
+        chosen = [m for m in front if m.id not in trained and self.opts.accuracy_metric not in m.metrics]
+        return [
+            Proposal(
+                architecture=member.architecture,
+                parent_ids=(member.id,),
+                notes={"operator": "final", "niche": member.niche},
+                stages=self.opts.final_stages,
+                final_of=member.id,
+            )
+            for member in chosen[: self.opts.final_max]
+        ]
+
+    # -- state --------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "niches": {name: niche.to_dict() for name, niche in self.niches.items()},
+            "knowledge_history": list(self.knowledge_history),
+            "trained": {str(key): value for key, value in self.trained.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generation = int(state.get("generation", 0))
+        saved = state.get("niches") or {}
+        self.niches = {name: Niche.from_dict(name, saved.get(name) or {}) for name in self.partition.names}
+        self.knowledge_history = [dict(entry) for entry in state.get("knowledge_history") or []]
+        self.trained = {int(key): float(value) for key, value in (state.get("trained") or {}).items()}
+        self.predictor.fit(self._trained_points())
+
+    def artifacts(self) -> dict[str, str]:
+        """The latest knowledge bases and the union front as JSON texts, named by generation, for a run
+        store (`knowledge_base/generation-NNN`, `pareto/generation-NNN`)."""
+        generation = f"generation-{self.generation:03d}"
+        knowledge = {name: niche.knowledge() for name, niche in self.niches.items()}
+        front = [
+            {"id": m.id, "niche": m.niche, "architecture": m.architecture, **(self.values(m) or {})}
+            for m in self.union_front()
+        ]
+        return {
+            f"knowledge_base/{generation}": json.dumps(knowledge, indent=1),
+            f"pareto/{generation}": json.dumps(front, indent=1),
+        }
+
+
+__all__ = [
+    "AccuracyPredictor",
+    "Member",
+    "MissingObjectiveError",
+    "Niche",
+    "NichePareto",
+    "NicheParetoOptions",
+    "Partition",
+    "evolution_schema",
+    "knowledge_schema",
+    "make_partition",
+]
