@@ -138,3 +138,29 @@ def test_one_shot_calls_only_the_generator(tmp_path):
     summary = engine.run()
     assert summary.iterations == 3 and {role for role, _ in model.prompts} == {"generator"}
     assert all("Best model so far" not in text for _, text in model.prompts)
+
+
+def test_improver_soft_fault_costs_only_the_suggestion(tmp_path):
+    from nasloop.llm.base import InvalidStructuredResponse
+
+    model = Model()
+    calls = {"improver": 0}
+
+    def answer(messages):
+        if is_improver(messages):
+            calls["improver"] += 1
+            if calls["improver"] == 1:
+                return InvalidStructuredResponse("the answer did not match the schema")
+        return model(messages)
+
+    engine, summary, _ = run(tmp_path, answer, iterations=3)
+    assert summary.iterations == 3 and summary.valid == 3
+    assert "suggestion" not in engine.history[1].notes and "suggestion" in engine.history[2].notes
+
+
+def test_filtered_sentences_are_recorded_in_notes(tmp_path):
+    model = Model(suggestion="Use a cosine scheduler. Add batch normalisation after each convolution.")
+    engine, _, _ = run(tmp_path, model, iterations=2)
+    notes = engine.history[1].notes
+    assert notes["suggestion"] == "Add batch normalisation after each convolution."
+    assert notes["filtered"] == "Use a cosine scheduler."

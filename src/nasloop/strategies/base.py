@@ -135,7 +135,7 @@ def ask_for_code(ctx: Context, role: str, messages: list[Message], **options: An
         reply = ctx.llm.complete(role, messages, **options)
     except (EmptyResponse, TruncatedResponse, DeadlineExceeded, ContextTooLong) as error:
         return Proposal(failure=Failure(FailureKind.EXTRACTION, f"the LLM call failed: {error}"))
-    extracted = extract_code(reply.text)
+    extracted = extract_code(reply.text, truncated=reply.completion.finish_reason in ("length", "deadline"))
     if isinstance(extracted, Failure):
         return Proposal(failure=extracted, llm_call_ids=(reply.call_id,))
     return Proposal(code=extracted, llm_call_ids=(reply.call_id,))

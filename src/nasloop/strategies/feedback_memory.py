@@ -25,7 +25,14 @@ from pydantic import Field, model_validator
 
 from nasloop.candidate import Failure, FailureKind, Proposal, State
 from nasloop.evaluate.job import Strict
-from nasloop.llm.base import Message
+from nasloop.llm.base import (
+    ContextTooLong,
+    DeadlineExceeded,
+    EmptyResponse,
+    InvalidStructuredResponse,
+    Message,
+    TruncatedResponse,
+)
 from nasloop.registry import strategies
 from nasloop.strategies.base import Context, Observation, Strategy, Task, ask_for_code
 
@@ -169,7 +176,7 @@ class FeedbackMemory(Strategy):
         proposal.parent_ids = tuple(dict.fromkeys(i for i in (current["id"], (best or {}).get("id")) if i))
         proposal.llm_call_ids = improver_call + proposal.llm_call_ids
         if self.pending:
-            proposal.notes.update(problem=self.pending["problem"], suggestion=self.pending["suggestion"])
+            proposal.notes.update(self.pending)
         return [proposal]
 
     def _improve(
@@ -184,26 +191,32 @@ class FeedbackMemory(Strategy):
         memory = self.memory[-self.opts.history_size :] if self.opts.history_size else []
         memory = [{**entry, "suggestion": _cut(entry["suggestion"], self.opts.suggestion_chars)} for entry in memory]
         messages = self._messages(ctx, "improver", memory=memory, best=best, current=current, failed=failed)
-        reply = ctx.llm.complete(
-            "improver",
-            messages,
-            temperature=self.opts.temperature,
-            top_p=self.opts.top_p,
-            max_tokens=self.opts.improver_max_tokens,
-            response_format={
-                "type": "json_schema",
-                "json_schema": {"name": "improvement", "schema": IMPROVEMENT_SCHEMA},
-            },
-        )
+        try:
+            reply = ctx.llm.complete(
+                "improver",
+                messages,
+                temperature=self.opts.temperature,
+                top_p=self.opts.top_p,
+                max_tokens=self.opts.improver_max_tokens,
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "improvement", "schema": IMPROVEMENT_SCHEMA},
+                },
+            )
+        except (InvalidStructuredResponse, EmptyResponse, TruncatedResponse, DeadlineExceeded, ContextTooLong):
+            # A soft fault of the improver costs this iteration its suggestion, not the run.
+            return "", ()
         parsed = extract_json(reply.text, IMPROVEMENT_SCHEMA)
         if isinstance(parsed, Failure):
             problem, suggestion = "", reply.text.strip()
         else:
             problem, suggestion = str(parsed["problem"]).strip(), str(parsed["suggestion"]).strip()
+        dropped: list[str] = []
         if self.opts.filter_suggestions:
-            kept, dropped = filter_suggestion(suggestion)
-            suggestion = kept if kept else suggestion if not dropped else ""
+            suggestion, dropped = filter_suggestion(suggestion)
         self.pending = {"problem": problem, "suggestion": suggestion}
+        if dropped:
+            self.pending["filtered"] = " ".join(dropped)
         return _cut(suggestion, self.opts.suggestion_chars), (reply.call_id,)
 
     def observe(self, observations: list[Observation]) -> None:
