@@ -8,8 +8,13 @@ One iteration of the loop (DESIGN.md flow)::
     executor result -> store (one transaction with the strategy's new state) -> strategy.observe
 
 Proposals are generated while earlier candidates are still being evaluated when the executor has free
-capacity and the strategy allows it (`Strategy.sequential` is False or `executor.max_stale` > 0); each
-candidate records its *staleness*: how many earlier candidates were still unobserved when it was proposed.
+capacity and the strategy allows it (`Strategy.sequential` is False or `executor.max_stale` > 0): the
+engine thread runs `propose` (the LLM calls) while the executor's threads train, so generation and
+evaluation overlap. Before each `propose` the engine records every evaluation that has finished, so a
+proposal sees all results available at that moment. A sequential strategy has at most `max_stale`
+proposals unobserved when it proposes again; a strategy with a `max_unobserved` attribute (islands: one
+per island) at most that many. Each candidate records its *staleness*: how many earlier candidates were
+still unobserved when it was proposed.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import inspect
 import itertools
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -59,6 +65,8 @@ class RecordingLLM:
 
     Calls without an explicit seed get `run seed + call counter`, as the published feedback-memory
     method seeds its calls; the counter continues across `resume` from the number of stored calls.
+    Thread-safe: a strategy may call it from several threads at once (islands); the calls themselves run
+    concurrently, their counting and storing one at a time.
     """
 
     def __init__(self, backend: LLMBackend, store: RunStore, meter: UsageMeter, *, seed: int, model: str):
@@ -69,43 +77,48 @@ class RecordingLLM:
         self.model = model
         self.iteration = 0
         self.counter = int(store.llm_totals()["calls"])
+        self._lock = threading.Lock()
 
     def complete(self, role: str, messages: list[Message], **options: Any) -> Reply:
-        options.setdefault("seed", self.seed + self.counter)
-        self.counter += 1
+        with self._lock:
+            options.setdefault("seed", self.seed + self.counter)
+            self.counter += 1
+            iteration = self.iteration
         request = {key: value for key, value in options.items()}
         started = time.perf_counter()
         try:
             completion = self.backend.complete(messages, **options)
         except LLMError as error:
-            self.store.add_llm_call(
+            with self._lock:
+                self.store.add_llm_call(
+                    role=role,
+                    iteration=iteration,
+                    model=self.model,
+                    messages=messages,
+                    request=request,
+                    completion=None,
+                    error=f"{type(error).__name__}: {error}",
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    latency_s=time.perf_counter() - started,
+                    cost_usd=0.0,
+                )
+            raise
+        with self._lock:
+            cost = self.meter.add(role, completion).cost
+            call_id = self.store.add_llm_call(
                 role=role,
-                iteration=self.iteration,
-                model=self.model,
+                iteration=iteration,
+                model=completion.model,
                 messages=messages,
                 request=request,
-                completion=None,
-                error=f"{type(error).__name__}: {error}",
-                prompt_tokens=0,
-                completion_tokens=0,
-                latency_s=time.perf_counter() - started,
-                cost_usd=0.0,
+                completion=completion.text,
+                error=None,
+                prompt_tokens=completion.usage.prompt_tokens,
+                completion_tokens=completion.usage.completion_tokens,
+                latency_s=completion.latency_s,
+                cost_usd=cost or 0.0,
             )
-            raise
-        cost = self.meter.add(role, completion).cost
-        call_id = self.store.add_llm_call(
-            role=role,
-            iteration=self.iteration,
-            model=completion.model,
-            messages=messages,
-            request=request,
-            completion=completion.text,
-            error=None,
-            prompt_tokens=completion.usage.prompt_tokens,
-            completion_tokens=completion.usage.completion_tokens,
-            latency_s=completion.latency_s,
-            cost_usd=cost or 0.0,
-        )
         return Reply(completion, call_id)
 
 
@@ -368,17 +381,21 @@ class Engine:
         executor = self._make_executor()
         in_flight: dict[Future[EvalResult], _InFlight] = {}
         queued: list[Proposal] = []
+        staleness = 0  # of the queued proposals: candidates unobserved when they were proposed
         progress = SearchProgress(self, enabled=self.show_progress)
         reason: str | None = None
         try:
             while True:
+                # Results that arrived meanwhile (e.g. while the LLM generated) are recorded first.
+                self._collect(in_flight, progress, block=False)
                 reason = self.stop_reason(pending_iterations=self._pending_iterations(in_flight, queued))
                 room = len(in_flight) < self._max_in_flight()
                 if reason is None and room and (queued or self._may_propose(in_flight)):
                     if not queued:
-                        queued = self._propose(llm, len(in_flight))
+                        staleness = len(in_flight)
+                        queued = self._propose(llm, staleness)
                     proposal = queued.pop(0)
-                    self._submit(proposal, executor, in_flight, progress)
+                    self._submit(proposal, executor, in_flight, progress, staleness=staleness)
                     continue
                 if not in_flight:
                     break
@@ -432,6 +449,9 @@ class Engine:
     def _may_propose(self, in_flight: dict[Future[EvalResult], _InFlight]) -> bool:
         if not in_flight:
             return True
+        limit = getattr(self.strategy, "max_unobserved", None)  # islands: one unobserved proposal per island
+        if limit is not None and len(in_flight) >= limit:
+            return False
         if self.strategy.sequential and self.config.executor.max_stale == 0:
             return False
         return len(in_flight) <= self.config.executor.max_stale or not self.strategy.sequential
@@ -492,8 +512,16 @@ class Engine:
         return proposal.code, canonical_hash(proposal.code), None
 
     def _submit(
-        self, proposal: Proposal, executor: Executor, in_flight: dict[Future[EvalResult], _InFlight], progress: Any
+        self,
+        proposal: Proposal,
+        executor: Executor,
+        in_flight: dict[Future[EvalResult], _InFlight],
+        progress: Any,
+        *,
+        staleness: int | None = None,
     ) -> None:
+        """Record a proposal that cannot be evaluated, or send it to the executor. `staleness` defaults to
+        the candidates in flight now."""
         candidate_id = self.next_id
         self.next_id += 1
         iteration = self.iterations_done + self._pending_iterations(in_flight, [])
@@ -527,10 +555,14 @@ class Engine:
             seed=derived_seed(self.config.seed, "evaluation"),
         )
         future = executor.submit(job, self.pruner.callback())
-        in_flight[future] = _InFlight(candidate_id, iteration, proposal, code, code_hash, len(in_flight), time.time())
+        staleness = len(in_flight) if staleness is None else staleness
+        in_flight[future] = _InFlight(candidate_id, iteration, proposal, code, code_hash, staleness, time.time())
 
-    def _collect(self, in_flight: dict[Future[EvalResult], _InFlight], progress: Any) -> None:
-        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+    def _collect(self, in_flight: dict[Future[EvalResult], _InFlight], progress: Any, *, block: bool = True) -> None:
+        """Record the finished evaluations: at least one when `block`, else those finished already."""
+        if not in_flight:
+            return
+        done, _ = wait(list(in_flight), timeout=None if block else 0, return_when=FIRST_COMPLETED)
         for future in sorted(done, key=lambda f: in_flight[f].candidate_id):
             item = in_flight.pop(future)
             try:
