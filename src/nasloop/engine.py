@@ -388,7 +388,8 @@ class Engine:
             while True:
                 # Results that arrived meanwhile (e.g. while the LLM generated) are recorded first.
                 self._collect(in_flight, progress, block=False)
-                reason = self.stop_reason(pending_iterations=self._pending_iterations(in_flight, queued))
+                # Queued proposals are not pending yet: each is submitted while the budget allows it.
+                reason = self.stop_reason(pending_iterations=self._pending_iterations(in_flight, []))
                 room = len(in_flight) < self._max_in_flight()
                 if reason is None and room and (queued or self._may_propose(in_flight)):
                     if not queued:

@@ -17,7 +17,7 @@ import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from nasloop.candidate import EvalResult
 from nasloop.config import SearchConfig
@@ -127,6 +127,14 @@ class LocalExecutor(Executor):
             config.dataset, work_dir=work_dir, workers=workers, gpus_per_job=settings.gpus_per_job,
             recycle_after=getattr(settings, "recycle_after", None),
         )  # fmt: skip
+
+    def worker_info(self) -> list[dict[str, Any]]:
+        """Per worker: its process id (None before it starts), device, threads and GPUs."""
+        return [
+            {"pid": sandbox.worker.process.pid if sandbox.worker else None, "device": slot.device,
+             "threads": slot.threads, "gpus": list(slot.gpu_ids)}
+            for sandbox, slot in zip(self._sandboxes, self.slots, strict=True)
+        ]  # fmt: skip
 
     def submit(self, job: EvalJob, on_progress: ProgressCallback | None = None) -> Future[EvalResult]:
         return self._threads.submit(self._run, job, on_progress)
