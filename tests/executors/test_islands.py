@@ -7,7 +7,6 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -24,10 +23,13 @@ from nasloop.strategies.base import Task
 SUGGESTION = {"problem": "too shallow", "suggestion": "Add a second convolution block."}
 
 
-def scripted_model(messages: list[dict[str, str]], widths: Iterator[int] = itertools.count(8)) -> str:
+WIDTHS = itertools.count(8)  # every generated network differs, so none is a duplicate
+
+
+def scripted_model(messages: list[dict[str, str]]) -> str:
     if "JSON" in messages[0]["content"] or "JSON" in messages[-1]["content"][-200:]:
         return json.dumps(SUGGESTION)
-    return fenced(good_net(next(widths)))
+    return fenced(good_net(next(WIDTHS)))
 
 
 def islands_config(iterations: int, llm: dict[str, Any] | None = None, **options: Any):
