@@ -10,7 +10,7 @@ Two named recipes (DESIGN.md contract 3, METHODS.md section A):
   dataset allows it (photos yes, digits no), then per-channel normalisation.
 * `fast`: the same data budget (the same number of samples seen), tuned for wall-clock and ranking
   signal: a larger batch with a linearly scaled learning rate, Nesterov momentum, a short linear
-  warm-up then linear decay to zero within the budget, light label smoothing, channels_last memory
+  warm-up then linear decay to zero within the budget, gradient-norm clipping, channels_last memory
   format (measured 1.15-1.75x less CPU time per sample on convolutional nets on CPU, and the fast path
   on GPU; skipped for a model whose forward pass cannot take it, e.g. one that calls `.view` on a
   feature map) and, on GPU, bf16 autocast.
@@ -129,17 +129,20 @@ PAPER_DEFAULTS: dict[str, Any] = {
     "warmup_fraction": 0.0,
     "clip_grad_norm": None,
 }
-# `fast`: tuned on Fashion-MNIST with the benchmark's reference CNN (benchmarks/proxy_train.py).
+# `fast`: tuned on Fashion-MNIST with the benchmark's reference CNN (benchmarks/proxy_train.py): one
+# epoch, validation accuracy 0.737 (paper) → 0.801 (lr 0.1), 0.823 (lr 0.2), 0.832 (lr 0.4); label
+# smoothing 0.1 cost ~0.008; batch 512 lost ~0.04 (too few steps). Clipping the gradient norm at 1.0
+# cost ~0.002 there and keeps networks without normalisation layers from collapsing at lr 0.2.
 FAST_DEFAULTS: dict[str, Any] = {
     "batch_size": 256,
-    "lr": 0.1,  # at batch_size 256; scaled linearly when the recipe sets another batch size
+    "lr": 0.2,  # at batch_size 256; scaled linearly when the recipe sets another batch size
     "momentum": 0.9,
     "weight_decay": 5e-4,
     "nesterov": True,
-    "label_smoothing": 0.1,
+    "label_smoothing": 0.0,
     "schedule": "warmup-linear",
     "warmup_fraction": 0.05,
-    "clip_grad_norm": None,
+    "clip_grad_norm": 1.0,
 }
 
 
@@ -203,7 +206,7 @@ def batch_bounds(samples: int, batch_size: int) -> list[tuple[int, int]]:
     return bounds
 
 
-CHUNK_BYTES = 32 << 20  # float32 bytes of training images augmented together
+CHUNK_BYTES = 16 << 20  # float32 bytes of training images prepared together (measured: larger is slower)
 
 
 class BatchMaker:
@@ -252,23 +255,29 @@ class BatchMaker:
     def augmented(
         self, indices: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        images = self.images[indices].float()  # (N, C, H, W)
+        # Crop and flip move uint8 pixels (a quarter of the float bytes); the float conversion comes last,
+        # fused with normalisation. index_select is much faster than advanced indexing here.
+        images = self.images.index_select(0, indices)  # (N, C, H, W) uint8
         if self.settings.augment:
             images = self.crop_and_flip(images, offsets, flips)
-        return self.normalise(images), self.labels[indices]
+        return self.normalise(images), self.labels.index_select(0, indices)
 
     def crop_and_flip(self, images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
         """Zero-pad by `crop_padding` and cut each image's window at its own (dy, dx) offset, mirrored where
-        `flips` says (if the dataset allows flips): one gather with per-sample index arithmetic."""
+        `flips` says (if the dataset allows flips): one gather with a per-sample flat index."""
         pad = self.settings.crop_padding
         count, channels, height, width = images.shape
+        padded_width = width + 2 * pad
         padded = F.pad(images, (pad, pad, pad, pad)).view(count, channels, -1)  # (N, C, (H+2p)*(W+2p))
-        rows = offsets[:, :1] + torch.arange(height, device=images.device)  # (N, H)
-        columns = torch.arange(width, device=images.device).expand(count, width)  # (N, W)
+        rows = torch.arange(height, device=images.device)[:, None] * padded_width
+        columns = torch.arange(width, device=images.device)
+        window = (rows + columns).view(-1)  # (H*W,) window at offset (0, 0)
         if self.settings.horizontal_flip:
-            columns = torch.where(flips[:, None], width - 1 - columns, columns)
-        columns = columns + offsets[:, 1:]
-        index = rows[:, :, None] * (width + 2 * pad) + columns[:, None, :]  # (N, H, W) into the padded plane
+            mirrored = (rows + (width - 1 - columns)).view(-1)
+            index = torch.where(flips[:, None], mirrored, window)  # (N, H*W)
+        else:
+            index = window.expand(count, -1)
+        index = index + (offsets[:, 0] * padded_width + offsets[:, 1])[:, None]
         index = index.view(count, 1, height * width).expand(count, channels, height * width)
         return padded.gather(2, index).view(count, channels, height, width)
 
