@@ -4,9 +4,12 @@ A sequential strategy such as `feedback-memory` must see each outcome before it 
 chain keeps at most one LLM call and one evaluation busy. `islands` runs N chains ("islands"), each its
 own instance of the inner strategy with its own state, its own part of the history and its own RNG.
 Whenever the engine asks, every island whose last proposal has been observed proposes, all of them at
-once (one thread per island, so their LLM calls are in flight together; the `openai` backend bounds them
-by `max_concurrency`). Each island stays sequential; the wrapper is not (`sequential = False`), and it
-tells the engine it can have at most N proposals unobserved (`max_unobserved`).
+once: one thread per island, and while one island waits for the LLM the next one runs, so their LLM
+calls are in flight together (the `openai` backend bounds them by `max_concurrency`). The strategies'
+own code runs one island at a time, so no strategy needs to be thread-safe (CPython 3.11's `ast`, which
+code extraction uses, is not: it fails now and then with "AST constructor recursion depth mismatch").
+Each island stays sequential; the wrapper is not (`sequential = False`), and it tells the engine it
+can have at most N proposals unobserved (`max_unobserved`).
 
 Migration (`migration_interval` M): after every M iterations an island has observed, before its next
 proposal, it observes the best candidate of the other islands if that one beats its own best — for
@@ -20,8 +23,9 @@ Every candidate's notes carry its `island`; the first proposal after a migration
 from __future__ import annotations
 
 import random
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import Field
@@ -30,7 +34,7 @@ from nasloop.candidate import Proposal, State
 from nasloop.evaluate.job import Strict
 from nasloop.registry import strategies
 from nasloop.store.sqlite import CandidateRecord
-from nasloop.strategies.base import Context, Observation, Strategy, Task
+from nasloop.strategies.base import LLM, Context, Observation, Reply, Strategy, Task
 
 
 class IslandsOptions(Strict):
@@ -70,6 +74,28 @@ class Island:
         self.since_migration = int(data.get("since_migration", 0))
         self.best = data.get("best")
         self.outstanding = 0
+
+
+class TurnTakingLLM:
+    """An island's LLM: the island holds `turn` while its strategy code runs and lets go of it only while
+    it waits for a completion, so strategy code runs one island at a time and LLM calls run together."""
+
+    def __init__(self, llm: LLM, turn: threading.Lock) -> None:
+        self.llm = llm
+        self.turn = turn
+
+    def complete(self, role: str, messages: list[Any], **options: Any) -> Reply:
+        self.turn.release()
+        try:
+            return self.llm.complete(role, messages, **options)
+        finally:
+            self.turn.acquire()
+
+
+def propose_in_turn(strategy: Strategy, ctx: Context, turn: threading.Lock) -> list[Proposal]:
+    """`strategy.propose(ctx)` holding `turn` except while it waits for the LLM."""
+    with turn:
+        return strategy.propose(replace(ctx, llm=TurnTakingLLM(ctx.llm, turn)))
 
 
 def record_score(record: CandidateRecord, metric: str) -> float | None:
@@ -122,9 +148,10 @@ class Islands(Strategy):
         if len(idle) == 1:
             batches = [idle[0].strategy.propose(contexts[0])]
         else:  # the islands' LLM calls run at once; every thread finishes before the engine goes on
+            turn = threading.Lock()
             with ThreadPoolExecutor(max_workers=len(idle), thread_name_prefix="nasloop-island") as pool:
                 pairs = zip(idle, contexts, strict=True)
-                futures = [pool.submit(island.strategy.propose, context) for island, context in pairs]
+                futures = [pool.submit(propose_in_turn, island.strategy, context, turn) for island, context in pairs]
             batches = [future.result() for future in futures]
         proposals = []
         for island, batch in zip(idle, batches, strict=True):
