@@ -322,3 +322,9 @@ def test_the_list_of_violations_is_capped() -> None:
 def test_bad_inputs_are_rejected_statically(body: str, kind: FailureKind) -> None:
     failure = check_code(candidate(body))
     assert failure is not None and failure.kind is kind
+
+
+def test_training_imports_get_an_actionable_message() -> None:
+    failure = check_code("import torch.nn as nn\nfrom torch.optim import Adam\n\nclass Net(nn.Module):\n    pass\n")
+    assert failure is not None and failure.kind.value == "import"
+    assert "line 2" in failure.message and "keep only the model" in failure.message

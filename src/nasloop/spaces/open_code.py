@@ -42,6 +42,8 @@ ALLOWED_MODULES = frozenset(
 )
 ALLOWED_PACKAGES = ("torch.nn", "collections", "einops")
 OPTIONAL_MODULES = frozenset({"einops"})  # allowed only where installed
+# Imports that mean the LLM wrote a training script around the model; their message says what to drop.
+TRAINING_MODULES = ("torch.optim", "torch.utils.data", "torchvision", "torch.utils.tensorboard")
 
 MAX_LISTED_VIOLATIONS = 10
 
@@ -351,6 +353,11 @@ class _Checker(ast.NodeVisitor):
         root = module.split(".")[0]
         if root in OPTIONAL_MODULES:
             reason = f"{root} is not installed in this environment"
+        elif module.startswith(TRAINING_MODULES):
+            reason = (
+                "nasloop trains and feeds the model itself; remove the optimizer, data loading and training code "
+                "and keep only the model (class Net and its helpers)"
+            )
         else:
             reason = f"candidates may import only {', '.join(sorted(ALLOWED_MODULES - {'__future__'}))}"
         self.add(node, FailureKind.IMPORT, f"`{shown}` is not allowed: {reason}")
