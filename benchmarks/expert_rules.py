@@ -17,6 +17,7 @@ says which).
 
     python benchmarks/expert_rules.py [--model qwen2.5-coder-0.5b|qwen2.5-coder-1.5b] [--iterations 4]
         [--train-subset 2000] [--strategies expert-rules,feedback-memory,one-shot] [--out DIR] [--json]
+        [--report-only]   (summarise the runs already in --out)
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,8 @@ def winner_hardware(record: CandidateRecord, in_shape: tuple[int, int, int], num
             "fps": record.metrics["throughput_ips"],
             "latency_ms": record.metrics.get("latency_ms"),
             "energy_j": record.metrics.get("energy_j"),
-            "energy_method": str(record.info.get("energy_j", "")).split(":")[0] or "unknown",
+            # the hardware stage describes each figure as "measured: how" or "estimated: how"
+            "energy_method": str((record.info.get("hardware") or {}).get("energy_j", "unknown")).split(":")[0],
             "source": "hardware stage during the search",
         }
     from nasloop.export import export_candidate
@@ -105,31 +106,39 @@ def winner_hardware(record: CandidateRecord, in_shape: tuple[int, int, int], num
     }
 
 
-def summarise(engine: Engine, wall_s: float, cm_config: EffectivenessConfig) -> dict[str, Any]:
-    """The figures of one finished run (module docstring)."""
-    summary = engine.summary("done")
-    with RunStore(engine.run_dir.store_path, readonly=True) as store:
+def summarise(run_dir: Path, cm_config: EffectivenessConfig) -> dict[str, Any]:
+    """The figures of one finished run (module docstring), read from its store."""
+    from nasloop.config import load_config
+    from nasloop.data import load_splits
+    from nasloop.engine import counts_as_iteration
+
+    config = load_config(run_dir / "config.yaml")
+    with RunStore(run_dir / "run.sqlite", readonly=True) as store:
         records = store.candidates()
-    complete = [record for record in records if record.state is State.COMPLETE]
+        totals = store.llm_totals()
+        wall_s = float(store.get_meta("elapsed_s") or 0.0)
+    iterations = [record for record in records if counts_as_iteration(record)]
+    complete = [record for record in iterations if record.state is State.COMPLETE]
     ranked = rank_by_effectiveness(records, cm_config)
     row: dict[str, Any] = {
-        "strategy": engine.config.strategy,
-        "iterations": summary.iterations,
-        "valid_rate": summary.valid_rate,
+        "strategy": config.strategy,
+        "iterations": len(iterations),
+        "valid_rate": len(complete) / len(iterations) if iterations else 0.0,
         "best_val_acc": max((record.metrics.get("val_acc", 0.0) for record in complete), default=None),
         "best_cm": ranked[0][1] if ranked else None,
         "wall_s": wall_s,
-        "llm_tokens": int(summary.llm_totals["prompt_tokens"] + summary.llm_totals["completion_tokens"]),
-        "run_dir": str(engine.run_dir.root),
+        "llm_tokens": int(totals["prompt_tokens"] + totals["completion_tokens"]),
+        "run_dir": str(run_dir),
     }
     if ranked:
         winner = ranked[0][0]
+        splits = load_splits(config.dataset)
         row["winner"] = {
             "id": winner.id,
             "val_acc": winner.metrics.get("val_acc"),
             "test_acc": winner.metrics.get("test_acc"),
             "params": winner.metrics.get("params"),
-            **winner_hardware(winner, engine.task.in_shape, engine.task.num_classes),
+            **winner_hardware(winner, splits.in_shape, splits.num_classes),
         }
     return row
 
@@ -172,19 +181,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="where the runs go (default: a temporary directory)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--report-only", action="store_true", help="no search: summarise the runs already in --out")
     args = parser.parse_args(argv)
+    if args.report_only and args.out is None:
+        parser.error("--report-only needs --out DIR (the directory of an earlier benchmark)")
     with_hardware = "hardware" in STAGE_FUNCTIONS
     cm_config = EffectivenessConfig.model_validate(effectiveness(with_hardware))
     out = args.out or Path(tempfile.mkdtemp(prefix="nasloop-bench-expert-"))
     rows = []
     for strategy in args.strategies.split(","):
-        print(f"running {strategy} ({args.iterations} iterations, {args.model}) ...", file=sys.stderr, flush=True)
-        config = search_config(strategy, args, with_hardware)
-        started = time.perf_counter()
-        engine = Engine.start(config, out / strategy, progress=False)
-        engine.run()
-        rows.append(summarise(engine, time.perf_counter() - started, cm_config))
-        engine.store.close()
+        if not args.report_only:
+            print(f"running {strategy} ({args.iterations} iterations, {args.model}) ...", file=sys.stderr, flush=True)
+            engine = Engine.start(search_config(strategy, args, with_hardware), out / strategy, progress=False)
+            engine.run()
+            engine.store.close()
+        rows.append(summarise(out / strategy, cm_config))
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
     print(f"runs and results.json in {out}", file=sys.stderr)

@@ -120,11 +120,13 @@ def test_energy_reported_by_the_evaluation_is_preferred(tmp_path):
     run_dir, _ = make_run(tmp_path, [good_net(8)])
 
     def run_job(job):
-        return EvalResult(State.COMPLETE, metrics={"val_acc": 0.8, "test_acc": 0.7, "train_energy_j": 12.5},
-                          info={"train_energy_j": "measured: Intel RAPL (intel-rapl:0), 3.1 s"})  # fmt: skip
+        energy = {"method": "measured", "detail": "Intel RAPL (intel-rapl:0), 3.1 s"}
+        metrics = {"val_acc": 0.8, "test_acc": 0.7, "train_energy_j": 12.5}
+        return EvalResult(State.COMPLETE, metrics=metrics, info={"energy": energy})
 
     (result,) = retrain(run_dir, 1, FinalTrainingSettings(epochs=1), run_job=run_job)
     assert (result.energy_j, result.energy_method) == (12.5, "measured")
+    assert result.energy_detail == "training only, metered in the sandbox: Intel RAPL (intel-rapl:0), 3.1 s"
 
 
 HOLD_OPEN = textwrap.dedent(
@@ -177,3 +179,4 @@ def test_train_command_retrains_a_tiny_run_in_the_real_sandbox(tmp_path, capsys)
         assert 0.0 <= result.metrics["test_acc"] <= 1.0 and result.metrics["train_s"] > 0
         assert result.settings["epochs"] == 1 and result.settings["dataset"]["train_subset"] is None
         assert result.energy_j > 0 and result.energy_method in ("measured", "estimated")
+        assert result.energy_detail.startswith(("training only", "whole evaluation"))

@@ -6,7 +6,8 @@ effectiveness, the measure it kept its best by), trains each from scratch with t
 `epochs` epochs through the sandbox, and records for each the validation and test accuracy, the time and
 the energy. Candidates with the same code are trained once.
 
-Energy: when the evaluation reports `train_energy_j` itself it is used. Otherwise the whole evaluation
+Energy: when the evaluation reports `train_energy_j` itself (the train stage meters its training, and
+says in `info["energy"]` whether it was measured or estimated) it is used. Otherwise the whole evaluation
 (build, training, prediction) is metered from the parent with `nasloop.hardware.energy_meter`: measured
 where a hardware counter is readable (RAPL on the CPU package, NVML on a GPU; whole-device figures),
 estimated as seconds × an assumed power otherwise; the result says which (`energy_method`).
@@ -192,6 +193,7 @@ def final_job(config: SearchConfig, record: CandidateRecord, settings: FinalTrai
         recipe=recipe,
         limits=limits,
         stages=FINAL_STAGES,
+        measure=config.measure,  # the run's assumed power for energy estimates, among others
         seed=config.seed,
     )
 
@@ -226,8 +228,10 @@ def train_finalist(finalist: Finalist, job: EvalJob, run_job: RunJob, device: st
     method: str = reading.method
     detail = f"whole evaluation metered from the parent process: {reading.detail}"
     if "train_energy_j" in result.metrics:  # the evaluation metered its own training: more precise
-        energy, detail = result.metrics["train_energy_j"], str(result.info.get("train_energy_j", ""))
-        method = "estimated" if detail.startswith("estimated") else "measured"
+        described = result.info.get("energy") or {}  # the train stage's {"method": ..., "detail": ...}
+        energy = result.metrics["train_energy_j"]
+        method = str(described.get("method", "estimated"))  # unknown provenance is not called measured
+        detail = f"training only, metered in the sandbox: {described.get('detail', 'no detail reported')}"
     return FinalTrainingResult(
         candidate_id=finalist.record.id,
         rank=finalist.rank,

@@ -17,8 +17,9 @@ conflicts (`conflicts`: explanation and dropped rules) and which candidate the f
 (`feedback_on`). When a candidate is observed its CM is written into its notes (`cm`, or `cm_missing`
 with the reason) before the engine stores it, and the best candidate by CM is part of `state_dict`.
 
-Metrics the rules read are the evaluation's (`val_acc`, `train_acc`, `test_acc`, `params`, and
-`latency_ms`, `throughput_ips`, `energy_j`, ... when the hardware stage ran) plus three derived ones:
+Metrics the rules read are the evaluation's (`val_acc`, `train_acc`, `test_acc`, `params`,
+`train_energy_j` and `val_energy_j` from training, and `latency_ms`, `throughput_ips`, `energy_j` per
+image, ... when the hardware stage ran) plus three derived ones:
 `fps` (the CM's frames per second: `throughput_ips`, else 1000 / `latency_ms`), `size_mb` (float32
 weights, 4 bytes per parameter) and `cm`. A rule on a metric the evaluation did not produce stays silent.
 """
