@@ -128,6 +128,11 @@ class LocalExecutor(Executor):
             recycle_after=getattr(settings, "recycle_after", None),
         )  # fmt: skip
 
+    def wait_ready(self) -> None:
+        """Block until every worker has started (torch imported, data loaded); `SandboxError` if one cannot."""
+        for sandbox in self._sandboxes:
+            sandbox.ready_worker()
+
     def worker_info(self) -> list[dict[str, Any]]:
         """Per worker: its process id (None before it starts), device, threads and GPUs."""
         return [

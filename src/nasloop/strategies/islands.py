@@ -105,7 +105,8 @@ def record_score(record: CandidateRecord, metric: str) -> float | None:
     return float(value) if value is not None else None
 
 
-def counts_as_iteration(proposal: Proposal) -> bool:
+def proposal_counts_as_iteration(proposal: Proposal) -> bool:
+    """Repairs and finalists do not count towards an island's iterations (as in the engine's budget)."""
     return not (proposal.notes.get("repair_of") or proposal.final_of is not None)
 
 
@@ -204,7 +205,7 @@ class Islands(Strategy):
             if observation.proposal.final_of is not None:
                 continue
             island.outstanding = max(0, island.outstanding - 1)
-            if counts_as_iteration(observation.proposal):
+            if proposal_counts_as_iteration(observation.proposal):
                 island.iterations += 1
                 island.since_migration += 1
             score = record_score(observation.record, self.task.metric)

@@ -1,0 +1,159 @@
+"""Benchmark: candidates per hour, sequential against pipelined search, same LLM, data and budget.
+
+Each mode runs one real `feedback-memory` search (embedded llama-cpp model, the real sandbox) on a
+Fashion-MNIST subset with the same iteration budget and seed:
+
+- `sequential`: one worker, `max_stale: 0` — the LLM waits for each evaluation and the evaluation for
+  the LLM (the published loop);
+- `pipelined`: one worker, `max_stale: 1` — the next proposal is generated while the current candidate
+  trains;
+- `pipelined-2-workers`: two workers, `max_stale: 1`;
+- `islands-2-workers`: the `islands` strategy (two feedback-memory chains), two workers.
+
+The model is loaded and warmed once, before any timing, and shared by every mode; each mode's sandbox
+workers are started before its clock starts. For each mode it prints candidates per hour, the wall
+time, how busy the LLM and the workers were (their summed time over the wall time: above 1 means they
+overlapped), the mean staleness and the valid rate, then the speed-up of each mode over `sequential`.
+The machine's load average is printed with every run, because a shared CPU changes every number.
+
+    python benchmarks/throughput.py [--model qwen2.5-coder-0.5b|qwen2.5-coder-1.5b] [--iterations 4]
+        [--train-subset 10000] [--modes sequential,pipelined,pipelined-2-workers] [--out DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from nasloop.candidate import State
+from nasloop.config import SearchConfig, build_config
+from nasloop.engine import Engine
+from nasloop.executors.local import LocalExecutor
+from nasloop.llm import make_backend
+from nasloop.llm.base import LLMBackend
+
+MODES: dict[str, dict[str, Any]] = {
+    "sequential": {"workers": 1, "max_stale": 0},
+    "pipelined": {"workers": 1, "max_stale": 1},
+    "pipelined-2-workers": {"workers": 2, "max_stale": 1},
+    "islands-2-workers": {"workers": 2, "max_stale": 0, "strategy": "islands", "options": {"islands": 2}},
+}
+
+
+def search_config(mode: str, args: argparse.Namespace) -> SearchConfig:
+    """The same search for every mode; only the executor settings (and the islands wrapper) differ."""
+    settings = MODES[mode]
+    return build_config(
+        {
+            "strategy": settings.get("strategy", "feedback-memory"),
+            "strategy_options": settings.get("options", {}),
+            "llm": {"backend": "llama-cpp", "model": args.model, "deadline_s": args.deadline},
+            "dataset": {"name": "fashion-mnist", "train_subset": args.train_subset},
+            "recipe": {"name": "fast", "epochs": 1},
+            "limits": {"timeout_s": 300, "max_params": 2_000_000},
+            "budget": {"iterations": args.iterations},
+            "executor": {"workers": settings["workers"], "max_stale": settings["max_stale"]},
+            "seed": args.seed,
+        },
+        source=f"benchmark ({mode})",
+    )
+
+
+def warm_backend(model: str, deadline_s: float) -> LLMBackend:
+    """The embedded model, loaded and run once so that no mode pays for loading it."""
+    config = build_config({"llm": {"backend": "llama-cpp", "model": model, "deadline_s": deadline_s}}).llm
+    backend = make_backend(config)
+    backend.complete([{"role": "user", "content": "Say OK."}], max_tokens=4, temperature=0.0)
+    return backend
+
+
+def run_mode(mode: str, args: argparse.Namespace, backend: LLMBackend, out: Path) -> dict[str, Any]:
+    """One search in `mode`; its throughput figures."""
+    config = search_config(mode, args)
+    executor = LocalExecutor.from_config(config, work_dir=out / f"{mode}-workers")
+    executor.wait_ready()
+    load_before = os.getloadavg()[0]
+    engine = Engine.start(config, out / mode, backend=backend, executor=executor, progress=False)
+    started = time.perf_counter()
+    summary = engine.run()
+    wall = time.perf_counter() - started
+    history = engine.history
+    evaluation_s = sum(record.timings.get("total_s", 0.0) for record in history)
+    row = {
+        "mode": mode,
+        "workers": config.executor.workers,
+        "max_stale": config.executor.max_stale,
+        "iterations": summary.iterations,
+        "wall_s": wall,
+        "candidates_per_hour": summary.iterations * 3600 / wall,
+        "llm_busy": summary.llm_totals["latency_s"] / wall,
+        "workers_busy": evaluation_s / wall,
+        "mean_staleness": sum(record.staleness for record in history) / max(1, len(history)),
+        "valid_rate": summary.valid_rate,
+        "best_val_acc": summary.best.metrics.get("val_acc") if summary.best else None,
+        "complete": sum(1 for record in history if record.state is State.COMPLETE),
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
+    engine.store.close()
+    return row
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    header = (
+        f"{'mode':<22}{'cand/h':>8}{'wall s':>9}{'LLM busy':>10}{'workers busy':>14}{'stale':>7}"
+        f"{'valid':>7}{'best val':>10}{'load':>12}"
+    )
+    lines = [header]
+    for row in rows:
+        best = f"{row['best_val_acc']:.3f}" if row["best_val_acc"] is not None else "-"
+        lines.append(
+            f"{row['mode']:<22}{row['candidates_per_hour']:>8.1f}{row['wall_s']:>9.0f}{row['llm_busy']:>10.2f}"
+            f"{row['workers_busy']:>14.2f}{row['mean_staleness']:>7.2f}{row['valid_rate']:>7.2f}{best:>10}"
+            f"{row['load_before']:>6.1f}→{row['load_after']:<5.1f}"
+        )
+    base = next((row for row in rows if row["mode"] == "sequential"), None)
+    if base is not None:
+        for row in rows:
+            if row is not base:
+                ratio = row["candidates_per_hour"] / base["candidates_per_hour"]
+                lines.append(f"speed-up {row['mode']} / sequential: {ratio:.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b", choices=["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
+    parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--train-subset", type=int, default=10000)
+    parser.add_argument("--modes", default="sequential,pipelined,pipelined-2-workers")
+    parser.add_argument("--deadline", type=float, default=600.0, help="seconds per LLM call")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="directory for the runs (default: a temporary one)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    modes = args.modes.split(",")
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        parser.error(f"unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
+    out = args.out or Path(tempfile.mkdtemp(prefix="nasloop-throughput-"))
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()}; loading {args.model} ...", file=sys.stderr)
+    backend = warm_backend(args.model, args.deadline)
+    rows = []
+    for mode in modes:
+        print(f"running {mode} ({args.iterations} iterations) ...", file=sys.stderr, flush=True)
+        rows.append(run_mode(mode, args, backend, out))
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
+    print(f"runs and results.json in {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
