@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -134,7 +134,7 @@ def run_baseline(splits: Splits, model: nn.Module, seed: int, workers: int) -> d
 # ----------------------------------------------------------------------------------- (b), (c) recipes
 
 
-def run_recipe(splits: Splits, model: nn.Module, name: str, seed: int) -> dict[str, float]:
+def run_recipe(splits: Splits, model: nn.Module, name: Literal["paper", "fast"], seed: int) -> dict[str, float]:
     output = train_and_predict(model, splits.for_sandbox(), Recipe(name=name), seed=seed, device=torch.device("cpu"))
     return {
         "train_s": output.train_s,
@@ -196,10 +196,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--train-subset", type=int, default=None, help="training images (default: all 54k)")
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--baseline-workers", type=int, default=0, help="DataLoader workers of the baseline")
     parser.add_argument("--skip-sandbox", action="store_true", help="skip the sandbox-overhead measurement")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     spec = DatasetSpec(name=args.dataset, train_subset=args.train_subset)
     splits = load_splits(spec)
