@@ -204,6 +204,16 @@ def test_reflection_memory_is_bounded_and_feeds_the_next_prompt(tmp_path):
     assert child.architecture in reflection and "params = " in reflection and "times" in reflection
 
 
+def test_a_repeated_lesson_is_kept_once(tmp_path):
+    class Repetitive(Model):
+        def __call__(self, messages):
+            answer = super().__call__(messages)
+            return json.dumps({"lesson": "use more convolutions"}) if "lesson" in answer else answer
+
+    engine, _, _ = run(tmp_path, Repetitive(), config(iterations=8, reflection_memory=3, final_top_k=0))
+    assert engine.strategy.notes == ["use more convolutions"]
+
+
 def test_no_reflection_ablation_makes_no_reflector_calls(tmp_path):
     model = Model()
     run(tmp_path, model, config(iterations=8, reflection=False, final_top_k=0))

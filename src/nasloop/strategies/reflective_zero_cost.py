@@ -21,7 +21,7 @@ is the mutation operator and a zero-cost proxy is the fitness (METHODS.md sectio
    member; when the population exceeds `population_size`, the member with the lowest score leaves.
 5. **Reflection.** At the start of the next `propose` (`observe` makes no LLM calls), the LLM receives
    the parent, the child, the score change or the error, and writes a short lesson; the latest
-   `reflection_memory` lessons go into every later mutation prompt.
+   `reflection_memory` distinct lessons go into every later mutation prompt.
 
 Both calls share one static system prompt (role, space, proxy, example), followed by the changing
 parts, so the embedded model reuses its cache of the prefix and only evaluates the new suffix.
@@ -351,8 +351,9 @@ class ReflectiveZeroCost(Strategy):
         # A backend that does not enforce the schema may answer in prose: keep it, cut to size.
         lesson = str(parsed["lesson"]) if not isinstance(parsed, Failure) else reply.text
         lesson = " ".join(lesson.split())[: self.opts.lesson_chars]
-        if lesson:
-            self.notes = [*self.notes, lesson][-self.opts.reflection_memory :]
+        if lesson:  # a lesson repeated word for word moves to the end instead of taking a second place
+            kept = [note for note in self.notes if note != lesson]
+            self.notes = [*kept, lesson][-self.opts.reflection_memory :]
         return (reply.call_id,)
 
     def _reflection_temperature(self, rng: random.Random) -> float:
