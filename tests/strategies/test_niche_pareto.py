@@ -4,6 +4,7 @@ ablations and state, driven through `propose`/`observe` with a scripted LLM."""
 import json
 import math
 import random
+from dataclasses import dataclass
 
 import pytest
 from pydantic import ValidationError
@@ -25,6 +26,15 @@ from nasloop.strategies.niche_pareto import (
 )
 
 TASK = Task("digits", (1, 8, 8), 10)
+
+
+@dataclass(frozen=True)
+class TaskWithObjectives(Task):
+    """A task that carries the run's objectives, as the engine may pass them."""
+
+    objectives: tuple[str, ...] = ()
+
+
 SPACE = NB201Space()
 ONE_CONV = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|skip_connect~0|skip_connect~1|none~2|"
 TWO_CONV = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
@@ -75,10 +85,17 @@ def metrics_of(architecture: str) -> dict[str, float]:
     return {"naswot": 100.0 + 10 * counts[0] + 3 * counts[1], "latency_ms": 1.0 + 2 * counts[0] + counts[1]}
 
 
+def turns(strategy, llm=None, history=(), count=None, seed=0) -> list[Proposal]:
+    """`count` proposals, one `propose` call each (default: one generation after generation 0)."""
+    count = len(strategy.niches) if count is None else count
+    return [strategy.propose(context(llm, history, seed=seed + turn))[0] for turn in range(count)]
+
+
 def seeded(strategy, seed=0) -> list[CandidateRecord]:
     """Propose and observe generation 0 (the random initial population); the stored records."""
     history = []
-    for candidate_id, proposal in enumerate(strategy.propose(context(seed=seed)), start=1):
+    count = len(strategy.niches) * strategy._initial_count()
+    for candidate_id, proposal in enumerate(turns(strategy, count=count, seed=seed), start=1):
         history.append(observe(strategy, proposal, candidate_id, metrics_of(proposal.architecture)))
     return history
 
@@ -165,13 +182,28 @@ def test_an_unknown_predictor_proxy_is_an_error_naming_the_choices():
 def test_initial_population_is_random_inside_every_niche_without_the_llm():
     subject = strategy(initial_per_niche=3)
     llm = ScriptedLLM()  # no answers: any call would fail
-    proposals = subject.propose(context(llm))
+    proposals = turns(subject, llm, count=18)
     assert len(proposals) == 18 and not llm.roles
     for proposal in proposals:
         assert subject.partition.niche_of(proposal.architecture) == proposal.notes["niche"]
         assert proposal.notes["operation"] == "initial" and proposal.notes["generation"] == 0
     assert len({SPACE.canonical(p.architecture) for p in proposals}) == 18
     assert [p.notes["niche"] for p in proposals[::3]] == list(SPACE.niches())
+
+
+def test_a_niche_the_sampler_cannot_reach_fails_once_and_is_skipped_afterwards():
+    subject = strategy(sample_tries=5)  # five draws: the rarer niches are missed
+    proposals = turns(subject, count=12)
+    failed = [p for p in proposals if p.failure is not None]
+    assert failed and all(p.failure.kind is FailureKind.BUDGET for p in failed)
+    for proposal in failed:
+        niche = proposal.notes["niche"]
+        assert subject.niches[niche].unreachable and "skipped from now on" in proposal.failure.message
+        later = proposals[proposals.index(proposal) + 1 :]
+        assert all(p.notes["niche"] != niche for p in later)
+    assert any(p.failure is None for p in proposals)
+    with pytest.raises(RuntimeError, match="no niche has an architecture left"):
+        turns(strategy(sample_tries=1), count=13)  # one draw each: in the end every niche is retired
 
 
 def test_completed_candidates_join_their_niche_archive_and_each_niche_has_its_own_front():
@@ -188,7 +220,7 @@ def test_completed_candidates_join_their_niche_archive_and_each_niche_has_its_ow
 
 def test_failures_and_duplicates_stay_out_of_the_archive_but_reach_the_next_update():
     subject = strategy()
-    proposals = subject.propose(context())
+    proposals = turns(subject, count=2)
     observe(subject, proposals[0], 1, metrics_of(proposals[0].architecture))
     failed = record(2, proposals[1].architecture, state=State.FAILED)
     failed.failure = Failure(FailureKind.OOM, "out of memory")
@@ -231,6 +263,18 @@ def test_constraints_make_members_infeasible_parents_and_front_members_never():
     assert heavy.members and subject.front("conv3x3>=4") == []
     assert "infeasible: latency_ms" in heavy.recent[0]["outcome"]
     assert all(m.metrics["latency_ms"] <= 4 for m in subject.union_front())
+
+
+def test_objectives_come_from_the_options_then_the_run():
+    assert [str(o) for o in strategy().objectives] == ["val_acc:max", "latency_ms:min"]
+    custom = strategy(objectives=("val_acc:max", "params:min"))
+    assert [str(o) for o in custom.objectives] == ["val_acc:max", "params:min"]
+    proposal = Proposal(architecture=ONE_CONV, notes={"niche": "conv3x3=1", "operation": "initial"})
+    observe(custom, proposal, 1, {"naswot": 300.0, "params": 5e4})  # no latency needed
+    assert custom.values(custom.niches["conv3x3=1"].members[0]) == {"val_acc": 300.0, "params": 5e4}
+    task = TaskWithObjectives("digits", (1, 8, 8), 10, objectives=("val_acc:max", "flops:min"))
+    from_run = NichePareto(NicheParetoOptions(), task, space=SPACE)
+    assert [str(o) for o in from_run.objectives] == ["val_acc:max", "flops:min"]
 
 
 def test_a_completed_candidate_without_the_predictor_proxy_stops_the_run_with_advice():
@@ -312,7 +356,7 @@ def test_generation_updates_each_niche_knowledge_from_last_round_then_asks_for_o
     subject = strategy()
     history = seeded(subject)
     llm = ScriptedLLM(answer_for_each_niche(subject, history))
-    proposals = subject.propose(context(llm, history))
+    proposals = turns(subject, llm, history)
     assert llm.roles == ["knowledge-base", "evolver"] * 6 and len(proposals) == 6
     first_knowledge_prompt = llm.calls[0].messages[-1]["content"]
     for result in history[:2]:  # the first niche's initial results, with their outcome
@@ -334,7 +378,7 @@ def test_the_answers_are_schema_constrained():
     llm = ScriptedLLM(answer_for_each_niche(subject, history))
     subject.propose(context(llm, history))
     knowledge_schema = llm.calls[0].response_format["json_schema"]["schema"]
-    assert knowledge_schema["properties"]["positive"]["maxItems"] == 5
+    assert knowledge_schema["properties"]["positive"]["maxItems"] == 4
     evolution_schema = llm.calls[1].response_format["json_schema"]["schema"]
     assert evolution_schema["properties"]["operation"]["enum"] == ["mutation", "crossover"]
     assert evolution_schema["required"] == ["operation", "rationale", "architecture"]
@@ -426,8 +470,8 @@ def test_no_llm_variant_mutates_and_crosses_pareto_parents_inside_the_niche():
     llm = ScriptedLLM()  # no answers: any call would fail
     operations = []
     for generation in range(3):
-        proposals = subject.propose(context(llm, history, seed=generation))
-        for proposal in proposals:
+        for turn in range(len(subject.niches)):
+            proposal = subject.propose(context(llm, history, seed=10 * generation + turn))[0]
             assert proposal.failure is None and proposal.parent_ids
             assert subject.partition.niche_of(proposal.architecture) == proposal.notes["niche"]
             operations.append(proposal.notes["operation"])
@@ -470,13 +514,13 @@ def test_latency_table_replaces_the_measured_latency(tmp_path):
 def test_state_dict_round_trip_restores_archives_knowledge_and_predictor():
     subject = strategy(predictor="regression", regression_proxies=("naswot",), regression_min_points=2)
     history = seeded(subject)
-    subject.propose(context(ScriptedLLM(answer_for_each_niche(subject, history)), history))
+    turns(subject, ScriptedLLM(answer_for_each_niche(subject, history)), history)
     subject.trained = {history[0].id: 0.7, history[5].id: 0.9}
     subject.predictor.fit(subject._trained_points())
     state = json.loads(json.dumps(subject.state_dict()))  # JSON-able, as the store keeps it
     restored = strategy(predictor="regression", regression_proxies=("naswot",), regression_min_points=2)
     restored.load_state_dict(state)
-    assert restored.state_dict() == state and restored.generation == 2
+    assert restored.state_dict() == state and (restored.generation, restored.step) == (1, 6)
     assert restored.predictor.fitted and restored.knowledge_history == subject.knowledge_history
     assert [m.id for m in restored.union_front()] == [m.id for m in subject.union_front()]
     assert restored.niches["conv3x3=2"].positive == ["Rule for conv3x3=2."]
@@ -485,11 +529,11 @@ def test_state_dict_round_trip_restores_archives_knowledge_and_predictor():
 def test_artifacts_hold_the_knowledge_bases_and_the_union_front():
     subject = strategy()
     history = seeded(subject)
-    subject.propose(context(ScriptedLLM(answer_for_each_niche(subject, history)), history))
+    turns(subject, ScriptedLLM(answer_for_each_niche(subject, history)), history)
     artifacts = subject.artifacts()
-    assert set(artifacts) == {"knowledge_base/generation-002", "pareto/generation-002"}
-    knowledge = json.loads(artifacts["knowledge_base/generation-002"])
+    assert set(artifacts) == {"knowledge_base/generation-001", "pareto/generation-001"}
+    knowledge = json.loads(artifacts["knowledge_base/generation-001"])
     assert knowledge["conv3x3=1"] == {"positive": ["Rule for conv3x3=1."], "negative": []}
-    front = json.loads(artifacts["pareto/generation-002"])
+    front = json.loads(artifacts["pareto/generation-001"])
     assert [entry["id"] for entry in front] == [m.id for m in subject.union_front()]
     assert {"val_acc", "latency_ms", "niche", "architecture"} <= set(front[0])

@@ -1,17 +1,22 @@
 """`niche-pareto`: hardware-aware LLM-NAS with complexity niches (Zhu, Zhang, Huang, 2025; METHODS.md C).
 
 The space is partitioned into complexity niches, each with its own Pareto archive under the run's
-objectives (by default predicted accuracy, maximised, and latency, minimised). Every `propose` call is
-one generation:
+objectives (by default predicted accuracy, maximised, and latency, minimised). `propose` returns one
+proposal per call, niche by niche in turn, so every proposal fits the engine's budget and each niche's
+turn sees every result observed before it:
 
 0. **Initial population** (generation 0): `initial_per_niche` random architectures inside each niche,
-   drawn by rejection from `space.sample`, never repeating an evaluated one. No LLM call.
-1. **Knowledge base update** (per niche, one LLM call): the niche's design rules `{positive: [...],
+   drawn by rejection from `space.sample`, never repeating an evaluated one. No LLM call. (Later, a
+   niche without a feasible member gets a random architecture of its own again instead of a child.)
+
+In each later generation every niche has one turn of two steps:
+
+1. **Knowledge base update** (one LLM call): the niche's design rules `{positive: [...],
    negative: [...]}` (at most `knowledge_rules` each) are rewritten from the previous round's results in
    that niche: each child's architecture, operation, rationale and outcome (objective values and whether
    it reached the front, or why it failed). Each niche keeps its own knowledge base: what helps a cell
    with one 3x3 convolution need not help one with four.
-2. **Guided evolution** (per niche, one LLM call): given the niche's Pareto parents, its knowledge base
+2. **Guided evolution** (one LLM call): given the niche's Pareto parents, its knowledge base
    and the niche's rule, the LLM chooses crossover or mutation and answers JSON `{operation, rationale,
    architecture}`, decoded under a JSON schema (the architecture constrained by the space's pattern).
    With `operation_choice: random` the operation is drawn instead (crossover with probability
@@ -62,7 +67,7 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -82,6 +87,9 @@ from nasloop.registry import strategies
 from nasloop.spaces.base import SearchSpace
 from nasloop.store.sqlite import CandidateRecord
 from nasloop.strategies.base import Context, Observation, Strategy, Task, strategy_note
+
+if TYPE_CHECKING:
+    from nasloop.hardware.lookup import LatencyTable
 
 DEFAULT_OBJECTIVES = ("val_acc:max", "latency_ms:min")
 # LLM faults a second attempt may not repeat; others (unreachable server, missing model) stop the run.
@@ -134,14 +142,14 @@ class NicheParetoOptions(Strict):
     operation_choice: Literal["llm", "random"] = "llm"
     crossover_probability: float = Field(default=0.5, ge=0, le=1)
     retries: int = Field(default=1, ge=0, description="re-asks of a rejected answer, with the error")
-    knowledge_rules: int = Field(default=5, ge=1, description="at most this many positive and negative rules")
-    rule_chars: int = Field(default=160, gt=0)
-    rationale_chars: int = Field(default=300, gt=0)
+    knowledge_rules: int = Field(default=4, ge=1, description="at most this many positive and negative rules")
+    rule_chars: int = Field(default=120, gt=0)
+    rationale_chars: int = Field(default=200, gt=0)
     temperature: float = Field(default=0.7, ge=0)
     knowledge_temperature: float = Field(default=0.3, ge=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
-    max_tokens: int = Field(default=320, gt=0, description="evolution answer")
-    knowledge_max_tokens: int = Field(default=480, gt=0)
+    max_tokens: int = Field(default=256, gt=0, description="evolution answer")
+    knowledge_max_tokens: int = Field(default=512, gt=0, description="room for every rule at full length")
     constrain_pattern: bool = Field(default=True, description="constrain the architecture by the space's pattern")
     random_tries: int = Field(default=64, ge=1, description="no-LLM operator draws before a random sample")
     sample_tries: int = Field(default=5000, ge=1, description="draws when sampling inside a niche")
@@ -464,7 +472,7 @@ class NichePareto(Strategy):
         self.opts: NicheParetoOptions = options
         # Per instance, so the no-LLM ablation needs no backend; the engine reads the instance attribute.
         self.uses_llm = options.llm  # type: ignore[misc]
-        self.objectives: list[Objective] = parse_objectives(",".join(self._objective_texts(task)))
+        self.objectives: list[Objective] = parse_objectives(",".join(self._objective_texts(options, task)))
         self.constraints: list[Constraint] = parse_constraints(
             options.constraints or tuple(getattr(task, "constraints", ()) or ())
         )
@@ -473,14 +481,17 @@ class NichePareto(Strategy):
         self.latency_table = self._load_latency_table(options, space)
         self.niches: dict[str, Niche] = {name: Niche(name) for name in self.partition.names}
         self.generation = 0
+        self.step = 0  # proposals made in the current generation (turns, see `_next_turn`)
+        self.outstanding: set[str] = set()  # canonical forms proposed, not observed yet; lost on resume
         self.knowledge_history: list[dict[str, Any]] = []
         self.trained: dict[int, float] = {}  # candidate id -> trained accuracy (finalists)
 
     # -- construction -------------------------------------------------------------------------------
 
     @staticmethod
-    def _objective_texts(task: Task) -> tuple[str, ...]:
-        return tuple(getattr(task, "objectives", ()) or ()) or DEFAULT_OBJECTIVES
+    def _objective_texts(options: NicheParetoOptions, task: Task) -> tuple[str, ...]:
+        """The option, else the run's objectives (when the task carries them), else the default."""
+        return options.objectives or tuple(getattr(task, "objectives", ()) or ()) or DEFAULT_OBJECTIVES
 
     def _make_predictor(self, options: NicheParetoOptions) -> AccuracyPredictor:
         from nasloop.registry import UnknownNameError, proxies
@@ -498,7 +509,7 @@ class NichePareto(Strategy):
         )  # fmt: skip
 
     @staticmethod
-    def _load_latency_table(options: NicheParetoOptions, space: SearchSpace) -> Any:
+    def _load_latency_table(options: NicheParetoOptions, space: SearchSpace) -> LatencyTable | None:
         if options.latency_table is None or options.latency_device is None:
             return None
         from nasloop.hardware.lookup import LatencyTable
@@ -605,20 +616,34 @@ class NichePareto(Strategy):
     # -- the loop -----------------------------------------------------------------------------------
 
     def propose(self, ctx: Context) -> list[Proposal]:
+        """One proposal: the next niche's turn (see `_next_turn`)."""
+        niche = self._next_turn()
         taken = self._evaluated(ctx.history)
-        proposals: list[Proposal] = []
-        for niche in self.niches.values():
-            if niche.unreachable:
+        if self.generation == 0 or not self.front(niche.name):
+            proposal = self._initial(ctx.rng, niche, taken)
+        else:
+            proposal = self._offspring(ctx, niche, taken)
+        if proposal.architecture is not None and proposal.failure is None:
+            self.outstanding.add(self.space.canonical(proposal.architecture))
+        return [proposal]
+
+    def _next_turn(self) -> Niche:
+        """The niche whose turn it is, advancing the turn: generation 0 visits each niche `_initial_count()`
+        times in a row, later generations each niche once, in the partition's order; unreachable niches
+        are passed over. One proposal per call keeps every proposal inside the engine's budget and lets
+        each niche's turn see every result observed before it."""
+        if all(niche.unreachable for niche in self.niches.values()):
+            raise RuntimeError("niche-pareto: no niche has an architecture left to propose")
+        order = list(self.niches.values())
+        while True:
+            turns = self._initial_count() if self.generation == 0 else 1
+            if self.step >= len(order) * turns:
+                self.generation, self.step = self.generation + 1, 0
                 continue
-            if self.generation == 0 or not self.front(niche.name):
-                count = self._initial_count() if self.generation == 0 else 1
-                proposals.extend(self._initial(ctx.rng, niche, count, taken))
-            else:
-                proposals.append(self._offspring(ctx, niche, taken))
-        self.generation += 1
-        if not proposals:
-            raise RuntimeError("niche-pareto: every niche is unreachable, nothing to propose")
-        return proposals
+            niche = order[self.step // turns]
+            self.step += 1
+            if not niche.unreachable:
+                return niche
 
     def _initial_count(self) -> int:
         """Random initial architectures per niche; the single niche of `partition: false` gets as many as
@@ -629,33 +654,34 @@ class NichePareto(Strategy):
         return self.opts.initial_per_niche * niches
 
     def _evaluated(self, history: Sequence[CandidateRecord]) -> dict[str, int]:
-        """Canonical architecture -> candidate id, for every architecture the engine evaluated (or is)."""
-        return {
-            self.space.canonical(record.architecture): record.id
+        """Canonical architecture -> candidate id, for every architecture the engine evaluated, plus the
+        proposals not observed yet (id -1)."""
+        taken = dict.fromkeys(self.outstanding, -1)
+        taken.update(
+            (self.space.canonical(record.architecture), record.id)
             for record in history
             if record.architecture and record.hash is not None
-        }
+        )
+        return taken
 
     def _notes(self, niche: Niche, operation: str, **more: Any) -> dict[str, Any]:
         return strategy_note(
             niche=niche.name, generation=self.generation, operation=operation, knowledge=niche.knowledge(), **more
         )
 
-    def _initial(self, rng: random.Random, niche: Niche, count: int, taken: dict[str, int]) -> list[Proposal]:
-        proposals: list[Proposal] = []
-        for _ in range(count):
-            architecture = self._sample_in(niche.name, rng, taken)
-            if architecture is None:
-                niche.unreachable = True
-                failure = Failure(
-                    FailureKind.BUDGET,
-                    f"no new architecture of niche {niche.name} ({self.partition.rules[niche.name]}) found in "
-                    f"{self.opts.sample_tries} random draws; the niche is skipped from now on",
-                )
-                return [*proposals, Proposal(notes=self._notes(niche, "initial"), failure=failure)]
-            taken[self.space.canonical(architecture)] = -1
-            proposals.append(Proposal(architecture=architecture, notes=self._notes(niche, "initial")))
-        return proposals
+    def _initial(self, rng: random.Random, niche: Niche, taken: Mapping[str, int]) -> Proposal:
+        """A random new architecture of the niche; a `budget` failure that retires the niche when the
+        sampler finds none."""
+        architecture = self._sample_in(niche.name, rng, taken)
+        if architecture is None:
+            niche.unreachable = True
+            failure = Failure(
+                FailureKind.BUDGET,
+                f"no new architecture of niche {niche.name} ({self.partition.rules[niche.name]}) found in "
+                f"{self.opts.sample_tries} random draws; the niche is skipped from now on",
+            )
+            return Proposal(notes=self._notes(niche, "initial"), failure=failure)
+        return Proposal(architecture=architecture, notes=self._notes(niche, "initial"))
 
     def _sample_in(self, niche: str, rng: random.Random, taken: Mapping[str, int]) -> str | None:
         """A random new architecture of `niche` (rejection sampling), or None after `sample_tries` draws."""
@@ -677,7 +703,7 @@ class NichePareto(Strategy):
                 parents.append(second[0])
         return parents
 
-    def _offspring(self, ctx: Context, niche: Niche, taken: dict[str, int]) -> Proposal:
+    def _offspring(self, ctx: Context, niche: Niche, taken: Mapping[str, int]) -> Proposal:
         calls = self._update_knowledge(ctx, niche) if self.opts.llm else ()
         parents = self._parents(niche, ctx.rng)
         operation = self._drawn_operation(ctx.rng, parents)
@@ -694,8 +720,6 @@ class NichePareto(Strategy):
         if attempt.failure is not None:
             return Proposal(architecture=attempt.architecture, parent_ids=parent_ids, notes=notes,
                             failure=attempt.failure, llm_call_ids=call_ids)  # fmt: skip
-        assert attempt.architecture is not None
-        taken[self.space.canonical(attempt.architecture)] = -1
         return Proposal(architecture=attempt.architecture, parent_ids=parent_ids, notes=notes, llm_call_ids=call_ids)
 
     def _drawn_operation(self, rng: random.Random, parents: Sequence[Member]) -> str | None:
@@ -850,6 +874,8 @@ class NichePareto(Strategy):
     def observe(self, observations: list[Observation]) -> None:
         for observation in observations:
             proposal, record = observation.proposal, observation.record
+            if proposal.architecture is not None:
+                self.outstanding.discard(self.space.canonical(proposal.architecture))
             if proposal.final_of is not None:
                 self._observe_final(proposal.final_of, record)
                 continue
@@ -969,6 +995,7 @@ class NichePareto(Strategy):
     def state_dict(self) -> dict[str, Any]:
         return {
             "generation": self.generation,
+            "step": self.step,
             "niches": {name: niche.to_dict() for name, niche in self.niches.items()},
             "knowledge_history": list(self.knowledge_history),
             "trained": {str(key): value for key, value in self.trained.items()},
@@ -976,6 +1003,8 @@ class NichePareto(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generation = int(state.get("generation", 0))
+        self.step = int(state.get("step", 0))
+        self.outstanding = set()
         saved = state.get("niches") or {}
         self.niches = {name: Niche.from_dict(name, saved.get(name) or {}) for name in self.partition.names}
         self.knowledge_history = [dict(entry) for entry in state.get("knowledge_history") or []]
