@@ -122,20 +122,24 @@ class Model:
         self.calls: list[tuple[str, list]] = []
 
     def __call__(self, messages):
-        user = messages[-1]["content"]
-        if user.startswith("## Result of the last mutation"):
+        if messages[1]["content"].startswith("## Result of the last mutation"):
             self.calls.append(("reflector", messages))
             self.lessons += 1
             return json.dumps({"lesson": f"lesson {self.lessons}"})
         self.calls.append(("mutator", messages))
         if self.answers:
             return self.answers.pop(0)
-        parent = user.split("## Parent", 1)[1].splitlines()[1].strip()
-        child = self.space.mutate(parent, self.rng)
+        child = self.space.mutate(parent_of(messages), self.rng)
         return json.dumps({"reasoning": "a small change", "architecture": child})
 
     def prompts(self, role):
-        return [messages[-1]["content"] for name, messages in self.calls if name == role]
+        """The first user message of each call of `role`."""
+        return [messages[1]["content"] for name, messages in self.calls if name == role]
+
+
+def parent_of(messages):
+    """The parent's architecture, read from a mutation prompt."""
+    return messages[1]["content"].split("## Parent", 1)[1].splitlines()[1].strip()
 
 
 def config(iterations=8, space="nb201", proxy="params", stages=("static", "build", "zero-cost"), **options):
@@ -282,22 +286,40 @@ def test_pattern_constrained_answer_outside_the_pattern_is_an_extraction_failure
     assert failed.failure.kind is FailureKind.EXTRACTION and "does not match" in failed.failure.message
 
 
-def test_mutation_equal_to_its_parent_is_a_duplicate_and_not_added_twice(tmp_path):
-    class Repeat(Model):
-        def __call__(self, messages):
-            user = messages[-1]["content"]
-            if user.startswith("## Parent"):
-                self.calls.append(("mutator", messages))
-                parent = user.split("## Parent", 1)[1].splitlines()[1].strip()
-                return json.dumps({"reasoning": "keep it", "architecture": parent})
-            return super().__call__(messages)
+class Repeat(Model):
+    """Answers every mutation request with the parent unchanged (the first `times` times, then mutates)."""
 
+    def __init__(self, times=10**9):
+        super().__init__()
+        self.times = times
+
+    def __call__(self, messages):
+        if messages[1]["content"].startswith("## Parent") and self.times > 0:
+            self.times -= 1
+            self.calls.append(("mutator", messages))
+            return json.dumps({"reasoning": "keep it", "architecture": parent_of(messages)})
+        return super().__call__(messages)
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_mutation_equal_to_its_parent_is_a_duplicate_and_not_added_twice(tmp_path, retries):
     model = Repeat()
-    engine, _, _ = run(tmp_path, model, config(iterations=5, final_top_k=0))
+    engine, _, _ = run(tmp_path, model, config(iterations=5, retry_duplicates=retries, final_top_k=0))
     child = search_records(engine)[4]
     assert child.state is State.DUPLICATE and child.duplicate_of == child.parent_ids[0]
-    assert len(engine.strategy.population) == 4
+    assert len(engine.strategy.population) == 4 and len(model.prompts("mutator")) == 1 + retries
     assert engine.strategy.unreflected["outcome"].endswith("evaluated before")
+
+
+def test_answer_repeating_an_evaluated_architecture_is_sent_back_once(tmp_path):
+    model = Repeat(times=1)
+    engine, _, _ = run(tmp_path, model, config(iterations=5, final_top_k=0))
+    child = search_records(engine)[4]
+    assert child.state is State.COMPLETE and child.notes["retries"] == 1 and len(child.llm_call_ids) == 2
+    first, second = [messages for role, messages in model.calls if role == "mutator"]
+    assert second[:2] == first and second[2]["role"] == "assistant"  # the same conversation, continued
+    assert "is the parent itself" in second[3]["content"]
+    assert child.architecture in nb201.neighbors(parent_of(first))
 
 
 def test_finalize_trains_the_top_k_by_proxy_once(tmp_path):

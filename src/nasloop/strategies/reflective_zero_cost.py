@@ -13,6 +13,9 @@ is the mutation operator and a zero-cost proxy is the fitness (METHODS.md sectio
    the parent. Decoding is constrained by the JSON schema (with the space's architecture pattern unless
    `constrain_pattern` is off); the temperature of each call is drawn from `temperatures` with the
    iteration's RNG (the reflection's is `reflection_temperature`, or drawn too when that is None).
+   nasloop's one change to the published method, `retry_duplicates` (0 turns it off): an answer that
+   repeats an architecture the run already evaluated (small models often return the parent or the
+   in-context example unchanged) is sent back once, in the same conversation, asking for another one.
 3. **Evaluation.** The child goes to the engine, which validates it with the space, renders, dedupes and
    scores it with the run's `zero-cost` stage. An answer that is not valid JSON becomes a failed
    proposal of kind `extraction` (nothing to evaluate); an invalid architecture is still proposed, so the
@@ -53,7 +56,7 @@ from nasloop.llm.base import (
 from nasloop.registry import strategies
 from nasloop.spaces.base import SearchSpace
 from nasloop.store.sqlite import CandidateRecord
-from nasloop.strategies.base import Context, Observation, Strategy, Task, strategy_note
+from nasloop.strategies.base import Context, Observation, Reply, Strategy, Task, strategy_note
 from nasloop.strategies.population import (
     FinalizeOptions,
     Member,
@@ -117,6 +120,12 @@ class ReflectiveZeroCostOptions(FinalizeOptions):
     lesson_chars: int = Field(default=300, gt=0, description="maxLength of a reflection lesson")
     constrain_pattern: bool = Field(
         default=True, description="constrain the architecture string by the space's pattern while decoding"
+    )
+    retry_duplicates: int = Field(
+        default=1,
+        ge=0,
+        description="times an answer the run already evaluated is sent back for another one (0: the "
+        "published behaviour, where it is proposed and recorded as a duplicate)",
     )
 
     @field_validator("temperatures")
@@ -289,7 +298,8 @@ class ReflectiveZeroCost(Strategy):
 
     def _mutate(self, ctx: Context, parent: Member) -> Proposal:
         """Ask the LLM for one mutation of `parent`; a soft LLM fault or a non-JSON answer is a failed
-        proposal of kind `extraction`, an answer with an invalid architecture goes to the engine."""
+        proposal of kind `extraction`, an answer with an invalid architecture goes to the engine. An
+        answer the run already evaluated is sent back up to `retry_duplicates` times."""
         from nasloop.prompts.extract import extract_json
 
         temperature = ctx.rng.choice(self.opts.temperatures)
@@ -299,30 +309,47 @@ class ReflectiveZeroCost(Strategy):
             parent_score=parent.score,
             temperature=temperature,
         )
+        messages = self.mutation_messages(ctx, parent)
+        seen = seen_architectures(self.space, ctx.history) if self.opts.retry_duplicates else set()
+        answer_schema = mutation_schema(self.space, self.opts.reasoning_chars, constrain_pattern=False)
+        call_ids: tuple[int, ...] = ()
+        answer: dict[str, Any] = {}
+        for attempt in range(self.opts.retry_duplicates + 1):
+            reply = self._ask(ctx, messages, temperature)
+            if isinstance(reply, Failure):
+                return Proposal(parent_ids=(parent.id,), notes=notes, failure=reply, llm_call_ids=call_ids)
+            call_ids += (reply.call_id,)
+            parsed = extract_json(reply.text, answer_schema)
+            if isinstance(parsed, Failure):
+                return Proposal(parent_ids=(parent.id,), notes=notes, failure=parsed, llm_call_ids=call_ids)
+            answer, architecture = parsed, str(parsed["architecture"]).strip()
+            if attempt == self.opts.retry_duplicates or not self._evaluated_before(architecture, seen):
+                break
+            retry = ctx.render("rz_retry", architecture=architecture, is_parent=self._same(architecture, parent))
+            messages = [*messages, {"role": "assistant", "content": reply.text}, {"role": "user", "content": retry}]
+        notes.update(strategy_note(reasoning=str(answer["reasoning"]).strip(), retries=attempt))
+        return Proposal(architecture=architecture, parent_ids=(parent.id,), notes=notes, llm_call_ids=call_ids)
+
+    def _ask(self, ctx: Context, messages: list[Message], temperature: float) -> Reply | Failure:
+        """One mutation call; a soft LLM fault becomes an `extraction` failure."""
         schema = mutation_schema(self.space, self.opts.reasoning_chars, constrain_pattern=self.opts.constrain_pattern)
         try:
-            reply = ctx.llm.complete(
+            return ctx.llm.complete(
                 "mutator",
-                self.mutation_messages(ctx, parent),
+                messages,
                 temperature=temperature,
                 top_p=self.opts.top_p,
                 max_tokens=self.opts.max_tokens,
                 response_format=response_format(MUTATION_SCHEMA_NAME, schema),
             )
         except SOFT_LLM_ERRORS as error:
-            failure = Failure(FailureKind.EXTRACTION, f"the LLM call failed: {type(error).__name__}: {error}")
-            return Proposal(parent_ids=(parent.id,), notes=notes, failure=failure)
-        answer_schema = mutation_schema(self.space, self.opts.reasoning_chars, constrain_pattern=False)
-        parsed = extract_json(reply.text, answer_schema)
-        if isinstance(parsed, Failure):
-            return Proposal(parent_ids=(parent.id,), notes=notes, failure=parsed, llm_call_ids=(reply.call_id,))
-        notes["reasoning"] = str(parsed["reasoning"]).strip()
-        return Proposal(
-            architecture=str(parsed["architecture"]).strip(),
-            parent_ids=(parent.id,),
-            notes=notes,
-            llm_call_ids=(reply.call_id,),
-        )
+            return Failure(FailureKind.EXTRACTION, f"the LLM call failed: {type(error).__name__}: {error}")
+
+    def _evaluated_before(self, architecture: str, seen: set[str]) -> bool:
+        return self.space.validate(architecture) is None and self.space.canonical(architecture) in seen
+
+    def _same(self, architecture: str, member: Member) -> bool:
+        return self.space.validate(architecture) is None and self.space.canonical(architecture) == member.architecture
 
     def _reflect(self, ctx: Context) -> tuple[int, ...]:
         """Turn the latest mutation's outcome into a lesson (bounded memory); the call's id, if any."""
