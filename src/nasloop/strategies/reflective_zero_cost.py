@@ -13,9 +13,9 @@ is the mutation operator and a zero-cost proxy is the fitness (METHODS.md sectio
    the parent. Decoding is constrained by the JSON schema (with the space's architecture pattern unless
    `constrain_pattern` is off); the temperature of each call is drawn from `temperatures` with the
    iteration's RNG (the reflection's is `reflection_temperature`, or drawn too when that is None).
-   nasloop's one change to the published method, `retry_duplicates` (0 turns it off): an answer that
-   repeats an architecture the run already evaluated (small models often return the parent or the
-   in-context example unchanged) is sent back once, in the same conversation, asking for another one.
+   A change of nasloop's (`retry_duplicates`; 0 gives the published behaviour): an answer that repeats
+   an architecture the run already evaluated (small models often return the parent or the in-context
+   example unchanged) is sent back once, in the same conversation, asking for another one.
 3. **Evaluation.** The child goes to the engine, which validates it with the space, renders, dedupes and
    scores it with the run's `zero-cost` stage. An answer that is not valid JSON becomes a failed
    proposal of kind `extraction` (nothing to evaluate); an invalid architecture is still proposed, so the
