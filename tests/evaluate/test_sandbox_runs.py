@@ -107,12 +107,12 @@ def test_training_end_to_end_is_scored_by_the_parent(sandbox: Sandbox) -> None:
 @pytest.mark.slow
 def test_pruning_stops_the_child(sandbox: Sandbox) -> None:
     recipe = Recipe(batch_size=8, epochs=5)  # several hundred steps: seconds of training left when pruned
-    started = time.monotonic()
     result = sandbox.run(job(stages=("build", "train"), recipe=recipe), on_progress=lambda step, loss: step >= 20)
     assert result.state is State.PRUNED and result.failure is None
     assert result.metrics["pruned_at_step"] == 20
     assert result.curve[0] == (10, pytest.approx(result.curve[0][1])) and result.stage == "train"
-    assert time.monotonic() - started < 10
+    # stopped promptly: far short of its several hundred steps (a step count, not a wall-clock bound)
+    assert result.curve[-1][0] < 100
     assert sandbox.run(job()).state is State.COMPLETE
 
 

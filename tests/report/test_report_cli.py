@@ -108,13 +108,13 @@ def test_watch_regenerates_while_the_run_grows_and_stops_on_ctrl_c(feedback_run,
         assert "0.9000" in output.read_text()  # the new best
     finally:
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert "stopped watching" in err and "18 candidates: wrote" in out
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".live.html")]  # no temporary left
 
 
-def _wait_for(condition, timeout_s: float = 30.0) -> bool:
+def _wait_for(condition, timeout_s: float = 120.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
