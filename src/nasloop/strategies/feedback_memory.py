@@ -97,7 +97,7 @@ def filter_suggestion(text: str) -> tuple[str, list[str]]:
 
 def prompt_messages(ctx: Context, template: str, task: Task, **context: Any) -> list[Message]:
     """System and user messages from `template` and `template_system`; every prompt variable has a default."""
-    values = {"best": None, "current": None, "suggestion": "", "repair": "", "memory": [], "failed": False}
+    values: dict[str, Any] = {"best": None, "current": None, "suggestion": "", "repair": "", "memory": [], "failed": False}
     values.update(context)
     return [
         {"role": "system", "content": ctx.render(f"{template}_system").strip()},
@@ -121,7 +121,7 @@ class FeedbackMemory(Strategy):
         self.opts: FeedbackMemoryOptions = options
         self.best: dict[str, Any] | None = None  # {id, code, score}
         self.current: dict[str, Any] | None = None  # {id, code, outcome, failure, repair_of}
-        self.memory: list[dict[str, str]] = []  # {problem, suggestion, outcome}
+        self.memory: list[dict[str, Any]] = []  # {problem, suggestion, outcome, candidate}
         self.pending: dict[str, str] | None = None  # the suggestion the latest proposal applied
 
     # -- prompts ------------------------------------------------------------------------------------
