@@ -8,17 +8,17 @@ EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
 
 
 def test_unknown_top_level_key_is_named():
-    with pytest.raises(ConfigError, match="strategee: unknown key"):
+    with pytest.raises(ConfigError, match=r"strategee: unknown key"):
         build_config({"strategee": "x"})
 
 
 def test_unknown_nested_key_is_named():
-    with pytest.raises(ConfigError, match="budget.iteration: unknown key"):
+    with pytest.raises(ConfigError, match=r"budget\.iteration: unknown key"):
         build_config({"budget": {"iteration": 3}})
 
 
 def test_bad_value_is_named():
-    with pytest.raises(ConfigError, match="dataset.val_fraction"):
+    with pytest.raises(ConfigError, match=r"dataset\.val_fraction"):
         build_config({"dataset": {"val_fraction": 2}})
 
 

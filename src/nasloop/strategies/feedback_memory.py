@@ -97,7 +97,14 @@ def filter_suggestion(text: str) -> tuple[str, list[str]]:
 
 def prompt_messages(ctx: Context, template: str, task: Task, **context: Any) -> list[Message]:
     """System and user messages from `template` and `template_system`; every prompt variable has a default."""
-    values: dict[str, Any] = {"best": None, "current": None, "suggestion": "", "repair": "", "memory": [], "failed": False}
+    values: dict[str, Any] = {
+        "best": None,
+        "current": None,
+        "suggestion": "",
+        "repair": "",
+        "memory": [],
+        "failed": False,
+    }
     values.update(context)
     return [
         {"role": "system", "content": ctx.render(f"{template}_system").strip()},
