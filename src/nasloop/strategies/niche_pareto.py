@@ -606,7 +606,10 @@ class NichePareto(Strategy):
             niche_rule=self.partition.rules[niche.name],
             positive=list(niche.positive),
             negative=list(niche.negative),
-            parents=[(member.architecture, self._describe_values(member)) for member in parents],
+            parents=[
+                (member.architecture, self._describe_values(member), self.partition.explain(member.architecture))
+                for member in parents
+            ],
             operation=operation,
             can_cross=len(parents) >= 2,
             rejected=list(rejected),
