@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -73,8 +75,12 @@ def _watch(args: argparse.Namespace) -> int:
     print(f"watching {args.run_dir}: {output} is regenerated every {args.watch:g} s; Ctrl-C stops", file=sys.stderr)
     seen: tuple[int, float, int] | None = None
     warned = False
+    # Ctrl-C sets a flag instead of raising: a KeyboardInterrupt that lands inside a garbage-collector
+    # callback (matplotlib makes many) is swallowed by Python, and the loop would never end.
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     try:
-        while True:
+        while not stop.is_set():
             fingerprint = run_fingerprint(args.run_dir)
             if fingerprint != seen:
                 files = write_report(
@@ -85,10 +91,11 @@ def _watch(args: argparse.Namespace) -> int:
                 if files.png_skipped and not warned:
                     print(f"note: {files.png_skipped}", file=sys.stderr)
                     warned = True
-            time.sleep(args.watch)
-    except KeyboardInterrupt:
-        print("stopped watching", file=sys.stderr)
-        return EXIT_OK
+            stop.wait(args.watch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print("stopped watching", file=sys.stderr)
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------------------------------
