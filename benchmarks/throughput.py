@@ -12,9 +12,12 @@ Fashion-MNIST subset with the same iteration budget and seed:
 
 The model is loaded and warmed once, before any timing, and shared by every mode; each mode's sandbox
 workers are started before its clock starts. For each mode it prints candidates per hour, the wall
-time, how busy the LLM and the workers were (their summed time over the wall time: above 1 means they
-overlapped), the mean staleness and the valid rate, then the speed-up of each mode over `sequential`.
-The machine's load average is printed with every run, because a shared CPU changes every number.
+time, how busy the LLM and the workers were (their summed time over the wall time), their `overlap`
+(the sum of both: at most 1 without overlap, up to 1 + workers with it), the mean staleness, the valid
+rate, the LLM's decoding speed, then the speed-up of each mode over `sequential`. The machine's load
+average is printed with every run: on a shared CPU the LLM's speed changes with the load, and a
+speed-up is only a pipelining speed-up when the LLM ran at a similar speed in both modes and the
+candidates trained (workers busy well above 0).
 
     python benchmarks/throughput.py [--model qwen2.5-coder-0.5b|qwen2.5-coder-1.5b] [--iterations 4]
         [--train-subset 10000] [--modes sequential,pipelined,pipelined-2-workers] [--out DIR] [--json]
@@ -85,6 +88,7 @@ def run_mode(mode: str, args: argparse.Namespace, backend: LLMBackend, out: Path
     wall = time.perf_counter() - started
     history = engine.history
     evaluation_s = sum(record.timings.get("total_s", 0.0) for record in history)
+    llm = summary.llm_totals
     row = {
         "mode": mode,
         "workers": config.executor.workers,
@@ -92,8 +96,10 @@ def run_mode(mode: str, args: argparse.Namespace, backend: LLMBackend, out: Path
         "iterations": summary.iterations,
         "wall_s": wall,
         "candidates_per_hour": summary.iterations * 3600 / wall,
-        "llm_busy": summary.llm_totals["latency_s"] / wall,
+        "llm_busy": llm["latency_s"] / wall,
         "workers_busy": evaluation_s / wall,
+        "overlap": (llm["latency_s"] + evaluation_s) / wall,
+        "llm_tokens_per_s": llm["completion_tokens"] / llm["latency_s"] if llm["latency_s"] else 0.0,
         "mean_staleness": sum(record.staleness for record in history) / max(1, len(history)),
         "valid_rate": summary.valid_rate,
         "best_val_acc": summary.best.metrics.get("val_acc") if summary.best else None,
@@ -107,15 +113,16 @@ def run_mode(mode: str, args: argparse.Namespace, backend: LLMBackend, out: Path
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
     header = (
-        f"{'mode':<22}{'cand/h':>8}{'wall s':>9}{'LLM busy':>10}{'workers busy':>14}{'stale':>7}"
-        f"{'valid':>7}{'best val':>10}{'load':>12}"
+        f"{'mode':<22}{'cand/h':>8}{'wall s':>9}{'LLM busy':>10}{'workers busy':>14}{'overlap':>9}{'stale':>7}"
+        f"{'valid':>7}{'best val':>10}{'LLM tok/s':>11}{'load':>12}"
     )
     lines = [header]
     for row in rows:
         best = f"{row['best_val_acc']:.3f}" if row["best_val_acc"] is not None else "-"
         lines.append(
             f"{row['mode']:<22}{row['candidates_per_hour']:>8.1f}{row['wall_s']:>9.0f}{row['llm_busy']:>10.2f}"
-            f"{row['workers_busy']:>14.2f}{row['mean_staleness']:>7.2f}{row['valid_rate']:>7.2f}{best:>10}"
+            f"{row['workers_busy']:>14.2f}{row['overlap']:>9.2f}{row['mean_staleness']:>7.2f}"
+            f"{row['valid_rate']:>7.2f}{best:>10}{row['llm_tokens_per_s']:>11.1f}"
             f"{row['load_before']:>6.1f}→{row['load_after']:<5.1f}"
         )
     base = next((row for row in rows if row["mode"] == "sequential"), None)
@@ -124,6 +131,8 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
             if row is not base:
                 ratio = row["candidates_per_hour"] / base["candidates_per_hour"]
                 lines.append(f"speed-up {row['mode']} / sequential: {ratio:.2f}x")
+    if all(row["workers_busy"] < 0.05 for row in rows):
+        lines.append("no candidate trained long enough to overlap: the ratios measure the LLM's speed, not pipelining")
     return "\n".join(lines)
 
 
@@ -137,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="directory for the runs (default: a temporary one)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--table", type=Path, help="print the table of a results.json written earlier, and stop")
     args = parser.parse_args(argv)
+    if args.table is not None:
+        print(format_rows(json.loads(args.table.read_text())))
+        return 0
     modes = args.modes.split(",")
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown:
