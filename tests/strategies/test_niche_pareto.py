@@ -14,6 +14,7 @@ from nasloop.hardware.lookup import LatencyNotFound
 from nasloop.llm.scripted import ScriptedBackend
 from nasloop.objectives import pareto_front
 from nasloop.prompts import render
+from nasloop.spaces.macro import MacroSpace
 from nasloop.spaces.nb201 import NB201Space, neighbors
 from nasloop.store.sqlite import CandidateRecord
 from nasloop.strategies.base import Context, Observation, Reply, Task
@@ -152,6 +153,25 @@ def test_cost_bins_partition_by_analytic_parameters():
         expected = 0 if params < 200_000 else 1 if params < 500_000 else 2
         assert binned.partition.niche_of(architecture) == binned.partition.names[expected]
     assert "analytic count on 1x8x8 inputs" in binned.partition.rules["params<200,000"]
+
+
+def test_the_macro_space_is_searched_in_its_own_niches_without_an_llm():
+    macro = MacroSpace(in_shape=TASK.in_shape, num_classes=TASK.num_classes)
+    subject = NichePareto(NicheParetoOptions(initial_per_niche=1, llm=False), TASK, space=macro)
+    assert subject.partition.names == macro.niches()
+    history, operations = [], []
+    for turn in range(2 * len(macro.niches())):  # generation 0, then one child per niche
+        ctx = Context(llm=ScriptedLLM(), history=tuple(history), rng=random.Random(turn), iteration=turn,
+                      task=TASK, render=render, space=macro)  # fmt: skip
+        (proposal,) = subject.propose(ctx)
+        assert proposal.failure is None and macro.validate(proposal.architecture) is None
+        assert macro.niche(macro.canonical(proposal.architecture)) == proposal.notes["niche"]
+        cost = macro.cost(proposal.architecture, TASK.in_shape, TASK.num_classes)
+        metrics = {"naswot": 100.0 + turn, "latency_ms": cost.flops / 1e6}
+        history.append(observe(subject, proposal, turn + 1, metrics))
+        operations.append(proposal.notes["operation"])
+    assert operations[: len(macro.niches())] == ["initial"] * len(macro.niches())
+    assert set(operations[len(macro.niches()) :]) <= {"mutation", "crossover", "random"}
 
 
 @pytest.mark.parametrize(
