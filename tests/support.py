@@ -12,7 +12,7 @@ from nasloop.candidate import EvalResult, FailureKind, State
 from nasloop.evaluate.job import EvalJob
 from nasloop.executors.base import Executor, ProgressCallback
 
-GOOD_NET = '''
+GOOD_NET = """
 import torch
 import torch.nn as nn
 
@@ -31,9 +31,9 @@ class Net(nn.Module):
     def forward(self, x):
         x = self.features(x)
         return self.head(torch.flatten(x, 1))
-'''
+"""
 
-SHAPE_BROKEN_NET = '''
+SHAPE_BROKEN_NET = """
 import torch.nn as nn
 
 
@@ -44,7 +44,7 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.head(x.flatten(1))
-'''
+"""
 
 
 def good_net(width: int = 8) -> str:
@@ -74,8 +74,12 @@ class FakeExecutor(Executor):
         score = 0.5 + digest[0] / 1000
         curve = [(step, 2.0 - step / 100) for step in range(0, 101, 10)]
         future.set_result(
-            EvalResult(State.COMPLETE, metrics={"val_acc": score, "test_acc": score - 0.01, "params": 100.0},
-                       curve=curve, stage="train")
+            EvalResult(
+                State.COMPLETE,
+                metrics={"val_acc": score, "test_acc": score - 0.01, "params": 100.0},
+                curve=curve,
+                stage="train",
+            )
         )
         return future
 

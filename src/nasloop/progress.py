@@ -19,8 +19,12 @@ class SearchProgress:
 
             total = engine.config.budget.iterations
             self.bar = tqdm(
-                total=total, initial=min(engine.iterations_done, total or engine.iterations_done),
-                desc=f"{engine.config.strategy}", unit="it", file=sys.stderr, dynamic_ncols=True,
+                total=total,
+                initial=min(engine.iterations_done, total or engine.iterations_done),
+                desc=f"{engine.config.strategy}",
+                unit="it",
+                file=sys.stderr,
+                dynamic_ncols=True,
             )
             self._refresh()
 

@@ -14,15 +14,24 @@ from nasloop.store import CandidateRecord, RunDir, RunStore
 
 
 def one_shot_config(**extra):
-    data = {"strategy": "one-shot", "dataset": {"name": "digits"}, "budget": {"iterations": 3},
-            "llm": {"backend": "scripted", "model": "scripted"}}
+    data = {
+        "strategy": "one-shot",
+        "dataset": {"name": "digits"},
+        "budget": {"iterations": 3},
+        "llm": {"backend": "scripted", "model": "scripted"},
+    }
     data.update(extra)
     return build_config(data)
 
 
 def start(tmp_path, answers, config=None, executor=None):
-    return Engine.start(config or one_shot_config(), tmp_path / "run", backend=ScriptedBackend(answers=answers),
-                        executor=executor or FakeExecutor(), progress=False)
+    return Engine.start(
+        config or one_shot_config(),
+        tmp_path / "run",
+        backend=ScriptedBackend(answers=answers),
+        executor=executor or FakeExecutor(),
+        progress=False,
+    )
 
 
 RENAMED = good_net(8).replace("features", "body").replace("channels", "c_in") + "\n# a comment\n"
@@ -89,8 +98,12 @@ def test_resume_continues_without_reusing_ids_or_reevaluating(tmp_path):
     with pytest.raises(SearchAborted):
         engine.run()
     executor = FakeExecutor()
-    resumed = Engine.resume(tmp_path / "run", backend=ScriptedBackend(answers=[fenced(good_net(w)) for w in (9, 10)]),
-                            executor=executor, progress=False)
+    resumed = Engine.resume(
+        tmp_path / "run",
+        backend=ScriptedBackend(answers=[fenced(good_net(w)) for w in (9, 10)]),
+        executor=executor,
+        progress=False,
+    )
     summary = resumed.run()
     assert [c.id for c in resumed.history] == [1, 2, 3]
     assert len(executor.jobs) == 2 and summary.iterations == 3
@@ -128,8 +141,12 @@ def test_pruner_stops_a_clearly_worse_curve():
 def test_pruning_is_off_in_the_paper_protocol():
     pruner = Pruner(build_config({"protocol": "paper"}))
     curve = [(0, 1.0), (100, 0.5)]
-    pruner.update([CandidateRecord(id=i, iteration=i, state=State.COMPLETE, metrics={"test_acc": 0.5}, curve=curve)
-                   for i in range(5)])
+    pruner.update(
+        [
+            CandidateRecord(id=i, iteration=i, state=State.COMPLETE, metrics={"test_acc": 0.5}, curve=curve)
+            for i in range(5)
+        ]
+    )
     assert pruner.callback() is None
 
 
@@ -145,8 +162,9 @@ def test_show_json_lists_best_first(tmp_path, capsys):
 
 def test_space_is_told_the_runs_shape_classes_and_budget(tmp_path):
     config = one_shot_config(space="macro", limits={"max_params": 50_000}, space_options={"max_layers": 12})
-    engine = Engine.start(config, tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=FakeExecutor(),
-                          progress=False)
+    engine = Engine.start(
+        config, tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=FakeExecutor(), progress=False
+    )
     assert engine.space.in_shape == (1, 8, 8) and engine.space.num_classes == 10
     assert engine.space.max_params == 50_000 and engine.space.max_layers == 12
 
@@ -154,8 +172,9 @@ def test_space_is_told_the_runs_shape_classes_and_budget(tmp_path):
 def test_unknown_space_option_is_named(tmp_path):
     config = one_shot_config(space="nb201", space_options={"widht": 3})
     with pytest.raises(ValueError, match="no option widht"):
-        Engine.start(config, tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=FakeExecutor(),
-                     progress=False)
+        Engine.start(
+            config, tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=FakeExecutor(), progress=False
+        )
 
 
 def test_finalists_are_evaluated_once_with_their_own_stages(tmp_path):
@@ -168,8 +187,12 @@ def test_finalists_are_evaluated_once_with_their_own_stages(tmp_path):
             return [Proposal(code=best.code, stages=("static", "build", "train"), final_of=best.id)]
 
     executor = FakeExecutor()
-    engine = start(tmp_path, [fenced(good_net(w)) for w in (8, 9)], config=one_shot_config(budget={"iterations": 2}),
-                   executor=executor)
+    engine = start(
+        tmp_path,
+        [fenced(good_net(w)) for w in (8, 9)],
+        config=one_shot_config(budget={"iterations": 2}),
+        executor=executor,
+    )
     engine.strategy = WithFinal(engine.strategy.options, engine.task)
     summary = engine.run()
     assert summary.iterations == 2 and len(engine.history) == 3
@@ -177,8 +200,9 @@ def test_finalists_are_evaluated_once_with_their_own_stages(tmp_path):
     assert final.notes["final_of"] in (1, 2) and final.state is State.COMPLETE  # not a duplicate
     assert executor.jobs[-1].stages == ("static", "build", "train")
     # a resumed run does not finalize twice
-    resumed = Engine.resume(tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=FakeExecutor(),
-                            progress=False)
+    resumed = Engine.resume(
+        tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=FakeExecutor(), progress=False
+    )
     resumed.strategy = WithFinal(resumed.strategy.options, resumed.task)
     resumed.run()
     assert len(resumed.history) == 3

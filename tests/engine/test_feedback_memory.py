@@ -37,13 +37,17 @@ class Model:
 def run(tmp_path, model, iterations=4, **options):
     config = build_config(
         {
-            "strategy": "feedback-memory", "strategy_options": options, "dataset": {"name": "digits"},
-            "budget": {"iterations": iterations}, "llm": {"backend": "scripted", "model": "scripted"},
+            "strategy": "feedback-memory",
+            "strategy_options": options,
+            "dataset": {"name": "digits"},
+            "budget": {"iterations": iterations},
+            "llm": {"backend": "scripted", "model": "scripted"},
         }
     )
     executor = FakeExecutor()
-    engine = Engine.start(config, tmp_path / "run", backend=ScriptedBackend(answers=model), executor=executor,
-                          progress=False)
+    engine = Engine.start(
+        config, tmp_path / "run", backend=ScriptedBackend(answers=model), executor=executor, progress=False
+    )
     return engine, engine.run(), executor
 
 
@@ -130,11 +134,16 @@ def test_unknown_option_is_an_error(tmp_path):
 def test_one_shot_calls_only_the_generator(tmp_path):
     model = Model()
     config = build_config(
-        {"strategy": "one-shot", "dataset": {"name": "digits"}, "budget": {"iterations": 3},
-         "llm": {"backend": "scripted", "model": "scripted"}}
+        {
+            "strategy": "one-shot",
+            "dataset": {"name": "digits"},
+            "budget": {"iterations": 3},
+            "llm": {"backend": "scripted", "model": "scripted"},
+        }
     )
-    engine = Engine.start(config, tmp_path / "run", backend=ScriptedBackend(answers=model), executor=FakeExecutor(),
-                          progress=False)
+    engine = Engine.start(
+        config, tmp_path / "run", backend=ScriptedBackend(answers=model), executor=FakeExecutor(), progress=False
+    )
     summary = engine.run()
     assert summary.iterations == 3 and {role for role, _ in model.prompts} == {"generator"}
     assert all("Best model so far" not in text for _, text in model.prompts)

@@ -64,8 +64,17 @@ def test_kill_9_then_resume_loses_nothing_stored(tmp_path):
     answers = [fenced(good_net(width)) for width in range(8, 20)]
     config = write_config(tmp_path, answers, iterations=5)
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "nasloop.cli", "search", "--config", str(config), "--run-dir", str(run_dir),
-               "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "nasloop.cli",
+        "search",
+        "--config",
+        str(config),
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+    ]
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     store_path = RunDir(run_dir).store_path
     deadline = time.monotonic() + 240

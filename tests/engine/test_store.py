@@ -55,9 +55,17 @@ def test_llm_calls_and_totals(tmp_path):
     with RunStore(tmp_path / "run.sqlite") as store:
         for tokens in (10, 20):
             store.add_llm_call(
-                role="generator", iteration=0, model="m", messages=[{"role": "user", "content": "hi"}],
-                request={"seed": 1}, completion="ok", error=None, prompt_tokens=tokens, completion_tokens=5,
-                latency_s=0.5, cost_usd=0.01,
+                role="generator",
+                iteration=0,
+                model="m",
+                messages=[{"role": "user", "content": "hi"}],
+                request={"seed": 1},
+                completion="ok",
+                error=None,
+                prompt_tokens=tokens,
+                completion_tokens=5,
+                latency_s=0.5,
+                cost_usd=0.01,
             )
         totals = store.llm_totals()
         calls = store.llm_calls()

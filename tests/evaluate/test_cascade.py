@@ -25,15 +25,32 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 
 
 def job(limits: Limits, proxies: tuple[str, ...] = ("synflow", "naswot")) -> EvalJob:
-    return EvalJob(code=good_net(16), dataset=DatasetSpec(name="digits"), limits=limits, stages=STAGES,
-                   proxies=proxies, measure=MEASURE)
+    return EvalJob(
+        code=good_net(16),
+        dataset=DatasetSpec(name="digits"),
+        limits=limits,
+        stages=STAGES,
+        proxies=proxies,
+        measure=MEASURE,
+    )
 
 
 def test_every_stage_fills_its_metrics(sandbox: Sandbox) -> None:
     result = sandbox.run(job(Limits(timeout_s=120)))
     assert result.state is State.COMPLETE, result.failure
-    for name in ("params", "flops", "latency_ms", "latency_b8_ms", "throughput_ips", "energy_j", "co2_g",
-                 "synflow", "naswot", "val_acc", "train_energy_j"):
+    for name in (
+        "params",
+        "flops",
+        "latency_ms",
+        "latency_b8_ms",
+        "throughput_ips",
+        "energy_j",
+        "co2_g",
+        "synflow",
+        "naswot",
+        "val_acc",
+        "train_energy_j",
+    ):
         assert name in result.metrics, name
     assert result.metrics["synflow"] > 0
     assert result.info["hardware"]["energy_j"]  # says whether energy was measured or estimated
