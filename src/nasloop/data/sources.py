@@ -7,6 +7,7 @@ sources in `nasloop.data.cache` and `nasloop.data.splits`.
 
 from __future__ import annotations
 
+import abc
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -58,7 +59,7 @@ class RawDataset:
             raise DatasetError(f"{name}: train images {self.train_x.shape[1:]} vs test {self.test_x.shape[1:]}")
 
 
-class DatasetSource:
+class DatasetSource(abc.ABC):
     """A dataset nasloop can load, registered by name in `nasloop.registry.datasets`.
 
     Contract for subclasses: set `name`, `files` (the official files `fetch` downloads into a root),
@@ -120,8 +121,9 @@ class DatasetSource:
                 download(mirror_url(remote.url, mirror), dest, remote.checksum, progress=progress)
         return target
 
+    @abc.abstractmethod
     def decode(self, root: Path) -> RawDataset:
-        raise NotImplementedError
+        """Read the official files under `root` into a `RawDataset` (train and test splits)."""
 
 
 def mirror_url(url: str, mirror: str | None) -> str:
