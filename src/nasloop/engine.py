@@ -551,8 +551,9 @@ class Engine:
             dataset=self.config.dataset,
             recipe=self.config.recipe,
             limits=self.config.limits,
-            stages=self.config.stages,
+            stages=proposal.stages or self.config.stages,
             proxies=self.config.proxies,
+            measure=self.config.measure,
             seed=derived_seed(self.config.seed, "evaluation"),
         )
         future = executor.submit(job, self.pruner.callback())

@@ -354,7 +354,6 @@ def test_finalist_proposals_ask_for_training_and_skip_trained_candidates(tmp_pat
     assert best.id not in {p.final_of for p in engine.strategy.finalize(ctx)}
 
 
-@pytest.mark.xfail(reason="Engine._submit builds every EvalJob with config.stages and ignores Proposal.stages")
 def test_finalist_jobs_run_the_final_stages(tmp_path):
     _, _, executor = run(tmp_path, Model(), config(iterations=6, final_top_k=1))
     assert executor.jobs[-1].stages == ("static", "build", "train")
