@@ -184,7 +184,7 @@ def test_finalists_are_evaluated_once_with_their_own_stages(tmp_path):
     class WithFinal(OneShot):
         def finalize(self, ctx):
             best = max((c for c in ctx.history if c.state is State.COMPLETE), key=lambda c: c.metrics["val_acc"])
-            return [Proposal(code=best.code, stages=("static", "build", "train"), final_of=best.id)]
+            return [Proposal(code=best.code, stages=("build", "train"), final_of=best.id)]
 
     executor = FakeExecutor()
     engine = start(
@@ -198,7 +198,7 @@ def test_finalists_are_evaluated_once_with_their_own_stages(tmp_path):
     assert summary.iterations == 2 and len(engine.history) == 3
     final = engine.history[-1]
     assert final.notes["final_of"] in (1, 2) and final.state is State.COMPLETE  # not a duplicate
-    assert executor.jobs[-1].stages == ("static", "build", "train")
+    assert executor.jobs[-1].stages == ("build", "train")  # the proposal's stages, not the run's
     # a resumed run does not finalize twice
     resumed = Engine.resume(
         tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=FakeExecutor(), progress=False
