@@ -101,10 +101,7 @@ class ReflectiveZeroCostOptions(FinalizeOptions):
     proxy: str = Field(default="synflow", description="registered zero-cost proxy used as the fitness")
     population_size: int = Field(default=100, ge=2, description="N (100 for NB201 in RZ-NAS, 256 for larger)")
     initial_batch_size: int = Field(
-        default=8,
-        ge=1,
-        description="random initial members per proposal batch (evaluated in parallel by the executor); keep "
-        "it well below the iteration budget, as the engine counts a queued batch against the budget",
+        default=8, ge=1, description="random initial members per proposal batch (evaluated in parallel)"
     )
     tournament_size: int = Field(default=1, ge=1, description="1: uniform parent; k: best of k uniform draws")
     reflection: bool = Field(default=True, description="False: the no-reflection ablation")
