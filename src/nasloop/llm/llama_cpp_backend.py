@@ -237,7 +237,7 @@ class LlamaCppBackend(LLMBackend):
             return llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
         try:
             return llama_grammar.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-        except (ValueError, RuntimeError, KeyError, NotImplementedError) as error:
+        except (ValueError, RuntimeError, KeyError, NotImplementedError, AssertionError) as error:
             raise LLMConfigError(f"the response_format schema cannot be turned into a grammar: {error}") from None
 
     def _generate(self, generation: _Generation, tokens: list[int], **sampling: Any) -> str:
