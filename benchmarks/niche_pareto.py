@@ -9,7 +9,8 @@ batch-1 latency (the sandbox's `hardware` stage, minimised). Variants:
   per niche and generation (`--model`, the embedded qwen2.5-coder-0.5b by default);
 * `no-partition`: the same with one niche (`partition: false`);
 * `no-llm`: the six niches with random mutation/crossover of Pareto parents (`llm: false`);
-* `random`: the `random` strategy (uniform cells, never repeating one).
+* `random`: the `random` strategy (uniform cells, never repeating one);
+* `no-llm-no-partition` (on request): random operators in one niche, the partitioning alone.
 
 Every variant gets `--initial-per-niche` x 6 random initial cells plus `--generations` x 6 children, so the
 same number of evaluations. Each distinct cell is evaluated once per seed through the real sandbox (the
@@ -62,6 +63,8 @@ from nasloop.objectives import (
 from nasloop.store import CandidateRecord, RunStore
 
 VARIANTS = ("niche-pareto", "no-partition", "no-llm", "random")
+# Also runnable: "no-llm-no-partition", which isolates the partitioning without an LLM.
+LLM_VARIANTS = ("niche-pareto", "no-partition")
 NICHES = 6
 REFERENCE_POINT = 1.1
 # Latency timed at batch 1 only, few repeats: the figure the objective uses, at a cost a shared CPU affords.
@@ -98,9 +101,9 @@ def run_config(args: argparse.Namespace, variant: str, seed: int) -> SearchConfi
     """One variant's run; everything but the strategy and its options is shared."""
     iterations = NICHES * (args.initial_per_niche + args.generations)
     options: dict[str, Any] = {"predictor": args.proxy, "initial_per_niche": args.initial_per_niche}
-    if variant == "no-partition":
+    if variant in ("no-partition", "no-llm-no-partition"):
         options["partition"] = False
-    if variant == "no-llm":
+    if variant in ("no-llm", "no-llm-no-partition"):
         options["llm"] = False
     strategy = "niche-pareto"
     if variant == "random":
@@ -231,7 +234,7 @@ def run_seed(args: argparse.Namespace, seed: int, variants: list[str], out: Path
     runs: dict[str, dict[str, Any]] = {}
     try:
         for variant in variants:
-            uses_llm = variant in ("niche-pareto", "no-partition")
+            uses_llm = variant in LLM_VARIANTS
             if uses_llm and seed not in args.llm_seeds:
                 continue
             print(f"seed {seed}: {variant} ...", file=sys.stderr, flush=True)
@@ -245,7 +248,7 @@ def run_seed(args: argparse.Namespace, seed: int, variants: list[str], out: Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds")
-    parser.add_argument("--llm-seeds", default=None, help="seeds that also run the LLM variants (default: all)")
+    parser.add_argument("--llm-seeds", default=None, help="seeds that run the LLM variants (default: all; '': none)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--generations", type=int, default=2, help="generations after the initial population")
     parser.add_argument("--initial-per-niche", type=int, default=2)
@@ -259,11 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     seeds = [int(seed) for seed in args.seeds.split(",")]
-    args.llm_seeds = seeds if args.llm_seeds is None else [int(seed) for seed in args.llm_seeds.split(",")]
+    chosen = args.llm_seeds
+    args.llm_seeds = seeds if chosen is None else [int(seed) for seed in chosen.split(",") if seed.strip()]
     variants = args.variants.split(",")
     out = args.out or Path(tempfile.mkdtemp(prefix="nasloop-bench-niche-"))
     backend = None
-    if any(variant in ("niche-pareto", "no-partition") for variant in variants) and args.llm_seeds:
+    if any(variant in LLM_VARIANTS for variant in variants) and args.llm_seeds:
         from nasloop.llm import make_backend
 
         backend = make_backend(run_config(args, "niche-pareto", seeds[0]).llm)  # loaded once for every run

@@ -297,6 +297,15 @@ def test_objectives_come_from_the_options_then_the_run():
     assert [str(o) for o in from_run.objectives] == ["val_acc:max", "flops:min"]
 
 
+def test_a_network_whose_proxy_could_not_be_computed_stays_out_of_the_archive():
+    subject = strategy()
+    proposal = subject.propose(context())[0]
+    error = "naswot: the activation-code kernel is singular: some inputs share an activation pattern"
+    observe(subject, proposal, 1, {"latency_ms": 0.5}, info={"proxy_errors": {"naswot": error}})
+    niche = subject.niches[proposal.notes["niche"]]
+    assert niche.members == [] and "without a score: naswot: naswot: the activation-code" in niche.recent[0]["outcome"]
+
+
 def test_a_completed_candidate_without_the_predictor_proxy_stops_the_run_with_advice():
     subject = strategy()
     proposal = subject.propose(context())[0]

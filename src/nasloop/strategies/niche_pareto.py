@@ -906,6 +906,9 @@ class NichePareto(Strategy):
             if record.failure is not None:
                 return f"failed ({record.failure.kind.value}): {record.failure.message[:300]}"
             return f"ended as {record.state.value}"
+        unscored = self._proxy_failures(record)
+        if unscored:
+            return f"completed, but without a score: {unscored}"
         member = self._member(niche, proposal, record)
         if record.state is State.DUPLICATE or any(m.architecture == member.architecture for m in niche.members):
             return f"the same network as candidate {record.duplicate_of or 'evaluated before'}"
@@ -916,6 +919,13 @@ class NichePareto(Strategy):
             return f"{values}; infeasible: {'; '.join(broken)}"
         on_front = any(m.id == member.id for m in self.front(niche.name))
         return f"{values}; {'joined the Pareto front of the niche' if on_front else 'dominated in the niche'}"
+
+    def _proxy_failures(self, record: CandidateRecord) -> str:
+        """The evaluator's errors for the needed proxies it could not compute on this network (a NASWOT
+        kernel that is singular, for example): such a candidate stays out of the archive. Empty if none."""
+        errors = record.info.get("proxy_errors") or {}
+        missing = [name for name in self._needed_metrics() if name not in record.metrics and name in errors]
+        return "; ".join(f"{name}: {str(errors[name])[:200]}" for name in missing)
 
     def _member(self, niche: Niche, proposal: Proposal, record: CandidateRecord) -> Member:
         """The archive entry of a completed candidate, with the latency looked up when a table is given."""
