@@ -201,7 +201,7 @@ def mean_and_spread(values: list[float]) -> str:
 def format_table(results: list[dict[str, Any]], variants: list[str]) -> str:
     """Mean ± standard deviation over seeds per variant, then the seeds' rows."""
     lines = [
-        f"{'variant':<14} {'seeds':>5} {'HV':>15} {'IGD':>15} {'front':>6} {'valid':>6} {'LLM calls':>9} {'wall s':>7}"
+        f"{'variant':<20} {'seeds':>5} {'HV':>15} {'IGD':>15} {'front':>6} {'valid':>6} {'LLM calls':>9} {'wall s':>7}"
     ]
     for variant in variants:
         rows = [seed_result for seed_result in results if variant in seed_result["scores"]]
@@ -215,7 +215,7 @@ def format_table(results: list[dict[str, Any]], variants: list[str]) -> str:
         calls = statistics.mean(run["llm_calls"] for run in runs)
         wall = statistics.mean(run["wall_s"] for run in runs)
         lines.append(
-            f"{variant:<14} {len(rows):>5} {mean_and_spread(hv):>15} {mean_and_spread(igd):>15} {front:>6.1f} "
+            f"{variant:<20} {len(rows):>5} {mean_and_spread(hv):>15} {mean_and_spread(igd):>15} {front:>6.1f} "
             f"{valid:>6.0%} {calls:>9.0f} {wall:>7.0f}"
         )
     for row in results:
