@@ -12,7 +12,7 @@ capacity and the strategy allows it (`Strategy.sequential` is False or `executor
 engine thread runs `propose` (the LLM calls) while the executor's threads train, so generation and
 evaluation overlap. Before each `propose` the engine records every evaluation that has finished, so a
 proposal sees all results available at that moment. A sequential strategy has at most `max_stale`
-proposals unobserved when it proposes again; a strategy with a `max_unobserved` attribute (islands: one
+proposals unobserved when it proposes again; a strategy whose `max_unobserved` is set (islands: one
 per island) at most that many. Each candidate records its *staleness*: how many earlier candidates were
 still unobserved when it was proposed.
 """
@@ -300,6 +300,8 @@ class Engine:
             max_params=self.config.limits.max_params,
             recipe=f"{recipe.name} recipe, {recipe.epochs:g} epoch(s)",
             train_images=len(splits.train_y),
+            objectives=tuple(self.config.objectives),
+            constraints=tuple(self.config.constraints),
         )
 
     def _make_space(self) -> Any:
@@ -450,7 +452,7 @@ class Engine:
     def _may_propose(self, in_flight: dict[Future[EvalResult], _InFlight]) -> bool:
         if not in_flight:
             return True
-        limit = getattr(self.strategy, "max_unobserved", None)  # islands: one unobserved proposal per island
+        limit = self.strategy.max_unobserved  # islands: one unobserved proposal per island
         if limit is not None and len(in_flight) >= limit:
             return False
         if self.strategy.sequential and self.config.executor.max_stale == 0:
@@ -622,6 +624,8 @@ class Engine:
         with self.store.transaction():
             self.store.add_candidate(record)
             self.store.save_strategy_state(iteration, self.strategy.state_dict())
+            for name, content in self.strategy.artifacts().items():
+                self.store.put_artifact(name, content)
         self.pruner.update(self.history)
         if code is not None:
             self.run_dir.candidate_file(candidate_id).write_text(code)

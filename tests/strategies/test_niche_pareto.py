@@ -4,7 +4,6 @@ ablations and state, driven through `propose`/`observe` with a scripted LLM."""
 import json
 import math
 import random
-from dataclasses import dataclass
 
 import pytest
 from pydantic import ValidationError
@@ -27,13 +26,6 @@ from nasloop.strategies.niche_pareto import (
 )
 
 TASK = Task("digits", (1, 8, 8), 10)
-
-
-@dataclass(frozen=True)
-class TaskWithObjectives(Task):
-    """A task that carries the run's objectives, as the engine may pass them."""
-
-    objectives: tuple[str, ...] = ()
 
 
 SPACE = NB201Space()
@@ -292,7 +284,7 @@ def test_objectives_come_from_the_options_then_the_run():
     proposal = Proposal(architecture=ONE_CONV, notes={"niche": "conv3x3=1", "operation": "initial"})
     observe(custom, proposal, 1, {"naswot": 300.0, "params": 5e4})  # no latency needed
     assert custom.values(custom.niches["conv3x3=1"].members[0]) == {"val_acc": 300.0, "params": 5e4}
-    task = TaskWithObjectives("digits", (1, 8, 8), 10, objectives=("val_acc:max", "flops:min"))
+    task = Task("digits", (1, 8, 8), 10, objectives=("val_acc:max", "flops:min"))
     from_run = NichePareto(NicheParetoOptions(), task, space=SPACE)
     assert [str(o) for o in from_run.objectives] == ["val_acc:max", "flops:min"]
 

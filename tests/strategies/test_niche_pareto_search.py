@@ -135,6 +135,29 @@ def test_two_generations_call_the_llm_twice_per_niche_and_fill_per_niche_archive
     assert {m.id for m in strategy.union_front()} <= {c.id for c in engine.history if c.state is State.COMPLETE}
 
 
+def test_the_run_store_keeps_the_knowledge_base_and_front_of_every_generation(tmp_path):
+    engine, _ = run(tmp_path, iterations=18, model=Model(), initial_per_niche=1)
+    with RunStore(RunDir(tmp_path / "run").store_path, readonly=True) as store:
+        knowledge = store.artifacts("knowledge_base/")
+        fronts = store.artifacts("pareto/")
+    assert list(knowledge) == [f"knowledge_base/generation-{g:03d}" for g in (0, 1, 2)]
+    assert json.loads(knowledge["knowledge_base/generation-000"])["conv3x3=1"] == {"positive": [], "negative": []}
+    assert json.loads(knowledge["knowledge_base/generation-002"])["conv3x3=1"]["negative"] == ["Avoid none."]
+    last_front = json.loads(fronts["pareto/generation-002"])
+    assert {m["id"] for m in last_front} == {m.id for m in engine.strategy.union_front()}
+    assert all({"val_acc", "latency_ms", "architecture", "niche"} <= set(m) for m in last_front)
+
+
+def test_the_runs_objectives_and_constraints_reach_the_strategy(tmp_path):
+    config = search_config(6, initial_per_niche=1).model_copy(
+        update={"objectives": ("val_acc:max", "params:min"), "constraints": ("params<=1e6",)}
+    )
+    engine = Engine.start(config, tmp_path / "run", backend=None, executor=CellEvaluator(), progress=False)
+    assert engine.task.objectives == ("val_acc:max", "params:min") and engine.task.constraints == ("params<=1e6",)
+    assert [str(o) for o in engine.strategy.objectives] == ["val_acc:max", "params:min"]
+    assert [(c.metric, c.op, c.value) for c in engine.strategy.constraints] == [("params", "<=", 1e6)]
+
+
 def test_no_llm_and_no_partition_variants_run_with_the_same_budget(tmp_path):
     engine, summary = run(tmp_path / "nollm", iterations=14, llm=False)  # no backend: any call would fail
     assert engine.strategy.uses_llm is False and summary.llm_totals["calls"] == 0 and summary.valid == 14

@@ -39,6 +39,9 @@ class Task:
     max_params: int | None = None
     recipe: str = ""
     train_images: int = 0
+    #: the run's objectives ('val_acc:max', ...) and hard constraints ('params<=1e6'), from the config
+    objectives: tuple[str, ...] = ()
+    constraints: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,19 @@ class Strategy(ABC):
         search, with `Proposal.stages` and `Proposal.final_of` set). They do not count as iterations."""
         return []
 
+    @property
+    def max_unobserved(self) -> int | None:
+        """How many proposals may await observation when `propose` is called again (None: no bound
+        beyond the run's `executor.max_stale`); islands allow one per island."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state for resume."""
+        return {}
+
+    def artifacts(self) -> dict[str, str]:
+        """Named texts for people to read (a knowledge base, a front), stored with the state after every
+        `observe`; a name that comes back again replaces the stored text, so name snapshots by generation."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook

@@ -474,7 +474,7 @@ class NichePareto(Strategy):
         self.uses_llm = options.llm  # type: ignore[misc]
         self.objectives: list[Objective] = parse_objectives(",".join(self._objective_texts(options, task)))
         self.constraints: list[Constraint] = parse_constraints(
-            options.constraints or tuple(getattr(task, "constraints", ()) or ())
+            options.constraints or task.constraints
         )
         self.predictor = self._make_predictor(options)
         self.partition = make_partition(space, options, task)
@@ -491,7 +491,7 @@ class NichePareto(Strategy):
     @staticmethod
     def _objective_texts(options: NicheParetoOptions, task: Task) -> tuple[str, ...]:
         """The option, else the run's objectives (when the task carries them), else the default."""
-        return options.objectives or tuple(getattr(task, "objectives", ()) or ()) or DEFAULT_OBJECTIVES
+        return options.objectives or task.objectives or DEFAULT_OBJECTIVES
 
     def _make_predictor(self, options: NicheParetoOptions) -> AccuracyPredictor:
         from nasloop.registry import UnknownNameError, proxies
