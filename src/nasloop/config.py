@@ -50,7 +50,12 @@ class ExecutorConfig(Strict):
     """Where evaluations run."""
 
     name: str = "local"
-    workers: int = Field(default=1, gt=0)
+    workers: int | None = Field(
+        default=None, gt=0, description="parallel evaluations; unset: one per GPU, or one on a CPU-only machine"
+    )
+    recycle_after: int | None = Field(
+        default=None, gt=0, description="replace a local worker process after this many jobs (unset: never)"
+    )
     ray_address: str | None = None
     max_stale: int = Field(default=0, ge=0, description="proposals allowed in flight against a stale history")
     gpus_per_job: float = Field(default=1.0, ge=0)

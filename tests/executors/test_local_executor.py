@@ -63,3 +63,21 @@ def test_one_worker_per_gpu(tmp_path):
         assert [info["gpus"] for info in executor.worker_info()] == [[gpu] for gpu in gpus]
         results = [future.result(timeout=300) for future in [executor.submit(job(i)) for i in range(len(gpus))]]
     assert all(result.state is State.COMPLETE for result in results), [r.failure for r in results]
+
+
+def test_the_config_sets_workers_and_recycling_and_unset_workers_mean_one_per_gpu(tmp_path):
+    from nasloop.config import build_config
+
+    config = build_config({"dataset": {"name": "digits"}, "executor": {"recycle_after": 3}})
+    assert config.executor.workers is None
+    executor = LocalExecutor.from_config(config, work_dir=tmp_path)
+    try:
+        assert executor.recycle_after == 3 and executor.capacity == max(1, len(visible_gpus()))
+    finally:
+        executor.shutdown()
+    config = build_config({"dataset": {"name": "digits"}, "executor": {"workers": 2}})
+    executor = LocalExecutor.from_config(config, work_dir=tmp_path)
+    try:
+        assert executor.capacity == 2 and executor.recycle_after is None
+    finally:
+        executor.shutdown()

@@ -122,10 +122,10 @@ class LocalExecutor(Executor):
     def from_config(cls, config: SearchConfig, *, work_dir: Path) -> LocalExecutor:
         """A pool as configured; `executor.workers` left unset means one worker per GPU on a GPU machine."""
         settings = config.executor
-        workers = settings.workers if "workers" in settings.model_fields_set else None
+        workers = settings.workers
         return cls(
             config.dataset, work_dir=work_dir, workers=workers, gpus_per_job=settings.gpus_per_job,
-            recycle_after=getattr(settings, "recycle_after", None),
+            recycle_after=settings.recycle_after,
         )  # fmt: skip
 
     def wait_ready(self) -> None:

@@ -209,7 +209,7 @@ class RayExecutor(Executor):
         settings = config.executor
         return cls(
             config.dataset, work_dir=work_dir, address=settings.ray_address,
-            workers=settings.workers if "workers" in settings.model_fields_set else None,
+            workers=settings.workers,
             cpus_per_job=settings.cpus_per_job, gpus_per_job=settings.gpus_per_job,
         )  # fmt: skip
 
