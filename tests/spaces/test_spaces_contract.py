@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 
@@ -94,6 +95,16 @@ def test_json_schema_pattern_accepts_samples_and_rejects_garbage(space: SearchSp
     for text in GARBAGE:
         assert not validator.is_valid({"architecture": text}), text
     assert not validator.is_valid({"arch": space.sample(rng)})
+
+
+def test_json_schema_converts_to_a_llama_cpp_grammar(space: SearchSpace) -> None:
+    """The schema goes to grammar converters as is: no `(?:` groups (llama.cpp asserts on them)."""
+    schema = space.json_schema()
+    pattern = schema["properties"]["architecture"].get("pattern", "")
+    assert "(?" not in pattern
+    llama_grammar = pytest.importorskip("llama_cpp.llama_grammar")
+    grammar = llama_grammar.json_schema_to_gbnf(json.dumps(schema))
+    assert "architecture" in grammar
 
 
 def test_describe_teaches_the_format_with_a_valid_example(space: SearchSpace) -> None:

@@ -106,7 +106,10 @@ class SearchSpace(abc.ABC):
 
     @abc.abstractmethod
     def architecture_pattern(self) -> str | None:
-        """A regular expression matching the space's well-formed strings, or None if none fits."""
+        """A regular expression matching the space's well-formed strings, or None if none fits.
+
+        It goes into JSON schemas for constrained decoding, so it keeps to the subset every grammar
+        converter reads: plain groups `( )`, no `(?:`, lookarounds or backreferences."""
 
     def json_schema(self) -> dict[str, Any]:
         """JSON schema of the answer `{"architecture": "<string>"}` used for constrained decoding."""

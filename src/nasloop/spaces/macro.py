@@ -800,8 +800,8 @@ class MacroSpace(SearchSpace):
     def architecture_pattern(self) -> str:
         number = "[1-9][0-9]{0,3}"
         conv = rf"SuperConvK[1357]BNRELU\({number},{number},[12],{number}\)"
-        residual = rf"SuperRes(?:K[357]K[357]|K1K[357]K1|IDWE[1246]K[357])\({number},{number},[12],{number},{number}\)"
-        return f"^(?:{conv}|{residual})+$"
+        residual = rf"SuperRes(K[357]K[357]|K1K[357]K1|IDWE[1246]K[357])\({number},{number},[12],{number},{number}\)"
+        return f"^({conv}|{residual})+$"
 
     def describe(self) -> str:
         budgets = [f"at most {self.max_layers} layers (the sum of all sub_layers)"]

@@ -419,7 +419,7 @@ class NB201Space(SearchSpace):
         return NICHES[min(convolutions, 4) + 1]
 
     def architecture_pattern(self) -> str:
-        operation = "(?:" + "|".join(OPERATIONS) + ")"
+        operation = "(" + "|".join(OPERATIONS) + ")"
         nodes = ["\\|" + "\\|".join(f"{operation}~{source}" for source in range(node)) + "\\|" for node in (1, 2, 3)]
         return "^" + "\\+".join(nodes) + "$"
 

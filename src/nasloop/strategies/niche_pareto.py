@@ -396,12 +396,6 @@ class Niche:
 # ----------------------------------------------------------------------------------------------------
 
 
-def pattern_for_grammar(pattern: str) -> str:
-    """`pattern` with `(?:` written `(`: the same language for a full match, and llama.cpp's
-    JSON-schema-to-grammar converter rejects `(?`."""
-    return pattern.replace("(?:", "(")
-
-
 def knowledge_schema(rules: int, rule_chars: int) -> dict[str, Any]:
     """JSON schema of a knowledge-base answer `{positive: [...], negative: [...]}`."""
     rule_list = {"type": "array", "items": {"type": "string", "maxLength": rule_chars}, "maxItems": rules}
@@ -421,7 +415,7 @@ def evolution_schema(
     architecture: dict[str, Any] = {"type": "string"}
     pattern = space.architecture_pattern() if constrain_pattern else None
     if pattern is not None:
-        architecture["pattern"] = pattern_for_grammar(pattern)
+        architecture["pattern"] = pattern
     return {
         "type": "object",
         "properties": {
@@ -473,9 +467,7 @@ class NichePareto(Strategy):
         # Per instance, so the no-LLM ablation needs no backend; the engine reads the instance attribute.
         self.uses_llm = options.llm  # type: ignore[misc]
         self.objectives: list[Objective] = parse_objectives(",".join(self._objective_texts(options, task)))
-        self.constraints: list[Constraint] = parse_constraints(
-            options.constraints or task.constraints
-        )
+        self.constraints: list[Constraint] = parse_constraints(options.constraints or task.constraints)
         self.predictor = self._make_predictor(options)
         self.partition = make_partition(space, options, task)
         self.latency_table = self._load_latency_table(options, space)

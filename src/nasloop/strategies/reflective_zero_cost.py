@@ -148,19 +148,13 @@ def proxy_definition(name: str) -> str:
     return " ".join(first_paragraph.split())
 
 
-def pattern_for_grammar(pattern: str) -> str:
-    """`pattern` with non-capturing groups `(?:` written `(`: the same language for a full match, and
-    llama.cpp's JSON-schema-to-grammar converter rejects `(?`."""
-    return pattern.replace("(?:", "(")
-
-
 def mutation_schema(space: SearchSpace, reasoning_chars: int, *, constrain_pattern: bool) -> dict[str, Any]:
     """JSON schema of a mutation answer `{reasoning, architecture}` (reasoning first: it is written
     before the architecture it justifies)."""
     architecture: dict[str, Any] = {"type": "string"}
     pattern = space.architecture_pattern() if constrain_pattern else None
     if pattern is not None:
-        architecture["pattern"] = pattern_for_grammar(pattern)
+        architecture["pattern"] = pattern
     return {
         "type": "object",
         "properties": {"reasoning": {"type": "string", "maxLength": reasoning_chars}, "architecture": architecture},
@@ -455,6 +449,5 @@ __all__ = [
     "ReflectiveZeroCostOptions",
     "lesson_schema",
     "mutation_schema",
-    "pattern_for_grammar",
     "proxy_definition",
 ]
