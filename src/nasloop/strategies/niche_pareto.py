@@ -70,10 +70,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from nasloop.candidate import Failure, FailureKind, Proposal, State
-from nasloop.evaluate.job import STAGES, Strict
+from nasloop.evaluate.job import Strict
 from nasloop.llm.base import (
     ContextTooLong,
     DeadlineExceeded,
@@ -87,6 +87,7 @@ from nasloop.registry import strategies
 from nasloop.spaces.base import SearchSpace
 from nasloop.store.sqlite import CandidateRecord
 from nasloop.strategies.base import Context, Observation, Strategy, Task, strategy_note
+from nasloop.strategies.population import FinalStages
 
 if TYPE_CHECKING:
     from nasloop.hardware.lookup import LatencyTable
@@ -159,15 +160,7 @@ class NicheParetoOptions(Strict):
     latency_missing: Literal["error", "measured"] = "error"
     train_front: bool = Field(default=False, description="train the union front once the budget is spent")
     final_max: int | None = Field(default=None, ge=1, description="at most this many front members trained")
-    final_stages: tuple[str, ...] = Field(default=("static", "build", "train"), min_length=1)
-
-    @field_validator("final_stages")
-    @classmethod
-    def _known_stages(cls, stages: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [stage for stage in stages if stage not in STAGES]
-        if unknown:
-            raise ValueError(f"unknown stage(s) {', '.join(unknown)}; the stages are {', '.join(STAGES)}")
-        return stages
+    final_stages: FinalStages = ("static", "build", "train")
 
     @model_validator(mode="after")
     def _consistent(self) -> NicheParetoOptions:

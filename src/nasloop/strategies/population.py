@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from nasloop.candidate import Proposal, State
 from nasloop.evaluate.job import STAGES, Strict
@@ -46,6 +46,18 @@ class MissingMetricError(ValueError):
     produce it. Raised at the first such candidate, so a misconfigured run stops at once."""
 
 
+def known_stages(stages: tuple[str, ...]) -> tuple[str, ...]:
+    """`stages` if every one is an evaluation stage, else a ValueError naming the unknown ones."""
+    unknown = [stage for stage in stages if stage not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; the stages are {', '.join(STAGES)}")
+    return stages
+
+
+#: the stages finalists are evaluated with, checked against the evaluator's stages
+FinalStages = Annotated[tuple[str, ...], Field(min_length=1), AfterValidator(known_stages)]
+
+
 class FinalizeOptions(Strict):
     """Options every population strategy shares: which finalists to evaluate once the budget is spent.
 
@@ -54,15 +66,7 @@ class FinalizeOptions(Strict):
     """
 
     final_top_k: int = Field(default=3, ge=0, description="finalists trained after the search; 0: none")
-    final_stages: tuple[str, ...] = Field(default=("static", "build", "train"), min_length=1)
-
-    @field_validator("final_stages")
-    @classmethod
-    def _known_stages(cls, stages: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [stage for stage in stages if stage not in STAGES]
-        if unknown:
-            raise ValueError(f"unknown stage(s) {', '.join(unknown)}; the stages are {', '.join(STAGES)}")
-        return stages
+    final_stages: FinalStages = ("static", "build", "train")
 
 
 def record_score(record: CandidateRecord, metric: str) -> float | None:
@@ -168,11 +172,13 @@ def final_proposals(history: Sequence[CandidateRecord], metric: str, options: Fi
 
 
 __all__ = [
+    "FinalStages",
     "FinalizeOptions",
     "Member",
     "MissingMetricError",
     "final_proposals",
     "finalists",
+    "known_stages",
     "metric_error",
     "record_score",
     "require_metric",
