@@ -45,3 +45,13 @@ def test_doctor_lists_torch_sandbox_datasets_and_the_embedded_model(capsys):
     assert "model qwen2.5-coder-1.5b" in checks and "llama-cpp-python" in checks
     for check in checks.values():
         assert check["ok"] or check["fix"] or check["name"] == "cuda"
+
+
+def test_the_summary_says_when_candidates_completed_without_the_selection_metric(capsys, tmp_path):
+    from nasloop.cli import _print_summary
+    from nasloop.engine import RunSummary
+
+    _print_summary(RunSummary(tmp_path, 3, 3, 2, None, "val_acc", "iteration budget reached (3)"))
+    assert "2 candidate(s) completed, none with the metric 'val_acc': set `objective`" in capsys.readouterr().out
+    _print_summary(RunSummary(tmp_path, 3, 3, 0, None, "val_acc", "iteration budget reached (3)"))
+    assert "no candidate completed" in capsys.readouterr().out

@@ -78,7 +78,9 @@ def _print_summary(summary: Any) -> None:
     print(f"iterations: {summary.iterations}, valid: {summary.valid} ({100 * summary.valid_rate:.0f}%)")
     tokens = summary.llm_totals.get("prompt_tokens", 0) + summary.llm_totals.get("completion_tokens", 0)
     print(f"LLM: {int(summary.llm_totals.get('calls', 0))} calls, {int(tokens)} tokens")
-    if summary.best is None:
+    if summary.best is None and summary.valid:
+        print(f"{summary.valid} candidate(s) completed, none with the metric {summary.metric!r}: set `objective`")
+    elif summary.best is None:
         print("no candidate completed")
     else:
         best = summary.best

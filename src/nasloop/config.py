@@ -82,7 +82,10 @@ class SearchConfig(Strict):
         description="paper: select on the test split, as the published feedback-memory method does (for "
         "comparison with published numbers only)",
     )
-    objective: str = Field(default="val_acc", description="metric the search maximises")
+    objective: str = Field(
+        default="val_acc",
+        description="metric the search maximises; unset in a run without the train stage: the first proxy",
+    )
     objectives: tuple[str, ...] = Field(default=(), description="multi-objective: 'val_acc:max', 'latency_ms:min'")
     constraints: tuple[str, ...] = Field(default=(), description="hard constraints such as 'params<=1e6'")
     space: str | None = Field(default=None, description="structured search space; None for open code")
@@ -99,6 +102,12 @@ class SearchConfig(Strict):
     def _paper_protocol_means_no_pruning(self) -> SearchConfig:
         if self.protocol == "paper" and self.pruning.enabled:
             return self.model_copy(update={"pruning": self.pruning.model_copy(update={"enabled": False})})
+        return self
+
+    @model_validator(mode="after")
+    def _untrained_runs_select_on_their_proxy(self) -> SearchConfig:
+        if "objective" not in self.model_fields_set and "train" not in self.stages and self.proxies:
+            return self.model_copy(update={"objective": self.proxies[0]})
         return self
 
     @property

@@ -43,6 +43,17 @@ def test_paper_protocol_selects_on_test_and_never_prunes():
     assert build_config({}).selection_metric == "val_acc"
 
 
+def test_a_run_without_training_selects_on_its_first_proxy_unless_told_otherwise(tmp_path):
+    zero_cost = {"stages": ["static", "build", "zero-cost"], "proxies": ["synflow", "naswot"]}
+    config = build_config(zero_cost)
+    assert config.objective == config.selection_metric == "synflow"
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_config(config))
+    assert load_config(path).objective == "synflow"
+    assert build_config({**zero_cost, "objective": "params"}).objective == "params"
+    assert build_config({"proxies": ["synflow"]}).objective == "val_acc"  # trained runs keep val_acc
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
