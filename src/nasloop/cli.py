@@ -149,12 +149,25 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--json", action="store_true", help="one JSON object")
     parser.add_argument("--limit", type=int, default=30, help="rows to print (table only)")
+    parser.add_argument(
+        "--artifact", metavar="NAME", help="print the stored artifacts whose names start with NAME (e.g. pareto/)"
+    )
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     config, store = _open_run(args.run_dir)
     metric = config.selection_metric
     candidates = ranked(store.candidates(), metric)
+    artifacts = store.artifacts()
+    if args.artifact is not None:
+        chosen = {name: text for name, text in artifacts.items() if name.startswith(args.artifact)}
+        if not chosen:
+            known = ", ".join(artifacts) or "none"
+            print(f"error: no artifact named {args.artifact!r}* in {args.run_dir} (stored: {known})", file=sys.stderr)
+            return EXIT_USAGE
+        for name, text in chosen.items():
+            print(f"# {name}\n{text}")
+        return EXIT_OK
     if args.json:
         rows = [
             {
@@ -171,7 +184,13 @@ def cmd_show(args: argparse.Namespace) -> int:
         ]
         print(
             json.dumps(
-                {"run_dir": str(args.run_dir), "metric": metric, "candidates": rows, "llm": store.llm_totals()},
+                {
+                    "run_dir": str(args.run_dir),
+                    "metric": metric,
+                    "candidates": rows,
+                    "llm": store.llm_totals(),
+                    "artifacts": list(artifacts),
+                },
                 indent=2,
             )
         )
@@ -191,6 +210,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         f"\n{len(candidates)} candidates, {valid} complete; LLM {int(totals['calls'])} calls, "
         f"{int(totals['prompt_tokens'] + totals['completion_tokens'])} tokens"
     )
+    if artifacts:
+        names = list(artifacts)
+        shown = ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
+        print(f"{len(names)} artifacts ({shown}); print them with --artifact NAME")
     return EXIT_OK
 
 

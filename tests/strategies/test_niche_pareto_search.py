@@ -148,6 +148,21 @@ def test_the_run_store_keeps_the_knowledge_base_and_front_of_every_generation(tm
     assert all({"val_acc", "latency_ms", "architecture", "niche"} <= set(m) for m in last_front)
 
 
+def test_show_lists_and_prints_the_stored_artifacts(tmp_path, capsys):
+    run(tmp_path, iterations=12, model=Model(), initial_per_niche=1)
+    assert main(["show", str(tmp_path / "run")]) == 0
+    assert (
+        "4 artifacts (knowledge_base/generation-000, knowledge_base/generation-001, pareto/" in capsys.readouterr().out
+    )
+    assert main(["show", str(tmp_path / "run"), "--artifact", "pareto/generation-001"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("# pareto/generation-001\n") and json.loads(printed.split("\n", 1)[1])
+    assert main(["show", str(tmp_path / "run"), "--artifact", "knowledge"]) == 0
+    assert capsys.readouterr().out.count("# knowledge_base/") == 2
+    assert main(["show", str(tmp_path / "run"), "--artifact", "nope"]) == 2
+    assert "no artifact named 'nope'* in" in capsys.readouterr().err
+
+
 def test_the_runs_objectives_and_constraints_reach_the_strategy(tmp_path):
     config = search_config(6, initial_per_niche=1).model_copy(
         update={"objectives": ("val_acc:max", "params:min"), "constraints": ("params<=1e6",)}
@@ -231,5 +246,10 @@ def test_the_search_command_runs_niche_pareto_through_the_real_sandbox(tmp_path,
     assert "iterations: 7, valid: 7" in capsys.readouterr().out
     with RunStore(RunDir(tmp_path / "run").store_path, readonly=True) as store:
         candidates = store.candidates()
+        artifacts = store.artifacts()
     assert all("latency_ms" in c.metrics and "naswot" in c.metrics for c in candidates)
     assert candidates[-1].notes["operation"] == "mutation" and candidates[-1].notes["niche"] == "all"
+    knowledge = json.loads(artifacts["knowledge_base/generation-001"])
+    assert knowledge["all"]["positive"] == ["Convolutions near the input pay off."]
+    front = json.loads(artifacts["pareto/generation-001"])
+    assert front and all(member["id"] in {c.id for c in candidates} for member in front)
