@@ -13,7 +13,18 @@ FPS and energy come from the `hardware` evaluation stage when this nasloop has o
 the expert system's FPS rules and CM during the search). Otherwise the winner alone is measured after
 the search: exported to TorchScript in a child process (`nasloop.export`, after the static check) and
 timed in this process; energy is measured where a counter is readable, estimated otherwise (the output
-says which).
+says which). With `--remeasure`, every completed candidate of every run is measured that way after the
+search, one procedure for all runs, and CM and the winner come from those figures: use it to compare
+runs made with and without the hardware stage, or on a machine whose load changed between runs.
+
+`--add-run NAME=DIR` summarises a run made elsewhere with the same dataset, recipe, seed and budget (for
+instance the `nasloop` and `one-shot` runs of `benchmarks/feedback_memory.py`), so a strategy already
+run need not be run again:
+
+    python benchmarks/expert_rules.py --strategies expert-rules --iterations 20 --train-subset 5000 \
+        --seed 43 --model qwen2.5-coder-1.5b --out runs/er
+    python benchmarks/expert_rules.py --report-only --strategies expert-rules --out runs/er --remeasure \
+        --add-run feedback-memory=runs/fm/nasloop --add-run one-shot=runs/fm/one-shot
 
     python benchmarks/expert_rules.py [--model qwen2.5-coder-0.5b|qwen2.5-coder-1.5b] [--iterations 4]
         [--train-subset 2000] [--strategies expert-rules,feedback-memory,one-shot] [--out DIR] [--json]
@@ -23,6 +34,7 @@ says which).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -63,9 +75,14 @@ def search_config(strategy: str, args: argparse.Namespace, with_hardware: bool) 
         {
             "strategy": strategy,
             "strategy_options": options,
-            "llm": {"backend": "llama-cpp", "model": args.model, "deadline_s": args.deadline},
+            "llm": {
+                "backend": "llama-cpp",
+                "model": args.model,
+                "deadline_s": args.deadline,
+                "n_threads": args.llm_threads,
+            },
             "dataset": {"name": "fashion-mnist", "train_subset": args.train_subset},
-            "recipe": {"name": "fast", "epochs": 1},
+            "recipe": {"name": "fast", "epochs": 1, "threads": args.train_threads},
             "stages": stages,
             "limits": {"timeout_s": 180, "max_params": 2_000_000},
             "budget": {"iterations": args.iterations},
@@ -75,9 +92,12 @@ def search_config(strategy: str, args: argparse.Namespace, with_hardware: bool) 
     )
 
 
-def winner_hardware(record: CandidateRecord, in_shape: tuple[int, int, int], num_classes: int) -> dict[str, Any]:
-    """FPS, latency and energy per image of the winner, from its metrics or measured on its TorchScript trace."""
-    if "throughput_ips" in record.metrics:
+def winner_hardware(
+    record: CandidateRecord, in_shape: tuple[int, int, int], num_classes: int, *, remeasure: bool = False
+) -> dict[str, Any]:
+    """FPS, latency and energy per image of the winner, from its metrics (unless `remeasure`) or measured
+    on its TorchScript trace."""
+    if "throughput_ips" in record.metrics and not remeasure:
         return {
             "fps": record.metrics["throughput_ips"],
             "latency_ms": record.metrics.get("latency_ms"),
@@ -106,7 +126,24 @@ def winner_hardware(record: CandidateRecord, in_shape: tuple[int, int, int], num
     }
 
 
-def summarise(run_dir: Path, cm_config: EffectivenessConfig) -> dict[str, Any]:
+def remeasured(records: list[CandidateRecord], in_shape: tuple[int, int, int], num_classes: int) -> list[Any]:
+    """`records` with every completed candidate's FPS, latency and energy measured again after the search."""
+    updated = []
+    for record in records:
+        if record.state is State.COMPLETE and record.code:
+            figures = winner_hardware(record, in_shape, num_classes, remeasure=True)
+            metrics = {
+                **record.metrics,
+                "throughput_ips": figures["fps"],
+                "latency_ms": figures["latency_ms"],
+                "energy_j": figures["energy_j"],
+            }
+            record = dataclasses.replace(record, metrics=metrics, info={**record.info, "remeasured": figures})
+        updated.append(record)
+    return updated
+
+
+def summarise(run_dir: Path, cm_config: EffectivenessConfig, name: str, *, remeasure: bool = False) -> dict[str, Any]:
     """The figures of one finished run (module docstring), read from its store."""
     from nasloop.config import load_config
     from nasloop.data import load_splits
@@ -117,11 +154,14 @@ def summarise(run_dir: Path, cm_config: EffectivenessConfig) -> dict[str, Any]:
         records = store.candidates()
         totals = store.llm_totals()
         wall_s = float(store.get_meta("elapsed_s") or 0.0)
+    splits = load_splits(config.dataset)
+    if remeasure:
+        records = remeasured(records, splits.in_shape, splits.num_classes)
     iterations = [record for record in records if counts_as_iteration(record)]
     complete = [record for record in iterations if record.state is State.COMPLETE]
     ranked = rank_by_effectiveness(records, cm_config)
     row: dict[str, Any] = {
-        "strategy": config.strategy,
+        "strategy": name,
         "iterations": len(iterations),
         "valid_rate": len(complete) / len(iterations) if iterations else 0.0,
         "best_val_acc": max((record.metrics.get("val_acc", 0.0) for record in complete), default=None),
@@ -132,13 +172,13 @@ def summarise(run_dir: Path, cm_config: EffectivenessConfig) -> dict[str, Any]:
     }
     if ranked:
         winner = ranked[0][0]
-        splits = load_splits(config.dataset)
+        hardware = winner.info.get("remeasured") or winner_hardware(winner, splits.in_shape, splits.num_classes)
         row["winner"] = {
             "id": winner.id,
             "val_acc": winner.metrics.get("val_acc"),
             "test_acc": winner.metrics.get("test_acc"),
             "params": winner.metrics.get("params"),
-            **winner_hardware(winner, splits.in_shape, splits.num_classes),
+            **hardware,
         }
     return row
 
@@ -179,9 +219,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds per LLM call")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--llm-threads", type=int, help="llama.cpp threads (default: its own choice)")
+    parser.add_argument("--train-threads", type=int, help="threads per evaluation (default: cores per worker)")
     parser.add_argument("--out", type=Path, help="where the runs go (default: a temporary directory)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--report-only", action="store_true", help="no search: summarise the runs already in --out")
+    parser.add_argument(
+        "--remeasure", action="store_true", help="measure every completed candidate's FPS and energy after the search"
+    )
+    parser.add_argument(
+        "--add-run", action="append", default=[], metavar="NAME=DIR", help="also summarise a run made elsewhere"
+    )
     args = parser.parse_args(argv)
     if args.report_only and args.out is None:
         parser.error("--report-only needs --out DIR (the directory of an earlier benchmark)")
@@ -189,13 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     cm_config = EffectivenessConfig.model_validate(effectiveness(with_hardware))
     out = args.out or Path(tempfile.mkdtemp(prefix="nasloop-bench-expert-"))
     rows = []
-    for strategy in args.strategies.split(","):
+    for strategy in filter(None, args.strategies.split(",")):
         if not args.report_only:
             print(f"running {strategy} ({args.iterations} iterations, {args.model}) ...", file=sys.stderr, flush=True)
             engine = Engine.start(search_config(strategy, args, with_hardware), out / strategy, progress=False)
             engine.run()
             engine.store.close()
-        rows.append(summarise(out / strategy, cm_config))
+        rows.append(summarise(out / strategy, cm_config, strategy, remeasure=args.remeasure))
+    for added in args.add_run:
+        name, separator, directory = added.partition("=")
+        if not separator or not Path(directory, "run.sqlite").exists():
+            parser.error(f"--add-run {added!r}: expected NAME=DIR with DIR a run directory")
+        rows.append(summarise(Path(directory), cm_config, name, remeasure=args.remeasure))
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
     print(f"runs and results.json in {out}", file=sys.stderr)
