@@ -92,15 +92,13 @@ def calls_during_jobs(model: TimedModel, executor: TimedExecutor) -> int:
 
 
 def test_sequential_strategy_with_max_stale_1_generates_while_a_candidate_trains(tmp_path):
+    # Overlap is read from when things ran, not from the wall time (which a loaded machine stretches);
+    # benchmarks/throughput.py measures the speed-up.
     executor = TimedExecutor()
-    started = time.monotonic()
     engine, model = run_engine(tmp_path, executor, max_stale=1)
-    wall = time.monotonic() - started
     assert calls_during_jobs(model, executor) >= 3  # improver and generator calls overlap training
     assert [record.staleness for record in engine.history] == [0, 1, 1, 1]
     assert all(record.state is State.COMPLETE for record in engine.history)
-    serial = len(model.starts) * LLM_DELAY_S + len(executor.intervals) * JOB_S
-    assert wall < serial  # the overlap shows in the wall time
 
 
 def test_sequential_strategy_without_max_stale_never_overlaps(tmp_path):
