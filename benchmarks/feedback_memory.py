@@ -9,6 +9,9 @@ accuracy, seconds per iteration split into LLM and evaluation time, and tokens p
 (a) `paper`: the published prompts and loop (precise errors, repair and suggestion filtering off)
 (b) `nasloop`: nasloop's defaults (precise errors, one repair attempt, recipe suggestions filtered)
 (c) `one-shot`: the generator alone, no feedback
+
+The variants may run in separate processes (`--variants one-shot` with the same `--run-root`), and
+`--report-only --run-root DIR` prints the table from the runs stored there.
 """
 
 from __future__ import annotations
@@ -52,6 +55,14 @@ def run_variant(name: str, args: argparse.Namespace, root: Path) -> dict[str, An
     return measure(RunDir(root / name), wall_s, summary.best.metrics["val_acc"] if summary.best else None)
 
 
+def stored_result(run_dir: RunDir) -> dict[str, Any]:
+    """The figures of a finished run, from its store alone (its own elapsed time, its best val_acc)."""
+    with RunStore(run_dir.store_path, readonly=True) as store:
+        wall_s = float(store.get_meta("elapsed_s") or 0.0)
+        complete = [c for c in store.candidates() if c.state is State.COMPLETE and "val_acc" in c.metrics]
+    return measure(run_dir, wall_s, max((c.metrics["val_acc"] for c in complete), default=None))
+
+
 def measure(run_dir: RunDir, wall_s: float, best_val_acc: float | None) -> dict[str, Any]:
     with RunStore(run_dir.store_path, readonly=True) as store:
         candidates = store.candidates()
@@ -92,9 +103,16 @@ def main() -> int:
     parser.add_argument("--run-root", type=Path, help="keep the runs here (default: a temporary directory)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--report-only", action="store_true", help="no search: the table of the runs in --run-root")
     args = parser.parse_args()
+    if args.report_only and args.run_root is None:
+        parser.error("--report-only needs --run-root DIR")
     root = args.run_root or Path(tempfile.mkdtemp(prefix="nasloop-bench-fm-"))
-    results = {name: run_variant(name, args, root) for name in args.variants.split(",")}
+    names = args.variants.split(",")
+    if args.report_only:
+        results = {name: stored_result(RunDir(root / name)) for name in names if RunDir(root / name).exists()}
+    else:
+        results = {name: run_variant(name, args, root) for name in names}
     if args.json:
         print(
             json.dumps(
