@@ -260,3 +260,43 @@ def test_malformed_cassette_line_is_named(tmp_path: Path) -> None:
     cassette.write_text("{not json}\n", encoding="utf-8")
     with pytest.raises(LLMConfigError, match="line 1"):
         CassetteBackend(LLMConfig(backend="replay", cassette=str(cassette), cassette_mode="replay"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loops in a generation
+# ----------------------------------------------------------------------------------------------------
+
+LOOP_LINES = ["        # (B, 256, 1, 1) -> (B, 256, 1, 1)", "        x = F.relu(self.conv2(x))"]
+
+
+def test_repeating_tail_finds_a_block_repeated_the_given_number_of_times() -> None:
+    from nasloop.llm.base import repeating_tail
+
+    header = "class Net(nn.Module):\n    def forward(self, x):\n"
+    assert repeating_tail(header + "\n".join(LOOP_LINES * 8) + "\n", 8) == 2
+    assert repeating_tail(header + "\n".join(LOOP_LINES * 7) + "\n", 8) is None
+    assert repeating_tail(header + "\n".join(LOOP_LINES * 8) + "\n        # (B, 2", 8) == 2  # growing line ignored
+    assert repeating_tail("x = self.block(x)  # (B, 64, 7, 7)\n" * 8, 8) == 1
+    assert repeating_tail(")\n" * 30 + "\n" * 10, 8) is None  # thin blocks never count
+    varied = "".join(f"x = self.conv{index}(x)  # (B, 64, 7, 7)\n" for index in range(20))
+    assert repeating_tail(varied, 8) is None
+    assert repeating_tail("", 8) is None
+
+
+def test_code_from_a_looping_generation_is_an_extraction_failure_with_advice() -> None:
+    import random
+
+    from nasloop.candidate import FailureKind
+    from nasloop.llm.base import Completion, Usage
+    from nasloop.strategies.base import Context, Reply, Task, ask_for_code
+
+    class LoopingLLM:
+        def complete(self, role: str, messages: list, **options: object) -> Reply:
+            text = "```python\nclass Net(nn.Module):\n" + "\n".join(LOOP_LINES * 8) + "\n"
+            return Reply(Completion(text, Usage(10, 200), 1.0, "m", "repetition"), call_id=7)
+
+    ctx = Context(LoopingLLM(), [], random.Random(0), 1, Task("digits", (1, 8, 8), 10), render=str)
+    proposal = ask_for_code(ctx, "generator", [{"role": "user", "content": "a Net"}])
+    assert proposal.failure is not None and proposal.failure.kind is FailureKind.EXTRACTION
+    assert "fell into a loop" in proposal.failure.message and "nn.Sequential" in proposal.failure.message
+    assert proposal.llm_call_ids == (7,)

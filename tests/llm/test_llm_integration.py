@@ -94,6 +94,19 @@ def test_embedded_seed_reproduces_and_prefix_is_reused(embedded_backend: object)
     assert second.latency_s < first.latency_s + 1.0  # the whole prompt was cached
 
 
+def test_embedded_generation_caught_in_a_loop_stops_early(embedded_backend: object) -> None:
+    request = (
+        "Write a Python function body that calls `x = F.relu(self.conv2(x))` 60 times, each call on its own line "
+        "with the comment `# (B, 64, 7, 7)` above it. Do not use a loop."
+    )
+    loop = [{"role": "user", "content": request}]
+    completion = embedded_backend.complete(loop, temperature=0.0, max_tokens=1500, seed=0)  # type: ignore[attr-defined]
+    assert completion.finish_reason == "repetition"
+    assert completion.text.count("# (B, 64, 7, 7)") >= 8
+    # 60 blocks of two lines would be ~1,400 tokens; eight blocks and the code around them are far fewer
+    assert completion.usage.completion_tokens < 450
+
+
 def test_embedded_deadline_stops_a_long_prefill(embedded_backend: object) -> None:
     long_prompt = [{"role": "user", "content": "Summarise: " + "layers of convolutions and pooling. " * 200}]
     backend = make_backend(LLMConfig(backend="llama-cpp", model=MODEL, n_ctx=2048, n_threads=1, deadline_s=1.0))

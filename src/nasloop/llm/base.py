@@ -34,8 +34,9 @@ class Completion:
     """The answer of one call.
 
     `finish_reason` is "stop" (the model ended or hit a stop string), "length" (`max_tokens` reached with
-    usable text), or "deadline" (the embedded backend stopped generating at the call's deadline and
-    returns the text produced so far). `latency_s` is the wall time of the whole call, retries included.
+    usable text), "deadline" (the embedded backend stopped generating at the call's deadline and
+    returns the text produced so far) or "repetition" (the embedded backend stopped a generation caught
+    in a loop, see `repeating_tail`). `latency_s` is the wall time of the whole call, retries included.
     """
 
     text: str
@@ -170,6 +171,28 @@ class LLMBackend(abc.ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def repeating_tail(text: str, repeats: int, *, max_period: int = 4, min_block_chars: int = 16) -> int | None:
+    """The number of lines of a block that the complete lines at the end of `text` repeat `repeats`
+    times in a row, or None.
+
+    Small models sometimes fall into a loop (the same layer call and comment, over and over) until the
+    token budget or the deadline; this spots the loop early. Blocks of 1 to `max_period` lines are
+    checked; a block with fewer than `min_block_chars` non-blank characters (closing brackets, blank
+    lines) never counts, and lines compare without surrounding white space.
+    """
+    lines = [line.strip() for line in text.split("\n")[:-1]]  # the last line may still be growing
+    for period in range(1, max_period + 1):
+        span = period * repeats
+        if len(lines) < span:
+            break
+        block = lines[-period:]
+        if sum(len(line) for line in block) < min_block_chars:
+            continue
+        if all(lines[-span + index] == block[index % period] for index in range(span)):
+            return period
+    return None
 
 
 def validate_messages(messages: list[Message]) -> None:

@@ -58,6 +58,12 @@ class LLMConfig(Strict):
         default=None, gt=0, description="CPU threads; default: half the cores to decode, all to read the prompt"
     )
     n_batch: int = Field(default=512, gt=0, description="prompt tokens evaluated per batch")
+    repetition_limit: int | None = Field(
+        default=8,
+        ge=2,
+        description="llama-cpp: stop a generation whose last lines repeat one block of up to 4 lines this "
+        "many times (finish_reason 'repetition'); None: never",
+    )
     n_gpu_layers: int | None = Field(default=None, description="layers offloaded; default -1 with a GPU build")
     device: str = Field(default="auto", description="transformers: auto, cpu, cuda or cuda:N")
     # Cost accounting (per million tokens, in the currency of your choice).

@@ -11,6 +11,9 @@
   long prefill stops at the deadline; during generation a stopping criterion checks it after every
   token. Reaching the deadline returns the text generated so far with `finish_reason="deadline"`
   (partial code is still useful feedback), or raises `DeadlineExceeded` when no text was generated yet.
+* **Loops.** A small model can repeat the same lines until the deadline. Every few tokens the text is
+  checked (`repeating_tail`); a block of lines repeated `repetition_limit` times stops the generation
+  with `finish_reason="repetition"`, minutes before the deadline would.
   The abort callback is switched off once generation starts, because calling into Python at every graph
   node halves the decoding speed.
 * **Structured output.** A JSON-schema `response_format` becomes a grammar
@@ -42,6 +45,7 @@ from nasloop.llm.base import (
     Message,
     TruncatedResponse,
     Usage,
+    repeating_tail,
     validate_messages,
 )
 from nasloop.llm.config import LLMConfig
@@ -52,6 +56,8 @@ from nasloop.registry import llm_backends
 INSTALL_HINT = "pip install 'nasloop[embedded]' (llama-cpp-python)"
 # Fewer free tokens than this after the prompt cannot hold a useful answer.
 MIN_ANSWER_TOKENS = 16
+# Generated tokens between two checks for a loop (`repeating_tail`).
+REPETITION_CHECK_TOKENS = 8
 
 
 def import_llama_cpp() -> Any:
@@ -90,6 +96,17 @@ class _Generation:
     deadline_hit: bool = False
     generating: bool = False
     chunks: list[str] = field(default_factory=list)
+    repetition_limit: int | None = None
+    repeating: bool = False
+    checked_at: int = 0
+
+    def in_a_loop(self) -> bool:
+        """Whether the text so far ends in a loop; checked every `REPETITION_CHECK_TOKENS` tokens."""
+        if self.repetition_limit is None or self.longest_sequence - self.checked_at < REPETITION_CHECK_TOKENS:
+            return self.repeating
+        self.checked_at = self.longest_sequence
+        self.repeating = repeating_tail("".join(self.chunks), self.repetition_limit) is not None
+        return self.repeating
 
     def past_deadline(self) -> bool:
         if time.monotonic() >= self.deadline:
@@ -202,7 +219,9 @@ class LlamaCppBackend(LLMBackend):
         try:
             tokens, template_stops = self.prompt_tokens(messages)
             budget = self._answer_budget(len(tokens), max_tokens)
-            generation = _Generation(deadline=deadline, prompt_tokens=len(tokens))
+            generation = _Generation(
+                deadline=deadline, prompt_tokens=len(tokens), repetition_limit=self.config.repetition_limit
+            )
             finish_reason = self._generate(
                 generation,
                 tokens,
@@ -249,7 +268,7 @@ class LlamaCppBackend(LLMBackend):
                 generation.generating = True
                 self._set_abort_callback(enabled=False)  # prefill is over
             generation.longest_sequence = max(generation.longest_sequence, len(input_ids))
-            return generation.past_deadline()
+            return generation.past_deadline() or generation.in_a_loop()
 
         self._current = generation
         self._set_abort_callback(enabled=True)
@@ -274,6 +293,8 @@ class LlamaCppBackend(LLMBackend):
                     "a smaller model"
                 )
             return "deadline"
+        if generation.repeating:
+            return "repetition"
         return str(finish_reason)
 
     def _stream(self, tokens: list[int], stopping: Any, sampling: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -310,7 +331,7 @@ class LlamaCppBackend(LLMBackend):
         try:
             parse_and_validate(text, schema, model=self.model_name)
         except InvalidStructuredResponse as error:
-            if finish_reason in ("length", "deadline"):
+            if finish_reason in ("length", "deadline", "repetition"):
                 raise TruncatedResponse(
                     f"{self.model_name}: the JSON answer was cut off ({finish_reason}) before it was complete; "
                     "raise max_tokens or llm.deadline_s"

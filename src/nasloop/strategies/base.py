@@ -136,6 +136,12 @@ class Strategy(ABC):
         """Restore what `state_dict` returned."""
 
 
+REPETITION_MESSAGE = (
+    "Your answer fell into a loop, writing the same lines again and again, and was stopped. Write each "
+    "layer once and keep `forward` short: build repeated blocks with a for loop or nn.Sequential."
+)
+
+
 def ask_for_code(ctx: Context, role: str, messages: list[Message], **options: Any) -> Proposal:
     """Ask the LLM for a model and extract its code; a soft LLM fault becomes an `extraction` failure.
 
@@ -149,6 +155,8 @@ def ask_for_code(ctx: Context, role: str, messages: list[Message], **options: An
         reply = ctx.llm.complete(role, messages, **options)
     except (EmptyResponse, TruncatedResponse, DeadlineExceeded, ContextTooLong) as error:
         return Proposal(failure=Failure(FailureKind.EXTRACTION, f"the LLM call failed: {error}"))
+    if reply.completion.finish_reason == "repetition":
+        return Proposal(failure=Failure(FailureKind.EXTRACTION, REPETITION_MESSAGE), llm_call_ids=(reply.call_id,))
     extracted = extract_code(reply.text, truncated=reply.completion.finish_reason in ("length", "deadline"))
     if isinstance(extracted, Failure):
         return Proposal(failure=extracted, llm_call_ids=(reply.call_id,))
