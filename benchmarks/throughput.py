@@ -21,6 +21,7 @@ candidates trained (workers busy well above 0).
 
     python benchmarks/throughput.py [--model qwen2.5-coder-0.5b|qwen2.5-coder-1.5b] [--iterations 4]
         [--train-subset 10000] [--modes sequential,pipelined,pipelined-2-workers] [--out DIR] [--json]
+        [--llm-threads 1] [--train-threads 1]   (on 2 cores: one for the LLM, one for training)
 """
 
 from __future__ import annotations
@@ -56,9 +57,14 @@ def search_config(mode: str, args: argparse.Namespace) -> SearchConfig:
         {
             "strategy": settings.get("strategy", "feedback-memory"),
             "strategy_options": settings.get("options", {}),
-            "llm": {"backend": "llama-cpp", "model": args.model, "deadline_s": args.deadline},
+            "llm": {
+                "backend": "llama-cpp",
+                "model": args.model,
+                "deadline_s": args.deadline,
+                "n_threads": args.llm_threads,
+            },
             "dataset": {"name": "fashion-mnist", "train_subset": args.train_subset},
-            "recipe": {"name": "fast", "epochs": 1},
+            "recipe": {"name": "fast", "epochs": 1, "threads": args.train_threads},
             "limits": {"timeout_s": 300, "max_params": 2_000_000},
             "budget": {"iterations": args.iterations},
             "executor": {"workers": settings["workers"], "max_stale": settings["max_stale"]},
@@ -68,9 +74,10 @@ def search_config(mode: str, args: argparse.Namespace) -> SearchConfig:
     )
 
 
-def warm_backend(model: str, deadline_s: float) -> LLMBackend:
+def warm_backend(args: argparse.Namespace) -> LLMBackend:
     """The embedded model, loaded and run once so that no mode pays for loading it."""
-    config = build_config({"llm": {"backend": "llama-cpp", "model": model, "deadline_s": deadline_s}}).llm
+    settings = {"backend": "llama-cpp", "model": args.model, "deadline_s": args.deadline, "n_threads": args.llm_threads}
+    config = build_config({"llm": settings}).llm
     backend = make_backend(config)
     backend.complete([{"role": "user", "content": "Say OK."}], max_tokens=4, temperature=0.0)
     return backend
@@ -144,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="sequential,pipelined,pipelined-2-workers")
     parser.add_argument("--deadline", type=float, default=600.0, help="seconds per LLM call")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--llm-threads", type=int, help="llama.cpp threads (default: its own choice)")
+    parser.add_argument(
+        "--train-threads", type=int, help="threads per evaluation (default: the cores split over the workers)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="directory for the runs (default: a temporary one)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--table", type=Path, help="print the table of a results.json written earlier, and stop")
@@ -157,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
     out = args.out or Path(tempfile.mkdtemp(prefix="nasloop-throughput-"))
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()}; loading {args.model} ...", file=sys.stderr)
-    backend = warm_backend(args.model, args.deadline)
+    backend = warm_backend(args)
     rows = []
     for mode in modes:
         print(f"running {mode} ({args.iterations} iterations) ...", file=sys.stderr, flush=True)
