@@ -132,6 +132,35 @@ def test_each_broken_candidate_fails_with_its_own_kind(tiny_data: SandboxData, c
     assert fragment in result.failure.message or fragment in result.failure.traceback, result.failure
 
 
+@pytest.mark.parametrize(
+    ("change", "fragments"),
+    [
+        (("flatten(1)", "flatten(1)[:, :10]"),
+         ("failed in layer `head` = Linear(in_features=64, out_features=3", "which received an input of shape "
+          "(4, 10): its in_features is 64 but the input has 10 features; set in_features=10")),
+        (("nn.BatchNorm2d(in_shape[0])", "nn.BatchNorm2d(16)"),
+         ("failed in layer `norm` = BatchNorm2d(16,", "which received an input of shape (4, 1, 8, 8): its "
+          "num_features is 16 but the input has 1 channels")),
+    ],
+)  # fmt: skip
+def test_a_forward_error_names_the_layer_and_the_shape_it_received(
+    tiny_data: SandboxData, change: tuple[str, str], fragments: tuple[str, str]
+) -> None:
+    failure = run_in_process(NET.replace(*change), tiny_data).info["result"].failure
+    assert failure.kind is FailureKind.SHAPE and all(part in failure.message for part in fragments), failure.message
+
+
+def test_an_error_outside_any_layer_adds_no_layer_and_the_hooks_are_removed(tiny_data: SandboxData) -> None:
+    code = NET.replace("return self.head(self.norm(x).flatten(1))", "return self.head(self.norm(x).flatten(1)) @ x")
+    context = run_in_process(code, tiny_data)
+    assert context.info["result"].failure.kind is FailureKind.SHAPE
+    assert "failed in layer" not in context.info["result"].failure.message
+    good = run_in_process(NET, tiny_data).model
+    assert good is not None and all(
+        not module._forward_hooks and not module._forward_pre_hooks for module in good.modules()
+    )
+
+
 def test_lazy_layers_are_counted_after_the_forward_pass(tiny_data: SandboxData) -> None:
     code = NET.replace("nn.Linear(in_shape[0] * in_shape[1] * in_shape[2], num_classes)", "nn.LazyLinear(num_classes)")
     result = run_in_process(code, tiny_data).info["result"]

@@ -322,23 +322,88 @@ def check_batch(data: SandboxData, device: torch.device) -> torch.Tensor:
     return (images - mean) / std
 
 
+class LayerTrace:
+    """Forward hooks on the leaf layers of a model that remember the layer a forward pass failed in and
+    the shapes it received, so a shape error can name the layer and say what it expected."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.open: list[tuple[str, nn.Module, list[tuple[int, ...]]]] = []  # entered, not returned yet
+        self.failed_in: tuple[str, nn.Module, list[tuple[int, ...]]] | None = None
+        self._handles = []
+        for name, module in model.named_modules():
+            if name and not any(True for _ in module.children()):
+                self._handles.append(module.register_forward_pre_hook(self._enter(name)))
+                self._handles.append(module.register_forward_hook(self._leave))
+
+    def _enter(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            shapes = [tuple(arg.shape) for arg in args if isinstance(arg, torch.Tensor)]
+            self.open.append((name, module, shapes))
+
+        return hook
+
+    def _leave(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if self.open and self.open[-1][1] is module:
+            self.open.pop()
+
+    def fail(self) -> None:
+        """Call when the forward pass raised: the innermost layer still open is where it failed."""
+        self.failed_in = self.open[-1] if self.open else None
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def describe(self) -> str:
+        """`; it failed in layer `name` = Layer(...), which received ...` plus a fix for the usual cases."""
+        if self.failed_in is None:
+            return ""
+        name, module, shapes = self.failed_in
+        received = ", ".join(str(shape) for shape in shapes) or "no tensor"
+        text = f". It failed in layer `{name}` = {module!r}, which received an input of shape {received}"
+        if shapes and isinstance(module, nn.Linear) and shapes[0] and shapes[0][-1] != module.in_features:
+            text += (
+                f": its in_features is {module.in_features} but the input has {shapes[0][-1]} features; set "
+                f"in_features={shapes[0][-1]}, or compute it from in_shape (e.g. nn.AdaptiveAvgPool2d before "
+                "flattening)"
+            )
+        elif shapes and len(shapes[0]) >= 2:
+            channels = shapes[0][1]
+            for attribute in ("in_channels", "num_features"):  # convolutions; batch norms
+                declared = getattr(module, attribute, None)
+                if isinstance(declared, int) and declared != channels:
+                    text += (
+                        f": its {attribute} is {declared} but the input has {channels} channels; make it equal "
+                        "the channels the layer before produces"
+                    )
+                    break
+        return text
+
+
 def check_forward(model: nn.Module, context: StageContext) -> None:
     """One forward pass in training mode: logits must be a finite float tensor (B, num_classes).
 
     Buffers (BatchNorm statistics) are restored afterwards, so training starts from the initial state.
+    When the pass raises, the message names the layer it failed in and the shape that layer received.
     """
     images = check_batch(context.data, context.device)
     expected = (len(images), context.data.num_classes)
     saved = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
     model.train()
+    trace = LayerTrace(model)
     try:
         with torch.no_grad():
             logits = model(images)
     except Exception as error:
         _reraise_sandbox_limit(error)
-        message = f"the forward pass on a batch of shape {tuple(images.shape)} raised {describe_exception(error)}"
+        trace.fail()
+        message = (
+            f"the forward pass on a batch of shape {tuple(images.shape)} raised {describe_exception(error)}"
+            + trace.describe()
+        )
         raise StageFailed(Failure(FailureKind.SHAPE, message, traceback_tail(error))) from error
     finally:
+        trace.remove()
         with torch.no_grad():
             for name, buffer in model.named_buffers():
                 if name in saved and buffer.shape == saved[name].shape:
