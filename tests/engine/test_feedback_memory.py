@@ -88,6 +88,14 @@ def test_failed_candidate_gets_one_repair_that_is_not_an_iteration(tmp_path):
     assert [role for role, _ in model.prompts][3:5] == ["generator", "improver"]
 
 
+def test_a_repair_that_repeats_the_failed_code_is_told_so(tmp_path):
+    model = Model([SHAPE_BROKEN_NET, SHAPE_BROKEN_NET, good_net(8)])
+    engine, _, _ = run(tmp_path, model, iterations=2)
+    assert engine.history[1].state is State.DUPLICATE and engine.history[1].duplicate_of == 1
+    improver = next(text for role, text in model.prompts if role == "improver")
+    assert "the code was the same as candidate 1, which had already failed" in improver and "mat1" in improver
+
+
 def test_no_improver_ablation_makes_no_improver_calls(tmp_path):
     model = Model()
     run(tmp_path, model, iterations=3, improver=False)

@@ -153,7 +153,13 @@ class FeedbackMemory(Strategy):
         failure: Failure = record.failure
         if self.opts.precise_errors:
             tail = failure.traceback.strip().splitlines()[-6:] if failure.traceback else []
-            return f"error ({failure.kind.value}): {failure.message}" + ("\n" + "\n".join(tail) if tail else "")
+            text = f"error ({failure.kind.value}): {failure.message}" + ("\n" + "\n".join(tail) if tail else "")
+            if record.state is State.DUPLICATE and record.duplicate_of:
+                text = (
+                    f"the code was the same as candidate {record.duplicate_of}, which had already failed; "
+                    f"the same code fails the same way, so change the failing line. {text}"
+                )
+            return text
         return "error: " + _cut(failure.message, self.opts.error_chars)
 
     # -- the loop -----------------------------------------------------------------------------------
