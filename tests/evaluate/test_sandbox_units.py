@@ -150,11 +150,14 @@ def test_a_forward_error_names_the_layer_and_the_shape_it_received(
     assert failure.kind is FailureKind.SHAPE and all(part in failure.message for part in fragments), failure.message
 
 
-def test_an_error_outside_any_layer_adds_no_layer_and_the_hooks_are_removed(tiny_data: SandboxData) -> None:
+def test_an_error_outside_any_layer_lists_the_real_shapes_and_the_hooks_are_removed(tiny_data: SandboxData) -> None:
     code = NET.replace("return self.head(self.norm(x).flatten(1))", "return self.head(self.norm(x).flatten(1)) @ x")
     context = run_in_process(code, tiny_data)
-    assert context.info["result"].failure.kind is FailureKind.SHAPE
-    assert "failed in layer" not in context.info["result"].failure.message
+    failure = context.info["result"].failure
+    assert failure.kind is FailureKind.SHAPE and "failed in layer" not in failure.message
+    assert failure.message.endswith(
+        "Output shapes of the last layers before the error: norm -> (4, 1, 8, 8), head -> (4, 3)"
+    )
     good = run_in_process(NET, tiny_data).model
     assert good is not None and all(
         not module._forward_hooks and not module._forward_pre_hooks for module in good.modules()

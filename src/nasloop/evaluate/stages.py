@@ -322,13 +322,19 @@ def check_batch(data: SandboxData, device: torch.device) -> torch.Tensor:
     return (images - mean) / std
 
 
+# How many of the last layer outputs a forward-pass error lists.
+TRACE_OUTPUTS = 6
+
+
 class LayerTrace:
-    """Forward hooks on the leaf layers of a model that remember the layer a forward pass failed in and
-    the shapes it received, so a shape error can name the layer and say what it expected."""
+    """Forward hooks on the leaf layers of a model that remember the layer a forward pass failed in, the
+    shapes it received and the output shapes of the layers before, so a shape error can name the layer,
+    say what it expected and show the real shapes next to the ones the code's comments assume."""
 
     def __init__(self, model: nn.Module) -> None:
         self.open: list[tuple[str, nn.Module, list[tuple[int, ...]]]] = []  # entered, not returned yet
         self.failed_in: tuple[str, nn.Module, list[tuple[int, ...]]] | None = None
+        self.outputs: list[tuple[str, tuple[int, ...]]] = []  # (layer, output shape), in call order
         self._handles = []
         for name, module in model.named_modules():
             if name and not any(True for _ in module.children()):
@@ -344,7 +350,10 @@ class LayerTrace:
 
     def _leave(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if self.open and self.open[-1][1] is module:
-            self.open.pop()
+            name = self.open.pop()[0]
+            if isinstance(output, torch.Tensor):
+                self.outputs.append((name, tuple(output.shape)))
+                del self.outputs[:-TRACE_OUTPUTS]
 
     def fail(self) -> None:
         """Call when the forward pass raised: the innermost layer still open is where it failed."""
@@ -356,8 +365,10 @@ class LayerTrace:
 
     def describe(self) -> str:
         """`; it failed in layer `name` = Layer(...), which received ...` plus a fix for the usual cases."""
+        before = ", ".join(f"{layer} -> {shape}" for layer, shape in self.outputs)
+        shapes_before = f". Output shapes of the last layers before the error: {before}" if before else ""
         if self.failed_in is None:
-            return ""
+            return shapes_before
         name, module, shapes = self.failed_in
         received = ", ".join(str(shape) for shape in shapes) or "no tensor"
         text = f". It failed in layer `{name}` = {module!r}, which received an input of shape {received}"
@@ -377,7 +388,7 @@ class LayerTrace:
                         "the channels the layer before produces"
                     )
                     break
-        return text
+        return text + shapes_before
 
 
 def check_forward(model: nn.Module, context: StageContext) -> None:
