@@ -335,7 +335,7 @@ class LayerTrace:
         self.open: list[tuple[str, nn.Module, list[tuple[int, ...]]]] = []  # entered, not returned yet
         self.failed_in: tuple[str, nn.Module, list[tuple[int, ...]]] | None = None
         self.outputs: list[tuple[str, tuple[int, ...]]] = []  # (layer, output shape), in call order
-        self._handles = []
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
         for name, module in model.named_modules():
             if name and not any(True for _ in module.children()):
                 self._handles.append(module.register_forward_pre_hook(self._enter(name)))
