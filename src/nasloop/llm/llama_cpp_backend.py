@@ -11,11 +11,11 @@
   long prefill stops at the deadline; during generation a stopping criterion checks it after every
   token. Reaching the deadline returns the text generated so far with `finish_reason="deadline"`
   (partial code is still useful feedback), or raises `DeadlineExceeded` when no text was generated yet.
+  The abort callback is switched off once generation starts, because calling into Python at every graph
+  node halves the decoding speed.
 * **Loops.** A small model can repeat the same lines until the deadline. Every few tokens the text is
   checked (`repeating_tail`); a block of lines repeated `repetition_limit` times stops the generation
   with `finish_reason="repetition"`, minutes before the deadline would.
-  The abort callback is switched off once generation starts, because calling into Python at every graph
-  node halves the decoding speed.
 * **Structured output.** A JSON-schema `response_format` becomes a grammar
   (`LlamaGrammar.from_json_schema`), so decoding can only produce JSON of that shape; it is validated
   afterwards all the same.
