@@ -6,8 +6,9 @@ accuracy, seconds per iteration split into LLM and evaluation time, and tokens p
 
     python benchmarks/feedback_memory.py --iterations 20 --model qwen2.5-coder-1.5b --json
 
-(a) `paper`: the published prompts and loop (precise errors, repair and suggestion filtering off)
-(b) `nasloop`: nasloop's defaults (precise errors, one repair attempt, recipe suggestions filtered)
+(a) `paper`: the published prompts and loop (nasloop's changes below off)
+(b) `nasloop`: nasloop's defaults (precise errors, one repair attempt, repeats of failed code sent back
+    once, recipe suggestions filtered)
 (c) `one-shot`: the generator alone, no feedback
 
 The variants may run in separate processes (`--variants one-shot` with the same `--run-root`), and
@@ -41,9 +42,14 @@ def run_variant(name: str, args: argparse.Namespace, root: Path) -> dict[str, An
     config = build_config(
         {
             **VARIANTS[name],
-            "llm": {"backend": "llama-cpp", "model": args.model, "deadline_s": args.llm_deadline},
+            "llm": {
+                "backend": "llama-cpp",
+                "model": args.model,
+                "deadline_s": args.llm_deadline,
+                "n_threads": args.llm_threads,
+            },
             "dataset": {"name": "fashion-mnist", "train_subset": args.train_subset},
-            "recipe": {"name": "fast", "epochs": 1},
+            "recipe": {"name": "fast", "epochs": 1, "threads": args.train_threads},
             "limits": {"timeout_s": 300, "max_params": 2_000_000},
             "budget": {"iterations": args.iterations},
             "seed": args.seed,
@@ -71,6 +77,8 @@ def measure(run_dir: RunDir, wall_s: float, best_val_acc: float | None) -> dict[
     count = max(len(iterations), 1)
     valid = sum(1 for c in iterations if c.state is State.COMPLETE)
     repaired = sum(1 for c in candidates if c.notes.get("repair_of") and c.state is State.COMPLETE)
+    resent = sum(1 for c in candidates if c.notes.get("repeat_of"))
+    duplicates = sum(1 for c in candidates if c.state is State.DUPLICATE)
     llm_s = sum(call.latency_s for call in calls)
     eval_s = sum(c.timings.get("total_s", 0.0) for c in candidates)
     tokens = sum(call.prompt_tokens + call.completion_tokens for call in calls)
@@ -89,6 +97,8 @@ def measure(run_dir: RunDir, wall_s: float, best_val_acc: float | None) -> dict[
         "wall_s_per_iteration": wall_s / count,
         "tokens_per_iteration": tokens / count,
         "failures": kinds,
+        "repeats_resent": resent,
+        "duplicates": duplicates,
     }
 
 
@@ -99,6 +109,8 @@ def main() -> int:
     parser.add_argument("--train-subset", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=43)
     parser.add_argument("--llm-deadline", type=float, default=300.0)
+    parser.add_argument("--llm-threads", type=int, help="llama.cpp threads (default: its own choice)")
+    parser.add_argument("--train-threads", type=int, help="threads per evaluation (default: cores per worker)")
     parser.add_argument("--variants", default="paper,nasloop,one-shot")
     parser.add_argument("--run-root", type=Path, help="keep the runs here (default: a temporary directory)")
     parser.add_argument("--json", action="store_true")
@@ -132,7 +144,10 @@ def main() -> int:
             f"{row['llm_s_per_iteration']:>9.1f} {row['eval_s_per_iteration']:>9.1f} "
             f"{row['tokens_per_iteration']:>7.0f}"
         )
-        print(f"{'':<10} failures: {row['failures']}")
+        print(
+            f"{'':<10} failures: {row['failures']}; duplicates recorded: {row['duplicates']}; "
+            f"repeats sent back: {row['repeats_resent']}"
+        )
     return 0
 
 

@@ -77,7 +77,7 @@ def test_memory_keeps_failures_and_the_window(tmp_path):
 
 def test_failed_candidate_gets_one_repair_that_is_not_an_iteration(tmp_path):
     model = Model([good_net(8), SHAPE_BROKEN_NET, SHAPE_BROKEN_NET.replace("12345", "12345 ")])
-    engine, summary, _ = run(tmp_path, model, iterations=3)
+    engine, summary, _ = run(tmp_path, model, iterations=3, retry_repeats=False)
     states = [(c.id, c.state, c.notes.get("repair_of")) for c in engine.history]
     assert states[1][1] is State.FAILED
     assert states[2][2] == 2  # candidate 3 repairs candidate 2
@@ -90,10 +90,31 @@ def test_failed_candidate_gets_one_repair_that_is_not_an_iteration(tmp_path):
 
 def test_a_repair_that_repeats_the_failed_code_is_told_so(tmp_path):
     model = Model([SHAPE_BROKEN_NET, SHAPE_BROKEN_NET, good_net(8)])
-    engine, _, _ = run(tmp_path, model, iterations=2)
+    engine, _, _ = run(tmp_path, model, iterations=2, retry_repeats=False)
     assert engine.history[1].state is State.DUPLICATE and engine.history[1].duplicate_of == 1
     improver = next(text for role, text in model.prompts if role == "improver")
     assert "the code was the same as candidate 1, which had already failed" in improver and "mat1" in improver
+
+
+def test_code_repeating_a_failed_candidate_is_sent_back_once(tmp_path):
+    renamed = SHAPE_BROKEN_NET.replace("12345", "12345  ") + "\n# same model, reformatted\n"
+    model = Model([SHAPE_BROKEN_NET, renamed, good_net(8), SHAPE_BROKEN_NET, SHAPE_BROKEN_NET])
+    engine, summary, _ = run(tmp_path, model, iterations=3)
+    history = engine.history
+    # the repair repeated candidate 1: the model was told so, answered again, and the new code was evaluated
+    assert history[1].notes["repair_of"] == 1 and history[1].notes["repeat_of"] == 1
+    assert history[1].state is State.COMPLETE and len(history[1].llm_call_ids) == 2
+    follow_up = [text for role, text in model.prompts if role == "generator"][2]
+    assert "same model as candidate 1, which already failed with:" in follow_up and "shape" in follow_up
+    # a second repeat is recorded as it is (one re-ask per proposal): the engine stores it as a duplicate
+    assert history[2].state is State.DUPLICATE and history[2].duplicate_of == 1
+    assert history[2].notes["repeat_of"] == 1 and summary.iterations == 3
+
+
+def test_paper_style_does_not_resend_repeats(tmp_path):
+    model = Model([SHAPE_BROKEN_NET, SHAPE_BROKEN_NET, good_net(8)])
+    engine, _, _ = run(tmp_path, model, iterations=2, prompt_style="paper")
+    assert engine.history[1].state is State.DUPLICATE and "repeat_of" not in engine.history[1].notes
 
 
 def test_no_improver_ablation_makes_no_improver_calls(tmp_path):

@@ -12,12 +12,14 @@ Failures stay in the memory: "what did not work" is half of the feedback. Ablati
 options (`improver`, `history_size` (K=0: no history), `reference_code`), and so are nasloop's own changes,
 each switchable to compare with the published form: `precise_errors` (the evaluator's full failure message
 instead of its first 200 characters), `repair` (a failed candidate gets one repair attempt that does not
-count as an iteration) and `filter_suggestions` (drop suggestions the fixed recipe cannot act on).
-`prompt_style: paper` selects the published prompt sections and turns the three changes off by default.
+count as an iteration), `retry_repeats` (code identical to an already failed candidate is sent back once,
+with a note, before it is recorded) and `filter_suggestions` (drop suggestions the fixed recipe cannot act
+on). `prompt_style: paper` selects the published prompt sections and turns these changes off by default.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Literal
 
@@ -63,7 +65,7 @@ RECIPE_TERMS = re.compile(
 
 
 class FeedbackMemoryOptions(Strict):
-    """Options of `feedback-memory`; `prompt_style: paper` changes the defaults of the last three."""
+    """Options of `feedback-memory`; `prompt_style: paper` turns nasloop's changes off by default."""
 
     prompt_style: Literal["nasloop", "paper"] = "nasloop"
     history_size: int = Field(default=5, ge=0, description="K: memory entries shown to the improver")
@@ -71,6 +73,10 @@ class FeedbackMemoryOptions(Strict):
     reference_code: bool = Field(default=True, description="False: the paper's 'no reference code' ablation")
     precise_errors: bool = True
     repair: bool = True
+    retry_repeats: bool = Field(
+        default=True, description="re-ask once when the generator repeats the code of a failed candidate"
+    )
+    repeat_temperature: float = Field(default=1.0, ge=0, description="sampling temperature of that re-ask")
     filter_suggestions: bool = True
     temperature: float = Field(default=0.7, ge=0)
     top_p: float = Field(default=0.9, gt=0, le=1)
@@ -83,7 +89,8 @@ class FeedbackMemoryOptions(Strict):
     @classmethod
     def _published_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("prompt_style") == "paper":
-            data = {"precise_errors": False, "repair": False, "filter_suggestions": False, **data}
+            published = {"precise_errors": False, "repair": False, "retry_repeats": False, "filter_suggestions": False}
+            data = {**published, **data}
         return data
 
 
@@ -130,6 +137,8 @@ class FeedbackMemory(Strategy):
         self.current: dict[str, Any] | None = None  # {id, code, outcome, failure, repair_of}
         self.memory: list[dict[str, Any]] = []  # {problem, suggestion, outcome, candidate}
         self.pending: dict[str, str] | None = None  # the suggestion the latest proposal applied
+        # canonical hash of a failed candidate's code -> {id, error}: the first line of its failure
+        self.failed_codes: dict[str, dict[str, Any]] = {}
 
     # -- prompts ------------------------------------------------------------------------------------
 
@@ -168,7 +177,7 @@ class FeedbackMemory(Strategy):
         sampling = {"temperature": self.opts.temperature, "top_p": self.opts.top_p, "max_tokens": self.opts.max_tokens}
         current = self.current
         if current is None:
-            proposal = ask_for_code(ctx, "generator", self._messages(ctx, "generator"), **sampling)
+            proposal = self._generate(ctx, self._messages(ctx, "generator"), sampling)
             return [proposal]
         best = self.best if self.opts.reference_code else None
         failed = current["failure"] is not None
@@ -179,18 +188,43 @@ class FeedbackMemory(Strategy):
             and FailureKind(current["failure"]["kind"]) in REPAIRABLE
         ):
             messages = self._messages(ctx, "generator", best=best, current=current, repair=current["outcome"])
-            proposal = ask_for_code(ctx, "generator", messages, **sampling)
+            proposal = self._generate(ctx, messages, sampling)
             proposal.notes["repair_of"] = current["id"]
             proposal.parent_ids = (current["id"],)
             return [proposal]
         suggestion, improver_call = self._improve(ctx, best, current, failed)
         messages = self._messages(ctx, "generator", best=best, current=current, suggestion=suggestion)
-        proposal = ask_for_code(ctx, "generator", messages, **sampling)
+        proposal = self._generate(ctx, messages, sampling)
         proposal.parent_ids = tuple(dict.fromkeys(i for i in (current["id"], (best or {}).get("id")) if i))
         proposal.llm_call_ids = improver_call + proposal.llm_call_ids
         if self.pending:
             proposal.notes.update(self.pending)
         return [proposal]
+
+    def _generate(self, ctx: Context, messages: list[Message], sampling: dict[str, Any]) -> Proposal:
+        """The generator's code; with `retry_repeats`, code that repeats a failed candidate is sent back once.
+
+        A small model asked to fix an error often returns the failing code unchanged; evaluating it again
+        would only record a duplicate. The re-ask shows the model its answer, says which candidate failed
+        with it, and samples hotter; whatever comes back is what the engine records.
+        """
+        proposal = ask_for_code(ctx, "generator", messages, **sampling)
+        if not self.opts.retry_repeats or proposal.code is None:
+            return proposal
+        from nasloop.spaces.canonical import canonical_hash
+
+        repeated = self.failed_codes.get(canonical_hash(proposal.code))
+        if repeated is None:
+            return proposal
+        follow_up: list[Message] = [
+            *messages,
+            {"role": "assistant", "content": f"```python\n{proposal.code.strip()}\n```"},
+            {"role": "user", "content": ctx.render("feedback_repeat", **repeated).strip()},
+        ]
+        retry = ask_for_code(ctx, "generator", follow_up, **{**sampling, "temperature": self.opts.repeat_temperature})
+        retry.llm_call_ids = proposal.llm_call_ids + retry.llm_call_ids
+        retry.notes["repeat_of"] = repeated["id"]
+        return retry if retry.code is not None else dataclasses.replace(retry, code=proposal.code, failure=None)
 
     def _improve(
         self, ctx: Context, best: dict[str, Any] | None, current: dict[str, Any], failed: bool
@@ -244,6 +278,12 @@ class FeedbackMemory(Strategy):
                 keep = max(self.opts.history_size, 1)
                 self.memory = self.memory[-keep:]
                 self.pending = None
+            if record.code and record.state is not State.COMPLETE and record.failure is not None:
+                from nasloop.spaces.canonical import canonical_hash
+
+                error = f"{record.failure.kind.value}: {record.failure.message}".splitlines()[0]
+                original = record.duplicate_of or record.id
+                self.failed_codes[canonical_hash(record.code)] = {"id": original, "error": error}
             self.current = {
                 "id": record.id,
                 "code": record.code or "",
@@ -260,13 +300,20 @@ class FeedbackMemory(Strategy):
                 self.best = {"id": record.id, "code": record.code or "", "score": float(score)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "current": self.current, "memory": self.memory, "pending": self.pending}
+        return {
+            "best": self.best,
+            "current": self.current,
+            "memory": self.memory,
+            "pending": self.pending,
+            "failed_codes": self.failed_codes,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best = state.get("best")
         self.current = state.get("current")
         self.memory = list(state.get("memory") or [])
         self.pending = state.get("pending")
+        self.failed_codes = dict(state.get("failed_codes") or {})
 
 
 class OneShotOptions(Strict):
