@@ -139,6 +139,19 @@ def test_failure_rules_fire_on_the_latest_failure_and_without_cm_there_is_no_bes
     assert engine.strategy.best is not None and engine.strategy.best["id"] == 2
 
 
+def test_code_repeating_a_failed_candidate_is_sent_back_once(tmp_path):
+    model = Model([SHAPE_BROKEN_NET, SHAPE_BROKEN_NET, good_net(8)])
+    engine, summary = run(tmp_path, model, iterations=2)
+    second = engine.history[1]
+    assert second.notes["repeat_of"] == 1 and second.state is State.COMPLETE and len(second.llm_call_ids) == 2
+    assert "same model as candidate 1, which already failed with:\nshape: " in model.prompts[2]
+    assert summary.iterations == 2 and len(engine.history) == 2
+    assert engine.strategy.state_dict()["failed_codes"]  # kept for resume
+    # switched off, the repeat is recorded as a duplicate of the failed candidate
+    engine, _ = run(tmp_path / "off", Model([SHAPE_BROKEN_NET, SHAPE_BROKEN_NET]), iterations=2, retry_repeats=False)
+    assert engine.history[1].state is State.DUPLICATE and engine.history[1].duplicate_of == 1
+
+
 def test_cm_that_cannot_be_computed_is_noted_with_the_reason(tmp_path):
     effectiveness = {"energy_weight": 1.0, "reference_train_energy_j": 1.0, "reference_val_energy_j": 1.0}
     engine, _ = run(tmp_path, Model(), iterations=2, effectiveness=effectiveness)

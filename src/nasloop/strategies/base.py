@@ -163,6 +163,60 @@ def ask_for_code(ctx: Context, role: str, messages: list[Message], **options: An
     return Proposal(code=extracted, llm_call_ids=(reply.call_id,))
 
 
+class FailedCodes:
+    """The canonical hashes of failed candidates' code, to catch an LLM that answers with one of them again.
+
+    Small models asked to fix an error often return the failing code unchanged; evaluating it again only
+    records a duplicate. Each entry maps a hash to `{id, error}`: the first candidate that failed with that
+    code and the first line of its failure. JSON-able, for the strategy's state.
+    """
+
+    def __init__(self, entries: dict[str, dict[str, Any]] | None = None) -> None:
+        self.entries: dict[str, dict[str, Any]] = dict(entries or {})
+
+    def add(self, record: CandidateRecord) -> None:
+        """Remember `record`'s code if the candidate failed (a duplicate of a failed one included)."""
+        from nasloop.candidate import State
+        from nasloop.spaces.canonical import canonical_hash
+
+        if not record.code or record.state is State.COMPLETE or record.failure is None:
+            return
+        error = f"{record.failure.kind.value}: {record.failure.message}".splitlines()[0]
+        self.entries.setdefault(canonical_hash(record.code), {"id": record.duplicate_of or record.id, "error": error})
+
+    def match(self, code: str) -> dict[str, Any] | None:
+        from nasloop.spaces.canonical import canonical_hash
+
+        return self.entries.get(canonical_hash(code))
+
+
+def ask_for_new_code(
+    ctx: Context, role: str, messages: list[Message], failed: FailedCodes, *, retry_temperature: float, **options: Any
+) -> Proposal:
+    """`ask_for_code`, and if the answer repeats a failed candidate's code, one re-ask that says so.
+
+    The re-ask shows the model its answer and the failure, and samples at `retry_temperature`; its code
+    is what the engine records (the first answer's code when the re-ask yields none). The proposal's
+    notes say `repeat_of` the failed candidate, and it carries both calls.
+    """
+    proposal = ask_for_code(ctx, role, messages, **options)
+    repeated = failed.match(proposal.code) if proposal.code is not None else None
+    if repeated is None:
+        return proposal
+    follow_up: list[Message] = [
+        *messages,
+        {"role": "assistant", "content": f"```python\n{(proposal.code or '').strip()}\n```"},
+        {"role": "user", "content": ctx.render("repeated_code", **repeated).strip()},
+    ]
+    retry = ask_for_code(ctx, role, follow_up, **{**options, "temperature": retry_temperature})
+    code = retry.code if retry.code is not None else proposal.code
+    return Proposal(
+        code=code,
+        notes={**proposal.notes, "repeat_of": repeated["id"]},
+        llm_call_ids=proposal.llm_call_ids + retry.llm_call_ids,
+    )
+
+
 def is_fatal(error: LLMError) -> bool:
     """Whether an LLM error should stop the run rather than count as a failed candidate."""
     from nasloop.llm.base import LLMConfigError, LLMUnreachable, ModelNotFound
@@ -178,12 +232,14 @@ def strategy_note(**notes: Any) -> dict[str, Any]:
 __all__ = [
     "LLM",
     "Context",
+    "FailedCodes",
     "NoOptions",
     "Observation",
     "Reply",
     "Strategy",
     "Task",
     "ask_for_code",
+    "ask_for_new_code",
     "is_fatal",
     "strategy_note",
 ]

@@ -11,7 +11,8 @@ Each iteration:
    (CM, `nasloop.objectives.effectiveness`) with its metrics, the latest model's outcome, and the
    instructions, and writes a complete `Net`.
 
-The first iteration is a plain generation. Each proposal's notes record the rules fired
+The first iteration is a plain generation. An answer whose code repeats a failed candidate's is sent back
+once with a note before it is recorded (`retry_repeats`, nasloop's addition; `base.ask_for_new_code`). Each proposal's notes record the rules fired
 (`rules_fired`: name and the values that made each fire), the instructions sent (`instructions`), the
 conflicts (`conflicts`: explanation and dropped rules) and which candidate the feedback was about
 (`feedback_on`). When a candidate is observed its CM is written into its notes (`cm`, or `cm_missing`
@@ -40,7 +41,15 @@ from nasloop.objectives.constraints import format_value
 from nasloop.objectives.effectiveness import EffectivenessConfig, best_by_effectiveness, combined_effectiveness
 from nasloop.registry import strategies
 from nasloop.store.sqlite import CandidateRecord
-from nasloop.strategies.base import Context, Observation, Strategy, Task, ask_for_code
+from nasloop.strategies.base import (
+    Context,
+    FailedCodes,
+    Observation,
+    Strategy,
+    Task,
+    ask_for_code,
+    ask_for_new_code,
+)
 from nasloop.strategies.expert_system import FiredRule, Resolution, Rule, fire, load_rules, resolve
 
 DEFAULT_PRIORITIES = (
@@ -93,6 +102,10 @@ class ExpertRulesOptions(Strict):
     temperature: float = Field(default=0.7, ge=0)
     top_p: float = Field(default=0.9, gt=0, le=1)
     max_tokens: int = Field(default=2048, gt=0)
+    retry_repeats: bool = Field(
+        default=True, description="re-ask once when the generator repeats the code of a failed candidate"
+    )
+    repeat_temperature: float = Field(default=1.0, ge=0, description="sampling temperature of that re-ask")
 
     @field_validator("rules")
     @classmethod
@@ -209,6 +222,7 @@ class ExpertRules(Strategy):
         self.latest_id: int | None = None
         # Completed candidates with the metrics CM reads; `normalisation: run` rescales against them.
         self.scored: list[dict[str, Any]] = []
+        self.failed_codes = FailedCodes()
 
     # -- propose ----------------------------------------------------------------------------------------
 
@@ -217,12 +231,12 @@ class ExpertRules(Strategy):
         best = find_record(ctx.history, self.best["id"]) if self.best else None
         latest = find_record(ctx.history, self.latest_id)
         if latest is None:
-            return [ask_for_code(ctx, "generator", self._messages(ctx), **sampling)]
+            return [self._generate(ctx, self._messages(ctx), sampling)]
         subject = best if self.opts.feedback_on == "best" and best is not None else latest
         failure = latest.failure if latest.state is not State.COMPLETE else None
         fired, resolution = self.advise(subject, failure)
         messages = self._messages(ctx, best=best, latest=latest, resolution=resolution)
-        proposal = ask_for_code(ctx, "generator", messages, **sampling)
+        proposal = self._generate(ctx, messages, sampling)
         proposal.parent_ids = tuple(dict.fromkeys(record.id for record in (best, latest) if record is not None))
         proposal.notes.update(
             feedback_on=subject.id, rules_fired=fired_notes(fired), instructions=list(resolution.instructions)
@@ -231,6 +245,13 @@ class ExpertRules(Strategy):
         if conflicts:
             proposal.notes["conflicts"] = conflicts
         return [proposal]
+
+    def _generate(self, ctx: Context, messages: list[Message], sampling: dict[str, Any]) -> Proposal:
+        if not self.opts.retry_repeats:
+            return ask_for_code(ctx, "generator", messages, **sampling)
+        return ask_for_new_code(
+            ctx, "generator", messages, self.failed_codes, retry_temperature=self.opts.repeat_temperature, **sampling
+        )
 
     def advise(self, subject: CandidateRecord, failure: Failure | None) -> tuple[list[FiredRule], Resolution]:
         """Fire the rules on `subject`'s metrics and the latest `failure`, and resolve the conflicts."""
@@ -282,6 +303,7 @@ class ExpertRules(Strategy):
         for observation in observations:
             record = observation.record
             self.latest_id = record.id
+            self.failed_codes.add(record)
             if record.state is not State.COMPLETE:
                 continue
             self.scored.append({"id": record.id, "metrics": self._cm_inputs(record.metrics)})
@@ -312,12 +334,18 @@ class ExpertRules(Strategy):
     # -- resume -----------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "latest_id": self.latest_id, "scored": self.scored}
+        return {
+            "best": self.best,
+            "latest_id": self.latest_id,
+            "scored": self.scored,
+            "failed_codes": self.failed_codes.entries,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best = state.get("best")
         self.latest_id = state.get("latest_id")
         self.scored = list(state.get("scored") or [])
+        self.failed_codes = FailedCodes(state.get("failed_codes"))
 
 
 def rank_by_effectiveness(

@@ -19,7 +19,6 @@ on). `prompt_style: paper` selects the published prompt sections and turns these
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any, Literal
 
@@ -36,7 +35,15 @@ from nasloop.llm.base import (
     TruncatedResponse,
 )
 from nasloop.registry import strategies
-from nasloop.strategies.base import Context, Observation, Strategy, Task, ask_for_code
+from nasloop.strategies.base import (
+    Context,
+    FailedCodes,
+    Observation,
+    Strategy,
+    Task,
+    ask_for_code,
+    ask_for_new_code,
+)
 
 IMPROVEMENT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -137,8 +144,7 @@ class FeedbackMemory(Strategy):
         self.current: dict[str, Any] | None = None  # {id, code, outcome, failure, repair_of}
         self.memory: list[dict[str, Any]] = []  # {problem, suggestion, outcome, candidate}
         self.pending: dict[str, str] | None = None  # the suggestion the latest proposal applied
-        # canonical hash of a failed candidate's code -> {id, error}: the first line of its failure
-        self.failed_codes: dict[str, dict[str, Any]] = {}
+        self.failed_codes = FailedCodes()
 
     # -- prompts ------------------------------------------------------------------------------------
 
@@ -202,29 +208,11 @@ class FeedbackMemory(Strategy):
         return [proposal]
 
     def _generate(self, ctx: Context, messages: list[Message], sampling: dict[str, Any]) -> Proposal:
-        """The generator's code; with `retry_repeats`, code that repeats a failed candidate is sent back once.
-
-        A small model asked to fix an error often returns the failing code unchanged; evaluating it again
-        would only record a duplicate. The re-ask shows the model its answer, says which candidate failed
-        with it, and samples hotter; whatever comes back is what the engine records.
-        """
-        proposal = ask_for_code(ctx, "generator", messages, **sampling)
-        if not self.opts.retry_repeats or proposal.code is None:
-            return proposal
-        from nasloop.spaces.canonical import canonical_hash
-
-        repeated = self.failed_codes.get(canonical_hash(proposal.code))
-        if repeated is None:
-            return proposal
-        follow_up: list[Message] = [
-            *messages,
-            {"role": "assistant", "content": f"```python\n{proposal.code.strip()}\n```"},
-            {"role": "user", "content": ctx.render("feedback_repeat", **repeated).strip()},
-        ]
-        retry = ask_for_code(ctx, "generator", follow_up, **{**sampling, "temperature": self.opts.repeat_temperature})
-        retry.llm_call_ids = proposal.llm_call_ids + retry.llm_call_ids
-        retry.notes["repeat_of"] = repeated["id"]
-        return retry if retry.code is not None else dataclasses.replace(retry, code=proposal.code, failure=None)
+        if not self.opts.retry_repeats:
+            return ask_for_code(ctx, "generator", messages, **sampling)
+        return ask_for_new_code(
+            ctx, "generator", messages, self.failed_codes, retry_temperature=self.opts.repeat_temperature, **sampling
+        )
 
     def _improve(
         self, ctx: Context, best: dict[str, Any] | None, current: dict[str, Any], failed: bool
@@ -278,12 +266,7 @@ class FeedbackMemory(Strategy):
                 keep = max(self.opts.history_size, 1)
                 self.memory = self.memory[-keep:]
                 self.pending = None
-            if record.code and record.state is not State.COMPLETE and record.failure is not None:
-                from nasloop.spaces.canonical import canonical_hash
-
-                error = f"{record.failure.kind.value}: {record.failure.message}".splitlines()[0]
-                original = record.duplicate_of or record.id
-                self.failed_codes[canonical_hash(record.code)] = {"id": original, "error": error}
+            self.failed_codes.add(record)
             self.current = {
                 "id": record.id,
                 "code": record.code or "",
@@ -305,7 +288,7 @@ class FeedbackMemory(Strategy):
             "current": self.current,
             "memory": self.memory,
             "pending": self.pending,
-            "failed_codes": self.failed_codes,
+            "failed_codes": self.failed_codes.entries,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -313,7 +296,7 @@ class FeedbackMemory(Strategy):
         self.current = state.get("current")
         self.memory = list(state.get("memory") or [])
         self.pending = state.get("pending")
-        self.failed_codes = dict(state.get("failed_codes") or {})
+        self.failed_codes = FailedCodes(state.get("failed_codes"))
 
 
 class OneShotOptions(Strict):
