@@ -7,8 +7,8 @@ accuracy, seconds per iteration split into LLM and evaluation time, and tokens p
     python benchmarks/feedback_memory.py --iterations 20 --model qwen2.5-coder-1.5b --json
 
 (a) `paper`: the published prompts and loop (nasloop's changes below off)
-(b) `nasloop`: nasloop's defaults (precise errors, one repair attempt, repeats of failed code sent back
-    once, recipe suggestions filtered)
+(b) `nasloop`: nasloop's defaults (precise errors, one repair attempt, wrong layer sizes fixed in code,
+    repeats of failed code sent back once, recipe suggestions filtered)
 (c) `one-shot`: the generator alone, no feedback
 
 The variants may run in separate processes (`--variants one-shot` with the same `--run-root`), and
@@ -78,6 +78,7 @@ def measure(run_dir: RunDir, wall_s: float, best_val_acc: float | None) -> dict[
     valid = sum(1 for c in iterations if c.state is State.COMPLETE)
     repaired = sum(1 for c in candidates if c.notes.get("repair_of") and c.state is State.COMPLETE)
     resent = sum(1 for c in candidates if c.notes.get("repeat_of"))
+    size_fixes = sum(1 for c in candidates if c.notes.get("size_fix"))
     duplicates = sum(1 for c in candidates if c.state is State.DUPLICATE)
     llm_s = sum(call.latency_s for call in calls)
     eval_s = sum(c.timings.get("total_s", 0.0) for c in candidates)
@@ -98,6 +99,7 @@ def measure(run_dir: RunDir, wall_s: float, best_val_acc: float | None) -> dict[
         "tokens_per_iteration": tokens / count,
         "failures": kinds,
         "repeats_resent": resent,
+        "size_fixes": size_fixes,
         "duplicates": duplicates,
     }
 
@@ -146,7 +148,7 @@ def main() -> int:
         )
         print(
             f"{'':<10} failures: {row['failures']}; duplicates recorded: {row['duplicates']}; "
-            f"repeats sent back: {row['repeats_resent']}"
+            f"repeats caught: {row['repeats_resent']}; layer sizes fixed in code: {row['size_fixes']}"
         )
     return 0
 

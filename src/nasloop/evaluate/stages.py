@@ -384,8 +384,8 @@ class LayerTrace:
                 declared = getattr(module, attribute, None)
                 if isinstance(declared, int) and declared != channels:
                     text += (
-                        f": its {attribute} is {declared} but the input has {channels} channels; make it equal "
-                        "the channels the layer before produces"
+                        f": its {attribute} is {declared} but the input has {channels} channels; set "
+                        f"{attribute}={channels}, the channels the layer before produces"
                     )
                     break
         return text + shapes_before

@@ -167,8 +167,8 @@ class FailedCodes:
     """The canonical hashes of failed candidates' code, to catch an LLM that answers with one of them again.
 
     Small models asked to fix an error often return the failing code unchanged; evaluating it again only
-    records a duplicate. Each entry maps a hash to `{id, error}`: the first candidate that failed with that
-    code and the first line of its failure. JSON-able, for the strategy's state.
+    records a duplicate. Each entry maps a hash to `{id, failure}`: the first candidate that failed with
+    that code and its failure (`Failure.to_dict`). JSON-able, for the strategy's state.
     """
 
     def __init__(self, entries: dict[str, dict[str, Any]] | None = None) -> None:
@@ -181,8 +181,8 @@ class FailedCodes:
 
         if not record.code or record.state is State.COMPLETE or record.failure is None:
             return
-        error = f"{record.failure.kind.value}: {record.failure.message}".splitlines()[0]
-        self.entries.setdefault(canonical_hash(record.code), {"id": record.duplicate_of or record.id, "error": error})
+        entry = {"id": record.duplicate_of or record.id, "failure": record.failure.to_dict()}
+        self.entries.setdefault(canonical_hash(record.code), entry)
 
     def match(self, code: str) -> dict[str, Any] | None:
         from nasloop.spaces.canonical import canonical_hash
@@ -191,30 +191,43 @@ class FailedCodes:
 
 
 def ask_for_new_code(
-    ctx: Context, role: str, messages: list[Message], failed: FailedCodes, *, retry_temperature: float, **options: Any
+    ctx: Context,
+    role: str,
+    messages: list[Message],
+    failed: FailedCodes,
+    *,
+    retry_temperature: float,
+    fix_sizes: bool = False,
+    **options: Any,
 ) -> Proposal:
-    """`ask_for_code`, and if the answer repeats a failed candidate's code, one re-ask that says so.
+    """`ask_for_code`; if the answer repeats a failed candidate's code, that code fixed or one re-ask.
 
-    The re-ask shows the model its answer and the failure, and samples at `retry_temperature`; its code
-    is what the engine records (the first answer's code when the re-ask yields none). The proposal's
-    notes say `repeat_of` the failed candidate, and it carries both calls.
+    With `fix_sizes`, a repeat whose failure named a wrong layer size is fixed mechanically
+    (`size_fix`; the notes say `size_fix`) and no more LLM calls are made. Otherwise the re-ask shows the
+    model its answer and the failure, and samples at `retry_temperature`; its code is what the engine
+    records (the first answer's code when the re-ask yields none). Notes say `repeat_of` the failed
+    candidate, and the proposal carries every call made.
     """
+    from nasloop.strategies.size_fix import size_fix
+
     proposal = ask_for_code(ctx, role, messages, **options)
     repeated = failed.match(proposal.code) if proposal.code is not None else None
-    if repeated is None:
+    if repeated is None or proposal.code is None:
         return proposal
+    failure = Failure.from_dict(repeated["failure"])
+    notes = {**proposal.notes, "repeat_of": repeated["id"]}
+    fixed = size_fix(proposal.code, failure) if fix_sizes else None
+    if fixed is not None:
+        return Proposal(code=fixed[0], notes={**notes, "size_fix": fixed[1]}, llm_call_ids=proposal.llm_call_ids)
+    error = f"{failure.kind.value}: {failure.message}".splitlines()[0]
     follow_up: list[Message] = [
         *messages,
-        {"role": "assistant", "content": f"```python\n{(proposal.code or '').strip()}\n```"},
-        {"role": "user", "content": ctx.render("repeated_code", **repeated).strip()},
+        {"role": "assistant", "content": f"```python\n{proposal.code.strip()}\n```"},
+        {"role": "user", "content": ctx.render("repeated_code", id=repeated["id"], error=error).strip()},
     ]
     retry = ask_for_code(ctx, role, follow_up, **{**options, "temperature": retry_temperature})
     code = retry.code if retry.code is not None else proposal.code
-    return Proposal(
-        code=code,
-        notes={**proposal.notes, "repeat_of": repeated["id"]},
-        llm_call_ids=proposal.llm_call_ids + retry.llm_call_ids,
-    )
+    return Proposal(code=code, notes=notes, llm_call_ids=proposal.llm_call_ids + retry.llm_call_ids)
 
 
 def is_fatal(error: LLMError) -> bool:

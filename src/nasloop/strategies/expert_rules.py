@@ -11,12 +11,14 @@ Each iteration:
    (CM, `nasloop.objectives.effectiveness`) with its metrics, the latest model's outcome, and the
    instructions, and writes a complete `Net`.
 
-The first iteration is a plain generation. An answer whose code repeats a failed candidate's is sent back
-once with a note before it is recorded (`retry_repeats`, nasloop's addition; `base.ask_for_new_code`). Each proposal's notes record the rules fired
-(`rules_fired`: name and the values that made each fire), the instructions sent (`instructions`), the
-conflicts (`conflicts`: explanation and dropped rules) and which candidate the feedback was about
-(`feedback_on`). When a candidate is observed its CM is written into its notes (`cm`, or `cm_missing`
-with the reason) before the engine stores it, and the best candidate by CM is part of `state_dict`.
+The first iteration is a plain generation. An answer whose code repeats a failed candidate's is fixed
+mechanically when the failure named a wrong layer size (`fix_sizes`), else sent back once with a note
+(`retry_repeats`); both are nasloop's additions (`base.ask_for_new_code`). Each proposal's notes record the
+rules fired (`rules_fired`: name and the values that made each fire), the instructions sent
+(`instructions`), the conflicts (`conflicts`: explanation and dropped rules) and which candidate the
+feedback was about (`feedback_on`). When a candidate is observed its CM is written into its notes (`cm`,
+or `cm_missing` with the reason) before the engine stores it, and the best candidate by CM is part of
+`state_dict`.
 
 Metrics the rules read are the evaluation's (`val_acc`, `train_acc`, `test_acc`, `params`,
 `train_energy_j` and `val_energy_j` from training, and `latency_ms`, `throughput_ips`, `energy_j` per
@@ -106,6 +108,9 @@ class ExpertRulesOptions(Strict):
         default=True, description="re-ask once when the generator repeats the code of a failed candidate"
     )
     repeat_temperature: float = Field(default=1.0, ge=0, description="sampling temperature of that re-ask")
+    fix_sizes: bool = Field(
+        default=True, description="fix a layer declared for the wrong input size in code, without the LLM"
+    )
 
     @field_validator("rules")
     @classmethod
@@ -250,7 +255,13 @@ class ExpertRules(Strategy):
         if not self.opts.retry_repeats:
             return ask_for_code(ctx, "generator", messages, **sampling)
         return ask_for_new_code(
-            ctx, "generator", messages, self.failed_codes, retry_temperature=self.opts.repeat_temperature, **sampling
+            ctx,
+            "generator",
+            messages,
+            self.failed_codes,
+            retry_temperature=self.opts.repeat_temperature,
+            fix_sizes=self.opts.fix_sizes,
+            **sampling,
         )
 
     def advise(self, subject: CandidateRecord, failure: Failure | None) -> tuple[list[FiredRule], Resolution]:

@@ -12,9 +12,11 @@ Failures stay in the memory: "what did not work" is half of the feedback. Ablati
 options (`improver`, `history_size` (K=0: no history), `reference_code`), and so are nasloop's own changes,
 each switchable to compare with the published form: `precise_errors` (the evaluator's full failure message
 instead of its first 200 characters), `repair` (a failed candidate gets one repair attempt that does not
-count as an iteration), `retry_repeats` (code identical to an already failed candidate is sent back once,
-with a note, before it is recorded) and `filter_suggestions` (drop suggestions the fixed recipe cannot act
-on). `prompt_style: paper` selects the published prompt sections and turns these changes off by default.
+count as an iteration), `fix_sizes` (when the evaluator named the input size a layer needs, the repair is
+made in code, without the LLM: `strategies.size_fix`), `retry_repeats` (code identical to an already
+failed candidate is fixed that way or sent back once, with a note, before it is recorded) and
+`filter_suggestions` (drop suggestions the fixed recipe cannot act on). `prompt_style: paper` selects the
+published prompt sections and turns these changes off by default.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from nasloop.strategies.base import (
     ask_for_code,
     ask_for_new_code,
 )
+from nasloop.strategies.size_fix import size_fix
 
 IMPROVEMENT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -84,6 +87,9 @@ class FeedbackMemoryOptions(Strict):
         default=True, description="re-ask once when the generator repeats the code of a failed candidate"
     )
     repeat_temperature: float = Field(default=1.0, ge=0, description="sampling temperature of that re-ask")
+    fix_sizes: bool = Field(
+        default=True, description="fix a layer declared for the wrong input size in code, without the LLM"
+    )
     filter_suggestions: bool = True
     temperature: float = Field(default=0.7, ge=0)
     top_p: float = Field(default=0.9, gt=0, le=1)
@@ -96,8 +102,8 @@ class FeedbackMemoryOptions(Strict):
     @classmethod
     def _published_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("prompt_style") == "paper":
-            published = {"precise_errors": False, "repair": False, "retry_repeats": False, "filter_suggestions": False}
-            data = {**published, **data}
+            changes = ("precise_errors", "repair", "retry_repeats", "fix_sizes", "filter_suggestions")
+            data = {**dict.fromkeys(changes, False), **data}
         return data
 
 
@@ -193,8 +199,12 @@ class FeedbackMemory(Strategy):
             and not current["repair_of"]
             and FailureKind(current["failure"]["kind"]) in REPAIRABLE
         ):
-            messages = self._messages(ctx, "generator", best=best, current=current, repair=current["outcome"])
-            proposal = self._generate(ctx, messages, sampling)
+            fixed = size_fix(current["code"], Failure.from_dict(current["failure"])) if self.opts.fix_sizes else None
+            if fixed is not None:  # the evaluator named the size to use: no LLM call needed
+                proposal = Proposal(code=fixed[0], notes={"size_fix": fixed[1]})
+            else:
+                messages = self._messages(ctx, "generator", best=best, current=current, repair=current["outcome"])
+                proposal = self._generate(ctx, messages, sampling)
             proposal.notes["repair_of"] = current["id"]
             proposal.parent_ids = (current["id"],)
             return [proposal]
@@ -211,7 +221,13 @@ class FeedbackMemory(Strategy):
         if not self.opts.retry_repeats:
             return ask_for_code(ctx, "generator", messages, **sampling)
         return ask_for_new_code(
-            ctx, "generator", messages, self.failed_codes, retry_temperature=self.opts.repeat_temperature, **sampling
+            ctx,
+            "generator",
+            messages,
+            self.failed_codes,
+            retry_temperature=self.opts.repeat_temperature,
+            fix_sizes=self.opts.fix_sizes,
+            **sampling,
         )
 
     def _improve(

@@ -1,0 +1,104 @@
+"""Mechanical repair of the most common failure of small models: a layer declared for the wrong input size.
+
+When a forward pass fails inside a `Linear`, a convolution or a batch norm whose declared input size does
+not match what it received, the evaluator's message names the layer and the size to use (`It failed in
+layer `fc1` = Linear(...) ... set in_features=3136`). `size_fix` applies exactly that change to the code:
+it finds the layer's constructor call (`self.fc1 = nn.Linear(...)`, or an entry of an `nn.Sequential`
+such as `features.3`) and replaces its input-size argument with the number, leaving every other character
+of the code as it was. When the layer cannot be found unambiguously it returns None, and the strategy asks
+the LLM as usual.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from nasloop.candidate import Failure, FailureKind
+
+SIZE_MESSAGE = re.compile(
+    r"It failed in layer `(?P<layer>[\w.]+)` = \w+\(.*?set (?P<field>in_features|in_channels|num_features)="
+    r"(?P<value>\d+)",
+    re.DOTALL,
+)
+
+
+def size_fix(code: str, failure: Failure) -> tuple[str, str] | None:
+    """`(fixed code, "layer.field=value")` for a failure that names a wrong layer size; None otherwise."""
+    if failure.kind is not FailureKind.SHAPE:
+        return None
+    match = SIZE_MESSAGE.search(failure.message)
+    if match is None:
+        return None
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    call = _layer_call(tree, match["layer"].split("."))
+    if call is None:
+        return None
+    field, value = match["field"], match["value"]
+    argument = next((keyword.value for keyword in call.keywords if keyword.arg == field), None)
+    if argument is None and call.args and not isinstance(call.args[0], ast.Starred):
+        argument = call.args[0]
+    if argument is None:
+        return None
+    fixed = _replace(code, argument, value)
+    try:
+        ast.parse(fixed)
+    except SyntaxError:
+        return None
+    return fixed, f"{match['layer']}.{field}={value}"
+
+
+def _layer_call(tree: ast.Module, path: list[str]) -> ast.Call | None:
+    """The constructor call of the layer at `path` (`fc1`, `features.3`), when exactly one is found."""
+    calls = [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign | ast.AnnAssign)
+        and isinstance(node.value, ast.Call)
+        and any(_is_self_attribute(target, path[0]) for target in _targets(node))
+    ]
+    if len(calls) != 1:
+        return None
+    call: ast.Call = calls[0]
+    for index in path[1:]:  # entries of nn.Sequential(...) given as positional arguments
+        if not index.isdigit() or _callee(call) != "Sequential" or int(index) >= len(call.args):
+            return None
+        entry = call.args[int(index)]
+        if not isinstance(entry, ast.Call):
+            return None
+        call = entry
+    return call
+
+
+def _targets(node: ast.Assign | ast.AnnAssign) -> list[ast.expr]:
+    return list(node.targets) if isinstance(node, ast.Assign) else [node.target]
+
+
+def _is_self_attribute(target: ast.expr, name: str) -> bool:
+    return (
+        isinstance(target, ast.Attribute)
+        and target.attr == name
+        and isinstance(target.value, ast.Name)
+        and target.value.id == "self"
+    )
+
+
+def _callee(call: ast.Call) -> str:
+    function = call.func
+    return function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", "")
+
+
+def _replace(code: str, node: ast.expr, text: str) -> str:
+    """`code` with the source of `node` replaced by `text` (AST columns count UTF-8 bytes)."""
+    lines = code.splitlines(keepends=True)
+    end_line, end_col = node.end_lineno or node.lineno, node.end_col_offset or node.col_offset
+    first = lines[node.lineno - 1].encode()
+    last = lines[end_line - 1].encode()
+    replaced = (first[: node.col_offset] + text.encode() + last[end_col:]).decode()
+    return "".join(lines[: node.lineno - 1]) + replaced + "".join(lines[end_line:])
+
+
+__all__ = ["size_fix"]

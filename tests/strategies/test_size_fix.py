@@ -1,0 +1,182 @@
+"""Mechanical repair of a layer declared for the wrong input size, from the evaluator's own message."""
+
+from concurrent.futures import Future
+
+import pytest
+import torch
+from support import FakeExecutor, fenced, good_net
+
+from nasloop.candidate import EvalResult, Failure, FailureKind, State
+from nasloop.config import build_config
+from nasloop.engine import Engine
+from nasloop.evaluate.stages import LayerTrace
+from nasloop.llm.scripted import ScriptedBackend
+from nasloop.strategies.size_fix import size_fix
+
+# What the 1.5B model wrote in a benchmark run: its comments assume 3x3 convolutions without padding.
+FLATTEN_MISMATCH = """
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_shape[0], 32, kernel_size=3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
+        # (B, 64, 6, 6)
+        self.fc1 = nn.Linear(64 * 6 * 6, 128)  # flattened size
+        self.fc2 = nn.Linear(128, num_classes)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+"""
+
+SEQUENTIAL_CHANNELS = """
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_shape[0], 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.BatchNorm2d(num_features=16),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+"""
+
+LOOP_BUILT = """
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.blocks = nn.ModuleList()
+        for width in (8, 16):
+            self.blocks.append(nn.Conv2d(4, width, 3))
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.mean((2, 3)))
+"""
+
+
+def build(code: str) -> torch.nn.Module:
+    namespace: dict = {}
+    exec(compile(code, "candidate.py", "exec"), namespace)
+    return namespace["Net"]((1, 28, 28), 10)
+
+
+def forward_failure(code: str) -> Failure | None:
+    """The evaluator's failure for one forward pass of `code` (as `check_forward` words it), or None."""
+    model = build(code)
+    trace = LayerTrace(model)
+    try:
+        with torch.no_grad():
+            model(torch.zeros(4, 1, 28, 28))
+    except RuntimeError as error:
+        trace.fail()
+        return Failure(FailureKind.SHAPE, f"the forward pass raised RuntimeError: {error}" + trace.describe())
+    finally:
+        trace.remove()
+    return None
+
+
+def test_a_flatten_size_mismatch_is_fixed_in_place():
+    failure = forward_failure(FLATTEN_MISMATCH)
+    assert failure is not None and "set in_features=3136" in failure.message
+    fixed, change = size_fix(FLATTEN_MISMATCH, failure)
+    assert change == "fc1.in_features=3136"
+    assert "self.fc1 = nn.Linear(3136, 128)  # flattened size" in fixed
+    assert fixed.replace("3136", "64 * 6 * 6") == FLATTEN_MISMATCH  # nothing else changed
+    assert forward_failure(fixed) is None
+
+
+def test_sequential_entries_are_fixed_one_failure_at_a_time():
+    failure = forward_failure(SEQUENTIAL_CHANNELS)
+    assert failure is not None and "`features.3`" in failure.message
+    fixed, change = size_fix(SEQUENTIAL_CHANNELS, failure)
+    assert change == "features.3.num_features=32" and "nn.BatchNorm2d(num_features=32)" in fixed
+    assert forward_failure(fixed) is None
+
+
+def test_layers_it_cannot_locate_and_other_failures_are_left_to_the_llm():
+    failure = forward_failure(LOOP_BUILT)
+    assert failure is not None and "`blocks.0`" in failure.message and "set in_channels=1" in failure.message
+    assert size_fix(LOOP_BUILT, failure) is None  # built in a loop: no single constructor call to change
+    assert size_fix(FLATTEN_MISMATCH, Failure(FailureKind.BUILD, "set in_features=3136")) is None
+    assert size_fix(FLATTEN_MISMATCH, Failure(FailureKind.SHAPE, "mat1 and mat2 shapes cannot be multiplied")) is None
+    assert size_fix("def broken(:\n", forward_failure(FLATTEN_MISMATCH)) is None
+
+
+class ForwardingExecutor(FakeExecutor):
+    """FakeExecutor scores, except that code whose forward pass fails gets the evaluator's real message."""
+
+    def submit(self, job, on_progress=None):
+        failure = forward_failure(job.code)
+        if failure is None:
+            return super().submit(job)
+        self.jobs.append(job)
+        future: Future[EvalResult] = Future()
+        future.set_result(EvalResult(State.FAILED, failure=failure, stage="forward"))
+        return future
+
+
+def search(tmp_path, strategy, answers, iterations, **options):
+    config = build_config(
+        {
+            "strategy": strategy,
+            "strategy_options": options,
+            "dataset": {"name": "digits"},
+            "budget": {"iterations": iterations},
+            "llm": {"backend": "scripted", "model": "scripted"},
+        }
+    )
+    prompts: list[str] = []
+
+    def model(messages):
+        prompts.append(messages[-1]["content"])
+        if "JSON" in messages[0]["content"] or "JSON" in messages[-1]["content"][-200:]:
+            return '{"problem": "too small", "suggestion": "Add a layer."}'
+        return fenced(answers.pop(0) if answers else good_net(8))
+
+    backend = ScriptedBackend(answers=model)
+    engine = Engine.start(config, tmp_path / strategy, backend=backend, executor=ForwardingExecutor(), progress=False)
+    return engine, engine.run(), prompts
+
+
+def test_feedback_memory_repairs_a_size_error_without_the_llm(tmp_path):
+    engine, summary, prompts = search(tmp_path, "feedback-memory", [FLATTEN_MISMATCH], iterations=2)
+    first, repair = engine.history[0], engine.history[1]
+    assert first.state is State.FAILED
+    assert repair.notes["repair_of"] == 1 and repair.notes["size_fix"] == "fc1.in_features=3136"
+    assert repair.state is State.COMPLETE and repair.llm_call_ids == ()
+    assert summary.iterations == 2 and len(prompts) == 3  # generator; (no repair call); improver, generator
+
+
+@pytest.mark.parametrize("strategy", ["feedback-memory", "expert-rules"])
+def test_an_answer_repeating_a_size_error_is_fixed_instead_of_re_asked(tmp_path, strategy):
+    options = {"repair": False} if strategy == "feedback-memory" else {}
+    engine, _, prompts = search(tmp_path, strategy, [FLATTEN_MISMATCH, FLATTEN_MISMATCH], iterations=2, **options)
+    second = engine.history[1]
+    assert second.notes["repeat_of"] == 1 and second.notes["size_fix"] == "fc1.in_features=3136"
+    assert second.state is State.COMPLETE and len(second.llm_call_ids) == (2 if strategy == "feedback-memory" else 1)
+    assert not any("same model as candidate" in prompt for prompt in prompts)
+
+
+def test_paper_style_makes_no_mechanical_repairs(tmp_path):
+    engine, _, _ = search(tmp_path, "feedback-memory", [FLATTEN_MISMATCH], iterations=2, prompt_style="paper")
+    assert not any("size_fix" in record.notes for record in engine.history)
