@@ -168,6 +168,9 @@ def summarise(run_dir: Path, cm_config: EffectivenessConfig, name: str, *, remea
         "best_cm": ranked[0][1] if ranked else None,
         "wall_s": wall_s,
         "llm_tokens": int(totals["prompt_tokens"] + totals["completion_tokens"]),
+        "duplicates": sum(1 for record in records if record.state is State.DUPLICATE),
+        "repeats_caught": sum(1 for record in records if record.notes.get("repeat_of")),
+        "size_fixes": sum(1 for record in records if record.notes.get("size_fix")),
         "run_dir": str(run_dir),
     }
     if ranked:
@@ -203,6 +206,11 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
             f"{cell(row['best_val_acc'], '.4f'):>8} {cell(winner.get('test_acc'), '.4f'):>8} "
             f"{cell(winner.get('fps'), ',.0f'):>9} {millijoules:>10} "
             f"{cell(winner.get('params'), ',.0f'):>9} {row['wall_s']:>7.0f} {row['llm_tokens']:>7}"
+        )
+    for row in rows:
+        lines.append(
+            f"{row['strategy']}: duplicates recorded {row.get('duplicates', 0)}, repeats of failed code caught "
+            f"{row.get('repeats_caught', 0)}, layer sizes fixed in code {row.get('size_fixes', 0)}"
         )
     if any((row.get("winner") or {}).get("energy_method") == "estimated" for row in rows):
         lines.append("* estimated energy: no readable energy counter, so seconds x an assumed power")
