@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,24 +52,24 @@ def job(code: str = NET, **fields: object) -> EvalJob:
 
 
 @pytest.mark.slow
-def test_warm_jobs_cost_little(sandbox: Sandbox) -> None:
+def test_warm_jobs_reuse_the_worker_and_report_their_overhead(sandbox: Sandbox) -> None:
+    """Jobs after the first are forked from the same warm worker (no new interpreter, no torch import);
+    how little that costs is measured by `benchmarks/proxy_train.py`, not asserted here."""
     sandbox.run(job())  # the first child pays for first-touch page faults
+    worker = sandbox.ready_worker().process.pid
     for _ in range(3):
-        started = time.monotonic()
         result = sandbox.run(job())
-        wall = time.monotonic() - started
         assert result.state is State.COMPLETE, result.failure
-        assert wall < 1.0, result.timings
-        assert result.timings["sandbox_overhead_s"] < 0.5, result.timings
+        assert sandbox.ready_worker().process.pid == worker
+        assert 0 <= result.timings["sandbox_overhead_s"] <= result.timings["total_s"], result.timings
     assert set(result.timings) >= {"static_s", "build_s", "total_s", "sandbox_overhead_s"}
     assert result.metrics["params"] == (1 * 8 * 9 + 8) + 2 * 8 + (32 * 10 + 10)  # conv, batch norm, head
 
 
 @pytest.mark.slow
-def test_a_shape_broken_candidate_is_rejected_within_a_second_and_a_half(sandbox: Sandbox) -> None:
-    started = time.monotonic()
+def test_a_shape_broken_candidate_is_rejected_before_training(sandbox: Sandbox) -> None:
     result = sandbox.run(job(SHAPE_BROKEN, stages=("static", "build", "train")))
-    assert time.monotonic() - started < 1.5
+    assert "train_s" not in result.timings and not result.curve  # one forward pass, no training step
     assert result.failure is not None and result.failure.kind is FailureKind.SHAPE
     assert "4x32 and 33x10" in result.failure.message and result.stage == "build"
 
