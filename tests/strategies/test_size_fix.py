@@ -158,25 +158,43 @@ def search(tmp_path, strategy, answers, iterations, **options):
     return engine, engine.run(), prompts
 
 
-def test_feedback_memory_repairs_a_size_error_without_the_llm(tmp_path):
-    engine, summary, prompts = search(tmp_path, "feedback-memory", [FLATTEN_MISMATCH], iterations=2)
+TWO_WRONG_SIZES = FLATTEN_MISMATCH.replace("nn.Conv2d(32, 64", "nn.Conv2d(16, 64")
+
+
+@pytest.mark.parametrize("strategy", ["feedback-memory", "expert-rules"])
+def test_a_size_error_is_repaired_without_the_llm_and_not_counted(tmp_path, strategy):
+    engine, summary, prompts = search(tmp_path, strategy, [FLATTEN_MISMATCH], iterations=2)
     first, repair = engine.history[0], engine.history[1]
     assert first.state is State.FAILED
-    assert repair.notes["repair_of"] == 1 and repair.notes["size_fix"] == "fc1.in_features=3136"
-    assert repair.state is State.COMPLETE and repair.llm_call_ids == ()
-    assert summary.iterations == 2 and len(prompts) == 3  # generator; (no repair call); improver, generator
+    assert {"repair_of": 1, "size_fix": "fc1.in_features=3136", "size_fixes": 1}.items() <= repair.notes.items()
+    assert repair.state is State.COMPLETE and repair.llm_call_ids == () and repair.parent_ids == (1,)
+    assert summary.iterations == 2 and len(engine.history) == 3
+    # the LLM was asked for the first model and the second iteration only (feedback-memory: plus its improver)
+    assert len(prompts) == (3 if strategy == "feedback-memory" else 2)
+
+
+def test_fixes_chain_up_to_the_limit(tmp_path):
+    engine, _, _ = search(tmp_path, "feedback-memory", [TWO_WRONG_SIZES], iterations=2)
+    assert [record.notes.get("size_fix") for record in engine.history[:3]] == [
+        None, "conv2.in_channels=32", "fc1.in_features=3136"
+    ]  # fmt: skip
+    assert engine.history[2].state is State.COMPLETE and engine.history[2].notes["size_fixes"] == 2
+    engine, _, _ = search(tmp_path / "one", "feedback-memory", [TWO_WRONG_SIZES], iterations=2, max_size_fixes=1)
+    assert [record.notes.get("size_fix") for record in engine.history] == [None, "conv2.in_channels=32", None]
+    assert engine.history[1].state is State.FAILED  # the second wrong size went back to the LLM's loop
 
 
 @pytest.mark.parametrize("strategy", ["feedback-memory", "expert-rules"])
 def test_an_answer_repeating_a_size_error_is_fixed_instead_of_re_asked(tmp_path, strategy):
-    options = {"repair": False} if strategy == "feedback-memory" else {}
-    engine, _, prompts = search(tmp_path, strategy, [FLATTEN_MISMATCH, FLATTEN_MISMATCH], iterations=2, **options)
-    second = engine.history[1]
-    assert second.notes["repeat_of"] == 1 and second.notes["size_fix"] == "fc1.in_features=3136"
-    assert second.state is State.COMPLETE and len(second.llm_call_ids) == (2 if strategy == "feedback-memory" else 1)
+    engine, _, prompts = search(tmp_path, strategy, [FLATTEN_MISMATCH, FLATTEN_MISMATCH], iterations=2)
+    repeat = engine.history[2]  # 1 failed, 2 its fix, 3 the LLM's second answer: candidate 1 again
+    assert repeat.notes["repeat_of"] == 1 and repeat.notes["size_fix"] == "fc1.in_features=3136"
+    assert repeat.state is State.DUPLICATE and repeat.duplicate_of == 2  # the fixed code was evaluated already
     assert not any("same model as candidate" in prompt for prompt in prompts)
 
 
 def test_paper_style_makes_no_mechanical_repairs(tmp_path):
     engine, _, _ = search(tmp_path, "feedback-memory", [FLATTEN_MISMATCH], iterations=2, prompt_style="paper")
+    assert not any("size_fix" in record.notes for record in engine.history)
+    engine, _, _ = search(tmp_path / "off", "expert-rules", [FLATTEN_MISMATCH], iterations=2, fix_sizes=False)
     assert not any("size_fix" in record.notes for record in engine.history)

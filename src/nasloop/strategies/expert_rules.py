@@ -11,9 +11,11 @@ Each iteration:
    (CM, `nasloop.objectives.effectiveness`) with its metrics, the latest model's outcome, and the
    instructions, and writes a complete `Net`.
 
-The first iteration is a plain generation. An answer whose code repeats a failed candidate's is fixed
-mechanically when the failure named a wrong layer size (`fix_sizes`), else sent back once with a note
-(`retry_repeats`); both are nasloop's additions (`base.ask_for_new_code`). Each proposal's notes record the
+The first iteration is a plain generation. nasloop adds two things to the published loop: a candidate
+that failed because a layer was declared for the wrong input size is repaired in code, without the LLM and
+without counting as an iteration (`fix_sizes`, up to `max_size_fixes` in a row: `strategies.size_fix`),
+and an answer whose code repeats a failed candidate's is fixed that way or sent back once with a note
+(`retry_repeats`, `base.ask_for_new_code`). Each proposal's notes record the
 rules fired (`rules_fired`: name and the values that made each fire), the instructions sent
 (`instructions`), the conflicts (`conflicts`: explanation and dropped rules) and which candidate the
 feedback was about (`feedback_on`). When a candidate is observed its CM is written into its notes (`cm`,
@@ -53,6 +55,7 @@ from nasloop.strategies.base import (
     ask_for_new_code,
 )
 from nasloop.strategies.expert_system import FiredRule, Resolution, Rule, fire, load_rules, resolve
+from nasloop.strategies.size_fix import size_fix_repair
 
 DEFAULT_PRIORITIES = (
     "validity",
@@ -111,6 +114,7 @@ class ExpertRulesOptions(Strict):
     fix_sizes: bool = Field(
         default=True, description="fix a layer declared for the wrong input size in code, without the LLM"
     )
+    max_size_fixes: int = Field(default=3, ge=1, description="fixes in a row, each on the previous fix's failure")
 
     @field_validator("rules")
     @classmethod
@@ -239,6 +243,11 @@ class ExpertRules(Strategy):
             return [self._generate(ctx, self._messages(ctx), sampling)]
         subject = best if self.opts.feedback_on == "best" and best is not None else latest
         failure = latest.failure if latest.state is not State.COMPLETE else None
+        if failure is not None and self.opts.fix_sizes and latest.code:
+            fixes = int(latest.notes.get("size_fixes") or 0)
+            repair = size_fix_repair(latest.id, latest.code, failure, fixes, self.opts.max_size_fixes)
+            if repair is not None:
+                return [repair]  # the evaluator named the size to use: no LLM call, not an iteration
         fired, resolution = self.advise(subject, failure)
         messages = self._messages(ctx, best=best, latest=latest, resolution=resolution)
         proposal = self._generate(ctx, messages, sampling)

@@ -13,10 +13,10 @@ options (`improver`, `history_size` (K=0: no history), `reference_code`), and so
 each switchable to compare with the published form: `precise_errors` (the evaluator's full failure message
 instead of its first 200 characters), `repair` (a failed candidate gets one repair attempt that does not
 count as an iteration), `fix_sizes` (when the evaluator named the input size a layer needs, the repair is
-made in code, without the LLM: `strategies.size_fix`), `retry_repeats` (code identical to an already
-failed candidate is fixed that way or sent back once, with a note, before it is recorded) and
-`filter_suggestions` (drop suggestions the fixed recipe cannot act on). `prompt_style: paper` selects the
-published prompt sections and turns these changes off by default.
+made in code, without the LLM, and may chain up to `max_size_fixes`: `strategies.size_fix`),
+`retry_repeats` (code identical to an already failed candidate is fixed that way or sent back once, with a
+note, before it is recorded) and `filter_suggestions` (drop suggestions the fixed recipe cannot act on).
+`prompt_style: paper` selects the published prompt sections and turns these changes off by default.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from nasloop.strategies.base import (
     ask_for_code,
     ask_for_new_code,
 )
-from nasloop.strategies.size_fix import size_fix
+from nasloop.strategies.size_fix import size_fix_repair
 
 IMPROVEMENT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -90,6 +90,7 @@ class FeedbackMemoryOptions(Strict):
     fix_sizes: bool = Field(
         default=True, description="fix a layer declared for the wrong input size in code, without the LLM"
     )
+    max_size_fixes: int = Field(default=3, ge=1, description="fixes in a row, each on the previous fix's failure")
     filter_suggestions: bool = True
     temperature: float = Field(default=0.7, ge=0)
     top_p: float = Field(default=0.9, gt=0, le=1)
@@ -193,18 +194,20 @@ class FeedbackMemory(Strategy):
             return [proposal]
         best = self.best if self.opts.reference_code else None
         failed = current["failure"] is not None
+        if failed and self.opts.fix_sizes:  # the evaluator named the size to use: no LLM call needed
+            failure = Failure.from_dict(current["failure"])
+            fixes = int(current.get("size_fixes") or 0)
+            repair = size_fix_repair(current["id"], current["code"], failure, fixes, self.opts.max_size_fixes)
+            if repair is not None:
+                return [repair]
         if (
             failed
             and self.opts.repair
             and not current["repair_of"]
             and FailureKind(current["failure"]["kind"]) in REPAIRABLE
         ):
-            fixed = size_fix(current["code"], Failure.from_dict(current["failure"])) if self.opts.fix_sizes else None
-            if fixed is not None:  # the evaluator named the size to use: no LLM call needed
-                proposal = Proposal(code=fixed[0], notes={"size_fix": fixed[1]})
-            else:
-                messages = self._messages(ctx, "generator", best=best, current=current, repair=current["outcome"])
-                proposal = self._generate(ctx, messages, sampling)
+            messages = self._messages(ctx, "generator", best=best, current=current, repair=current["outcome"])
+            proposal = self._generate(ctx, messages, sampling)
             proposal.notes["repair_of"] = current["id"]
             proposal.parent_ids = (current["id"],)
             return [proposal]
@@ -289,6 +292,7 @@ class FeedbackMemory(Strategy):
                 "outcome": outcome,
                 "failure": record.failure.to_dict() if record.failure and record.state is not State.COMPLETE else None,
                 "repair_of": repair_of,
+                "size_fixes": record.notes.get("size_fixes", 0),
             }
             score = record.metrics.get(self.task.metric)
             if (

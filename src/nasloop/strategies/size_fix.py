@@ -6,7 +6,8 @@ layer `fc1` = Linear(...) ... set in_features=3136`). `size_fix` applies exactly
 it finds the layer's constructor call (`self.fc1 = nn.Linear(...)`, or an entry of an `nn.Sequential`
 such as `features.3`) and replaces its input-size argument with the number, leaving every other character
 of the code as it was. When the layer cannot be found unambiguously it returns None, and the strategy asks
-the LLM as usual.
+the LLM as usual. `size_fix_repair` wraps a fix as a repair proposal; fixes may chain (the fixed model can
+fail at the next wrong size) up to a limit.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import ast
 import re
 
-from nasloop.candidate import Failure, FailureKind
+from nasloop.candidate import Failure, FailureKind, Proposal
 
 SIZE_MESSAGE = re.compile(
     r"It failed in layer `(?P<layer>[\w.]+)` = \w+\(.*?set (?P<field>in_features|in_channels|num_features)="
@@ -49,6 +50,22 @@ def size_fix(code: str, failure: Failure) -> tuple[str, str] | None:
     except SyntaxError:
         return None
     return fixed, f"{match['layer']}.{field}={value}"
+
+
+def size_fix_repair(candidate: int, code: str, failure: Failure, fixes_so_far: int, limit: int) -> Proposal | None:
+    """The repair of failed `candidate` made by `size_fix`, without the LLM; None when there is none or the
+    candidate already is the `limit`-th fix of a chain (one fix can uncover the next wrong size).
+
+    Notes: `repair_of` (so it is not an iteration), `size_fix` ("layer.field=value") and `size_fixes`
+    (its place in the chain).
+    """
+    if fixes_so_far >= limit:
+        return None
+    fixed = size_fix(code, failure)
+    if fixed is None:
+        return None
+    notes = {"repair_of": candidate, "size_fix": fixed[1], "size_fixes": fixes_so_far + 1}
+    return Proposal(code=fixed[0], notes=notes, parent_ids=(candidate,))
 
 
 def _layer_call(tree: ast.Module, path: list[str]) -> ast.Call | None:
@@ -101,4 +118,4 @@ def _replace(code: str, node: ast.expr, text: str) -> str:
     return "".join(lines[: node.lineno - 1]) + replaced + "".join(lines[end_line:])
 
 
-__all__ = ["size_fix"]
+__all__ = ["size_fix", "size_fix_repair"]
