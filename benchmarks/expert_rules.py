@@ -159,11 +159,14 @@ def summarise(run_dir: Path, cm_config: EffectivenessConfig, name: str, *, remea
         records = remeasured(records, splits.in_shape, splits.num_classes)
     iterations = [record for record in records if counts_as_iteration(record)]
     complete = [record for record in iterations if record.state is State.COMPLETE]
+    repaired = [record for record in records if record.notes.get("repair_of") and record.state is State.COMPLETE]
     ranked = rank_by_effectiveness(records, cm_config)
     row: dict[str, Any] = {
         "strategy": name,
         "iterations": len(iterations),
         "valid_rate": len(complete) / len(iterations) if iterations else 0.0,
+        # an iteration whose failed candidate was repaired (a repair is not an iteration) into a complete one
+        "valid_after_repair": (len(complete) + len(repaired)) / len(iterations) if iterations else 0.0,
         "best_val_acc": max((record.metrics.get("val_acc", 0.0) for record in complete), default=None),
         "best_cm": ranked[0][1] if ranked else None,
         "wall_s": wall_s,
@@ -209,7 +212,8 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
         )
     for row in rows:
         lines.append(
-            f"{row['strategy']}: duplicates recorded {row.get('duplicates', 0)}, repeats of failed code caught "
+            f"{row['strategy']}: valid after repair {row.get('valid_after_repair', row['valid_rate']):.0%}, "
+            f"duplicates recorded {row.get('duplicates', 0)}, repeats of failed code caught "
             f"{row.get('repeats_caught', 0)}, layer sizes fixed in code {row.get('size_fixes', 0)}"
         )
     if any((row.get("winner") or {}).get("energy_method") == "estimated" for row in rows):
