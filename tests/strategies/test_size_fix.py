@@ -113,6 +113,17 @@ def test_sequential_entries_are_fixed_one_failure_at_a_time():
     assert forward_failure(fixed) is None
 
 
+NOT_FLATTENED = FLATTEN_MISMATCH.replace("self.fc1(x.flatten(1))", "self.fc1(x)")
+
+
+def test_a_missing_flatten_is_explained_and_left_to_the_llm():
+    failure = forward_failure(NOT_FLATTENED)
+    assert failure is not None
+    assert "the input was not flattened" in failure.message and "`x = torch.flatten(x, 1)`" in failure.message
+    assert "in_features must be 3136" in failure.message and "set in_features" not in failure.message
+    assert size_fix(NOT_FLATTENED, failure) is None  # a new line is needed, not a number
+
+
 def test_layers_it_cannot_locate_and_other_failures_are_left_to_the_llm():
     failure = forward_failure(LOOP_BUILT)
     assert failure is not None and "`blocks.0`" in failure.message and "set in_channels=1" in failure.message

@@ -372,7 +372,14 @@ class LayerTrace:
         name, module, shapes = self.failed_in
         received = ", ".join(str(shape) for shape in shapes) or "no tensor"
         text = f". It failed in layer `{name}` = {module!r}, which received an input of shape {received}"
-        if shapes and isinstance(module, nn.Linear) and shapes[0] and shapes[0][-1] != module.in_features:
+        if shapes and isinstance(module, nn.Linear) and len(shapes[0]) > 2 and shapes[0][-1] != module.in_features:
+            features = math.prod(shapes[0][1:])
+            text += (
+                f": the input was not flattened, so the layer saw {shapes[0][-1]} features where it expects "
+                f"{module.in_features}; flatten before this layer (`x = torch.flatten(x, 1)`), after which the "
+                f"input has {features} features and in_features must be {features}"
+            )
+        elif shapes and isinstance(module, nn.Linear) and shapes[0] and shapes[0][-1] != module.in_features:
             text += (
                 f": its in_features is {module.in_features} but the input has {shapes[0][-1]} features; set "
                 f"in_features={shapes[0][-1]}, or compute it from in_shape (e.g. nn.AdaptiveAvgPool2d before "
