@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from pydantic import Field
+
 from nasloop.candidate import Failure, FailureKind, Proposal
 from nasloop.evaluate.job import Strict
 from nasloop.llm.base import Completion, LLMError, Message
@@ -230,6 +232,37 @@ def ask_for_new_code(
     return Proposal(code=code, notes=notes, llm_call_ids=proposal.llm_call_ids + retry.llm_call_ids)
 
 
+class RepairOptions(Strict):
+    """nasloop's handling of failed code, shared by the open-code strategies that feed failures back."""
+
+    retry_repeats: bool = Field(
+        default=True, description="re-ask once when the generator repeats the code of a failed candidate"
+    )
+    repeat_temperature: float = Field(default=1.0, ge=0, description="sampling temperature of that re-ask")
+    fix_sizes: bool = Field(
+        default=True, description="fix a layer declared for the wrong input size in code, without the LLM"
+    )
+    max_size_fixes: int = Field(default=3, ge=1, description="fixes in a row, each on the previous fix's failure")
+
+
+def generate_code(
+    ctx: Context, messages: list[Message], failed: FailedCodes, options: RepairOptions, **sampling: Any
+) -> Proposal:
+    """The generator's answer to `messages`, with `ask_for_new_code`'s handling of repeats when
+    `options.retry_repeats` is on."""
+    if not options.retry_repeats:
+        return ask_for_code(ctx, "generator", messages, **sampling)
+    return ask_for_new_code(
+        ctx,
+        "generator",
+        messages,
+        failed,
+        retry_temperature=options.repeat_temperature,
+        fix_sizes=options.fix_sizes,
+        **sampling,
+    )
+
+
 def is_fatal(error: LLMError) -> bool:
     """Whether an LLM error should stop the run rather than count as a failed candidate."""
     from nasloop.llm.base import LLMConfigError, LLMUnreachable, ModelNotFound
@@ -248,11 +281,13 @@ __all__ = [
     "FailedCodes",
     "NoOptions",
     "Observation",
+    "RepairOptions",
     "Reply",
     "Strategy",
     "Task",
     "ask_for_code",
     "ask_for_new_code",
+    "generate_code",
     "is_fatal",
     "strategy_note",
 ]

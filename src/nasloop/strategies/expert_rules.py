@@ -39,7 +39,6 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from nasloop.candidate import Failure, Proposal, State
-from nasloop.evaluate.job import Strict
 from nasloop.llm.base import Message
 from nasloop.objectives.constraints import format_value
 from nasloop.objectives.effectiveness import EffectivenessConfig, best_by_effectiveness, combined_effectiveness
@@ -49,10 +48,10 @@ from nasloop.strategies.base import (
     Context,
     FailedCodes,
     Observation,
+    RepairOptions,
     Strategy,
     Task,
-    ask_for_code,
-    ask_for_new_code,
+    generate_code,
 )
 from nasloop.strategies.expert_system import FiredRule, Resolution, Rule, fire, load_rules, resolve
 from nasloop.strategies.size_fix import size_fix_repair
@@ -88,7 +87,7 @@ SHOWN_METRICS = (
 )
 
 
-class ExpertRulesOptions(Strict):
+class ExpertRulesOptions(RepairOptions):
     """Options of `expert-rules` (config key `strategy_options`)."""
 
     rules: str | None = Field(default=None, description="YAML rule file; None: nasloop's default rules")
@@ -107,14 +106,6 @@ class ExpertRulesOptions(Strict):
     temperature: float = Field(default=0.7, ge=0)
     top_p: float = Field(default=0.9, gt=0, le=1)
     max_tokens: int = Field(default=2048, gt=0)
-    retry_repeats: bool = Field(
-        default=True, description="re-ask once when the generator repeats the code of a failed candidate"
-    )
-    repeat_temperature: float = Field(default=1.0, ge=0, description="sampling temperature of that re-ask")
-    fix_sizes: bool = Field(
-        default=True, description="fix a layer declared for the wrong input size in code, without the LLM"
-    )
-    max_size_fixes: int = Field(default=3, ge=1, description="fixes in a row, each on the previous fix's failure")
 
     @field_validator("rules")
     @classmethod
@@ -240,7 +231,7 @@ class ExpertRules(Strategy):
         best = find_record(ctx.history, self.best["id"]) if self.best else None
         latest = find_record(ctx.history, self.latest_id)
         if latest is None:
-            return [self._generate(ctx, self._messages(ctx), sampling)]
+            return [generate_code(ctx, self._messages(ctx), self.failed_codes, self.opts, **sampling)]
         subject = best if self.opts.feedback_on == "best" and best is not None else latest
         failure = latest.failure if latest.state is not State.COMPLETE else None
         if failure is not None and self.opts.fix_sizes and latest.code:
@@ -250,7 +241,7 @@ class ExpertRules(Strategy):
                 return [repair]  # the evaluator named the size to use: no LLM call, not an iteration
         fired, resolution = self.advise(subject, failure)
         messages = self._messages(ctx, best=best, latest=latest, resolution=resolution)
-        proposal = self._generate(ctx, messages, sampling)
+        proposal = generate_code(ctx, messages, self.failed_codes, self.opts, **sampling)
         proposal.parent_ids = tuple(dict.fromkeys(record.id for record in (best, latest) if record is not None))
         proposal.notes.update(
             feedback_on=subject.id, rules_fired=fired_notes(fired), instructions=list(resolution.instructions)
@@ -259,19 +250,6 @@ class ExpertRules(Strategy):
         if conflicts:
             proposal.notes["conflicts"] = conflicts
         return [proposal]
-
-    def _generate(self, ctx: Context, messages: list[Message], sampling: dict[str, Any]) -> Proposal:
-        if not self.opts.retry_repeats:
-            return ask_for_code(ctx, "generator", messages, **sampling)
-        return ask_for_new_code(
-            ctx,
-            "generator",
-            messages,
-            self.failed_codes,
-            retry_temperature=self.opts.repeat_temperature,
-            fix_sizes=self.opts.fix_sizes,
-            **sampling,
-        )
 
     def advise(self, subject: CandidateRecord, failure: Failure | None) -> tuple[list[FiredRule], Resolution]:
         """Fire the rules on `subject`'s metrics and the latest `failure`, and resolve the conflicts."""

@@ -41,10 +41,11 @@ from nasloop.strategies.base import (
     Context,
     FailedCodes,
     Observation,
+    RepairOptions,
     Strategy,
     Task,
     ask_for_code,
-    ask_for_new_code,
+    generate_code,
 )
 from nasloop.strategies.size_fix import size_fix_repair
 
@@ -74,7 +75,7 @@ RECIPE_TERMS = re.compile(
 )
 
 
-class FeedbackMemoryOptions(Strict):
+class FeedbackMemoryOptions(RepairOptions):
     """Options of `feedback-memory`; `prompt_style: paper` turns nasloop's changes off by default."""
 
     prompt_style: Literal["nasloop", "paper"] = "nasloop"
@@ -83,14 +84,6 @@ class FeedbackMemoryOptions(Strict):
     reference_code: bool = Field(default=True, description="False: the paper's 'no reference code' ablation")
     precise_errors: bool = True
     repair: bool = True
-    retry_repeats: bool = Field(
-        default=True, description="re-ask once when the generator repeats the code of a failed candidate"
-    )
-    repeat_temperature: float = Field(default=1.0, ge=0, description="sampling temperature of that re-ask")
-    fix_sizes: bool = Field(
-        default=True, description="fix a layer declared for the wrong input size in code, without the LLM"
-    )
-    max_size_fixes: int = Field(default=3, ge=1, description="fixes in a row, each on the previous fix's failure")
     filter_suggestions: bool = True
     temperature: float = Field(default=0.7, ge=0)
     top_p: float = Field(default=0.9, gt=0, le=1)
@@ -190,7 +183,7 @@ class FeedbackMemory(Strategy):
         sampling = {"temperature": self.opts.temperature, "top_p": self.opts.top_p, "max_tokens": self.opts.max_tokens}
         current = self.current
         if current is None:
-            proposal = self._generate(ctx, self._messages(ctx, "generator"), sampling)
+            proposal = generate_code(ctx, self._messages(ctx, "generator"), self.failed_codes, self.opts, **sampling)
             return [proposal]
         best = self.best if self.opts.reference_code else None
         failed = current["failure"] is not None
@@ -207,31 +200,18 @@ class FeedbackMemory(Strategy):
             and FailureKind(current["failure"]["kind"]) in REPAIRABLE
         ):
             messages = self._messages(ctx, "generator", best=best, current=current, repair=current["outcome"])
-            proposal = self._generate(ctx, messages, sampling)
+            proposal = generate_code(ctx, messages, self.failed_codes, self.opts, **sampling)
             proposal.notes["repair_of"] = current["id"]
             proposal.parent_ids = (current["id"],)
             return [proposal]
         suggestion, improver_call = self._improve(ctx, best, current, failed)
         messages = self._messages(ctx, "generator", best=best, current=current, suggestion=suggestion)
-        proposal = self._generate(ctx, messages, sampling)
+        proposal = generate_code(ctx, messages, self.failed_codes, self.opts, **sampling)
         proposal.parent_ids = tuple(dict.fromkeys(i for i in (current["id"], (best or {}).get("id")) if i))
         proposal.llm_call_ids = improver_call + proposal.llm_call_ids
         if self.pending:
             proposal.notes.update(self.pending)
         return [proposal]
-
-    def _generate(self, ctx: Context, messages: list[Message], sampling: dict[str, Any]) -> Proposal:
-        if not self.opts.retry_repeats:
-            return ask_for_code(ctx, "generator", messages, **sampling)
-        return ask_for_new_code(
-            ctx,
-            "generator",
-            messages,
-            self.failed_codes,
-            retry_temperature=self.opts.repeat_temperature,
-            fix_sizes=self.opts.fix_sizes,
-            **sampling,
-        )
 
     def _improve(
         self, ctx: Context, best: dict[str, Any] | None, current: dict[str, Any], failed: bool
