@@ -11,7 +11,7 @@ from nasloop.config import build_config
 from nasloop.engine import Engine
 from nasloop.evaluate.stages import LayerTrace
 from nasloop.llm.scripted import ScriptedBackend
-from nasloop.strategies.size_fix import size_fix
+from nasloop.strategies.size_fix import net_name_fix, size_fix
 
 # What the 1.5B model wrote in a benchmark run: its comments assume 3x3 convolutions without padding.
 FLATTEN_MISMATCH = """
@@ -82,6 +82,8 @@ def build(code: str) -> torch.nn.Module:
 
 def forward_failure(code: str) -> Failure | None:
     """The evaluator's failure for one forward pass of `code` (as `check_forward` words it), or None."""
+    if "class Net(" not in code:
+        return Failure(FailureKind.BUILD, "the module does not define `class Net(nn.Module)` at top level")
     model = build(code)
     trace = LayerTrace(model)
     try:
@@ -209,3 +211,48 @@ def test_paper_style_makes_no_mechanical_repairs(tmp_path):
     assert not any("size_fix" in record.notes for record in engine.history)
     engine, _, _ = search(tmp_path / "off", "expert-rules", [FLATTEN_MISMATCH], iterations=2, fix_sizes=False)
     assert not any("size_fix" in record.notes for record in engine.history)
+
+
+IMPROVED_NET = """
+import torch.nn as nn
+
+
+class Block(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class ImprovedNet(nn.Module):  # "ImprovedNet" stays in comments and strings
+    def __init__(self, in_shape, num_classes):
+        super(ImprovedNet, self).__init__()
+        self.stem = nn.Conv2d(in_shape[0], 8, 3, padding=1)
+        self.block = Block(8)
+        self.head = nn.Linear(8, num_classes)
+        self.label = "ImprovedNet"
+
+    def forward(self, x):
+        return self.head(self.block(self.stem(x)).mean((2, 3)))
+"""
+
+
+def test_the_one_network_class_is_renamed_to_net():
+    renamed, old = net_name_fix(IMPROVED_NET)
+    assert old == "ImprovedNet"
+    assert 'class Net(nn.Module):  # "ImprovedNet" stays' in renamed and "super(Net, self)" in renamed
+    assert 'self.label = "ImprovedNet"' in renamed and "class Block(nn.Module)" in renamed
+    assert build(renamed)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert net_name_fix(renamed) is None  # defines Net already
+    two = IMPROVED_NET + "\n\nclass OtherNet(nn.Module):\n    def __init__(self, a, b):\n        super().__init__()\n"
+    assert net_name_fix(two) is None  # which one is the network is not clear
+    assert net_name_fix("def broken(:\n") is None
+
+
+def test_feedback_memory_renames_the_class_and_paper_style_does_not(tmp_path):
+    engine, _, _ = search(tmp_path, "feedback-memory", [IMPROVED_NET], iterations=1)
+    assert engine.history[0].notes["renamed_class"] == "ImprovedNet" and engine.history[0].state is State.COMPLETE
+    engine, _, _ = search(tmp_path / "paper", "feedback-memory", [IMPROVED_NET], iterations=1, prompt_style="paper")
+    assert engine.history[0].state is State.FAILED and engine.history[0].failure.kind is FailureKind.BUILD

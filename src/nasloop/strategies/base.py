@@ -200,11 +200,13 @@ def ask_for_new_code(
     *,
     retry_temperature: float,
     fix_sizes: bool = False,
+    fix_class_name: bool = False,
     **options: Any,
 ) -> Proposal:
     """`ask_for_code`; if the answer repeats a failed candidate's code, that code fixed or one re-ask.
 
-    With `fix_sizes`, a repeat whose failure named a wrong layer size is fixed mechanically
+    With `fix_class_name`, each answer's network class is renamed to `Net` if it was called otherwise
+    (`named_net`). With `fix_sizes`, a repeat whose failure named a wrong layer size is fixed mechanically
     (`size_fix`; the notes say `size_fix`) and no more LLM calls are made. Otherwise the re-ask shows the
     model its answer and the failure, and samples at `retry_temperature`; its code is what the engine
     records (the first answer's code when the re-ask yields none). Notes say `repeat_of` the failed
@@ -212,7 +214,7 @@ def ask_for_new_code(
     """
     from nasloop.strategies.size_fix import size_fix
 
-    proposal = ask_for_code(ctx, role, messages, **options)
+    proposal = named_net(ask_for_code(ctx, role, messages, **options), fix_class_name)
     repeated = failed.match(proposal.code) if proposal.code is not None else None
     if repeated is None or proposal.code is None:
         return proposal
@@ -227,8 +229,13 @@ def ask_for_new_code(
         {"role": "assistant", "content": f"```python\n{proposal.code.strip()}\n```"},
         {"role": "user", "content": ctx.render("repeated_code", id=repeated["id"], error=error).strip()},
     ]
-    retry = ask_for_code(ctx, role, follow_up, **{**options, "temperature": retry_temperature})
+    retry = named_net(
+        ask_for_code(ctx, role, follow_up, **{**options, "temperature": retry_temperature}), fix_class_name
+    )
     code = retry.code if retry.code is not None else proposal.code
+    if retry.code is not None:  # the notes describe the code that is sent
+        notes.pop("renamed_class", None)
+        notes.update(retry.notes)
     return Proposal(code=code, notes=notes, llm_call_ids=proposal.llm_call_ids + retry.llm_call_ids)
 
 
@@ -243,15 +250,19 @@ class RepairOptions(Strict):
         default=True, description="fix a layer declared for the wrong input size in code, without the LLM"
     )
     max_size_fixes: int = Field(default=3, ge=1, description="fixes in a row, each on the previous fix's failure")
+    fix_class_name: bool = Field(
+        default=True, description="rename the one network class of an answer to Net when it is called otherwise"
+    )
 
 
 def generate_code(
     ctx: Context, messages: list[Message], failed: FailedCodes, options: RepairOptions, **sampling: Any
 ) -> Proposal:
-    """The generator's answer to `messages`, with `ask_for_new_code`'s handling of repeats when
-    `options.retry_repeats` is on."""
+    """The generator's answer to `messages`, with the network class renamed to `Net` when
+    `options.fix_class_name` is on and the answer named it otherwise (notes: `renamed_class`), and
+    `ask_for_new_code`'s handling of repeats when `options.retry_repeats` is on."""
     if not options.retry_repeats:
-        return ask_for_code(ctx, "generator", messages, **sampling)
+        return named_net(ask_for_code(ctx, "generator", messages, **sampling), options.fix_class_name)
     return ask_for_new_code(
         ctx,
         "generator",
@@ -259,8 +270,20 @@ def generate_code(
         failed,
         retry_temperature=options.repeat_temperature,
         fix_sizes=options.fix_sizes,
+        fix_class_name=options.fix_class_name,
         **sampling,
     )
+
+
+def named_net(proposal: Proposal, fix: bool = True) -> Proposal:
+    """`proposal` with its one network class renamed to `Net` if it was called otherwise (`net_name_fix`)."""
+    from nasloop.strategies.size_fix import net_name_fix
+
+    renamed = net_name_fix(proposal.code) if fix and proposal.code else None
+    if renamed is not None:
+        proposal.code = renamed[0]
+        proposal.notes["renamed_class"] = renamed[1]
+    return proposal
 
 
 def is_fatal(error: LLMError) -> bool:
@@ -289,5 +312,6 @@ __all__ = [
     "ask_for_new_code",
     "generate_code",
     "is_fatal",
+    "named_net",
     "strategy_note",
 ]

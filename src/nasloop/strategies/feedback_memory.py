@@ -15,7 +15,8 @@ instead of its first 200 characters), `repair` (a failed candidate gets one repa
 count as an iteration), `fix_sizes` (when the evaluator named the input size a layer needs, the repair is
 made in code, without the LLM, and may chain up to `max_size_fixes`: `strategies.size_fix`),
 `retry_repeats` (code identical to an already failed candidate is fixed that way or sent back once, with a
-note, before it is recorded) and `filter_suggestions` (drop suggestions the fixed recipe cannot act on).
+note, before it is recorded), `fix_class_name` (an answer whose one network class is not called `Net`,
+an `ImprovedNet` say, is renamed) and `filter_suggestions` (drop suggestions the recipe cannot act on).
 `prompt_style: paper` selects the published prompt sections and turns these changes off by default.
 """
 
@@ -96,7 +97,7 @@ class FeedbackMemoryOptions(RepairOptions):
     @classmethod
     def _published_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("prompt_style") == "paper":
-            changes = ("precise_errors", "repair", "retry_repeats", "fix_sizes", "filter_suggestions")
+            changes = ("precise_errors", "repair", "retry_repeats", "fix_sizes", "fix_class_name", "filter_suggestions")
             data = {**dict.fromkeys(changes, False), **data}
         return data
 

@@ -13,7 +13,9 @@ fail at the next wrong size) up to a limit.
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 
 from nasloop.candidate import Failure, FailureKind, Proposal
 
@@ -68,6 +70,62 @@ def size_fix_repair(candidate: int, code: str, failure: Failure, fixes_so_far: i
     return Proposal(code=fixed[0], notes=notes, parent_ids=(candidate,))
 
 
+def net_name_fix(code: str) -> tuple[str, str] | None:
+    """`(code with the class renamed to Net, old name)` when the code defines no top-level `Net` but exactly
+    one top-level module class built as `Cls(in_shape, num_classes)` (an `ImprovedNet`, say); None otherwise.
+
+    Every use of the old name is renamed (tokens, not text: strings and comments are left alone)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    classes = [node for node in tree.body if isinstance(node, ast.ClassDef)]
+    if any(node.name == "Net" for node in classes):
+        return None
+    networks = [node for node in classes if _is_module(node) and _init_arity(node) == 2]
+    if len(networks) != 1 or _defines_name(tree, "Net"):
+        return None
+    old = networks[0].name
+    renamed = _rename(code, old)
+    return (renamed, old) if renamed is not None else None
+
+
+def _rename(code: str, old: str) -> str | None:
+    """`code` with every NAME token `old` replaced by `Net`, all other characters kept."""
+    lines = code.splitlines(keepends=True)
+    edits: list[tuple[int, int, int]] = []  # (line, start column, end column), in source order
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(code).readline):
+            if token.type == tokenize.NAME and token.string == old:
+                edits.append((token.start[0], token.start[1], token.end[1]))
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    for line, start, end in reversed(edits):
+        text = lines[line - 1]
+        lines[line - 1] = text[:start] + "Net" + text[end:]
+    return "".join(lines)
+
+
+def _is_module(node: ast.ClassDef) -> bool:
+    return any(
+        (isinstance(base, ast.Attribute) and base.attr == "Module")
+        or (isinstance(base, ast.Name) and base.id == "Module")
+        for base in node.bases
+    )
+
+
+def _init_arity(node: ast.ClassDef) -> int | None:
+    """Positional parameters of the class's `__init__` besides self (None without an `__init__`)."""
+    for item in node.body:
+        if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+            return len(item.args.posonlyargs) + len(item.args.args) - 1
+    return None
+
+
+def _defines_name(tree: ast.Module, name: str) -> bool:
+    return any(isinstance(node, ast.Name) and node.id == name for node in ast.walk(tree))
+
+
 def _layer_call(tree: ast.Module, path: list[str]) -> ast.Call | None:
     """The constructor call of the layer at `path` (`fc1`, `features.3`), when exactly one is found."""
     calls = [
@@ -118,4 +176,4 @@ def _replace(code: str, node: ast.expr, text: str) -> str:
     return "".join(lines[: node.lineno - 1]) + replaced + "".join(lines[end_line:])
 
 
-__all__ = ["size_fix", "size_fix_repair"]
+__all__ = ["net_name_fix", "size_fix", "size_fix_repair"]
