@@ -79,6 +79,10 @@ def test_the_parameter_budget(sandbox: Sandbox) -> None:
     result = sandbox.run(job(limits=Limits(max_params=100)))
     assert result.failure is not None and result.failure.kind is FailureKind.BUDGET
     assert "the limit is 100" in result.failure.message
+    # the layers to shrink first, largest first: the head (32 * 10 + 10), the convolution (1 * 8 * 9 + 8)
+    assert "the largest layers: head = Linear(in_features=32, out_features=10, bias=True): 330 (77%), features.0" in (
+        result.failure.message
+    )
 
 
 @pytest.mark.slow

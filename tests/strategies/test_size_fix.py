@@ -126,6 +126,14 @@ def test_a_missing_flatten_is_explained_and_left_to_the_llm():
     assert size_fix(NOT_FLATTENED, failure) is None  # a new line is needed, not a number
 
 
+def test_logits_with_spatial_dimensions_are_explained():
+    from nasloop.evaluate.stages import StageFailed, check_logits
+
+    with pytest.raises(StageFailed) as raised:
+        check_logits(torch.zeros(4, 128, 2, 10), (4, 10), (4, 1, 28, 28))
+    assert "got (4, 128, 2, 10): the features were not flattened" in raised.value.failure.message
+
+
 def test_layers_it_cannot_locate_and_other_failures_are_left_to_the_llm():
     failure = forward_failure(LOOP_BUILT)
     assert failure is not None and "`blocks.0`" in failure.message and "set in_channels=1" in failure.message

@@ -310,8 +310,21 @@ def count_parameters(model: nn.Module, context: StageContext) -> None:
     context.metrics["params"] = float(count)
     limit = context.job.limits.max_params
     if limit is not None and count > limit:
-        message = f"the network has {count:,} parameters; the limit is {limit:,}. Make it smaller."
+        message = f"the network has {count:,} parameters; the limit is {limit:,}. Make it smaller"
+        largest = largest_layers(model, count)
+        message += f"; the largest layers: {largest}." if largest else "."
         raise StageFailed(Failure(FailureKind.BUDGET, message))
+
+
+def largest_layers(model: nn.Module, total: int, listed: int = 3) -> str:
+    """The `listed` leaf layers with the most parameters, as `name = Layer(...): N (share)`."""
+    sizes = [
+        (sum(parameter.numel() for parameter in module.parameters()), name, module)
+        for name, module in model.named_modules()
+        if name and not any(True for _ in module.children())
+    ]
+    sizes = sorted((entry for entry in sizes if entry[0] > 0), key=lambda entry: -entry[0])[:listed]
+    return ", ".join(f"{name} = {module!r}: {size:,} ({size / total:.0%})" for size, name, module in sizes)
 
 
 def check_batch(data: SandboxData, device: torch.device) -> torch.Tensor:
@@ -439,6 +452,11 @@ def check_logits(logits: object, expected: tuple[int, int], input_shape: tuple[i
             f"for an input of shape {input_shape} the logits must have shape {expected} "
             f"(batch, num_classes); got {tuple(logits.shape)}"
         )
+        if logits.dim() > 2:
+            message += (
+                ": the features were not flattened before the classifier; flatten them "
+                "(`x = torch.flatten(x, 1)`) before the last Linear and size its in_features to match"
+            )
         raise StageFailed(Failure(FailureKind.SHAPE, message))
     if not logits.is_floating_point():
         raise StageFailed(Failure(FailureKind.SHAPE, f"the logits must be floating point; got {logits.dtype}"))
