@@ -7,7 +7,8 @@ it finds the layer's constructor call (`self.fc1 = nn.Linear(...)`, or an entry 
 such as `features.3`) and replaces its input-size argument with the number, leaving every other character
 of the code as it was. When the layer cannot be found unambiguously it returns None, and the strategy asks
 the LLM as usual. `size_fix_repair` wraps a fix as a repair proposal; fixes may chain (the fixed model can
-fail at the next wrong size) up to a limit.
+fail at the next wrong size) up to a limit. `net_name_fix` is the other mechanical repair: the one network
+class of an answer renamed to `Net` when the model called it something else.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 import tokenize
 
 from nasloop.candidate import Failure, FailureKind, Proposal
+from nasloop.spaces.open_code import defines_net
 
 SIZE_MESSAGE = re.compile(
     r"It failed in layer `(?P<layer>[\w.]+)` = \w+\(.*?set (?P<field>in_features|in_channels|num_features)="
@@ -79,9 +81,9 @@ def net_name_fix(code: str) -> tuple[str, str] | None:
         tree = ast.parse(code)
     except SyntaxError:
         return None
-    classes = [node for node in tree.body if isinstance(node, ast.ClassDef)]
-    if any(node.name == "Net" for node in classes):
+    if defines_net(tree):
         return None
+    classes = [node for node in tree.body if isinstance(node, ast.ClassDef)]
     networks = [node for node in classes if _is_module(node) and _init_arity(node) == 2]
     if len(networks) != 1 or _defines_name(tree, "Net"):
         return None
