@@ -3,7 +3,7 @@
 One iteration of the loop (DESIGN.md flow)::
 
     strategy.propose(ctx) -> proposals -> code (rendered from a space point if needed) -> canonical hash
-      -> duplicate? record it, pointing at the original
+      -> duplicate? record it, pointing at the original (still being evaluated: record it with its result)
       -> else submit an evaluation job to the executor
     executor result -> store (one transaction with the strategy's new state) -> strategy.observe
 
@@ -216,6 +216,25 @@ class _InFlight:
     code_hash: str
     staleness: int
     submitted: float
+    duplicate_of: int | None = None  # the candidate in flight with the same code, whose result this one takes
+
+
+def _follow(future: Future[EvalResult]) -> Future[EvalResult]:
+    """A future that ends as `future` ends: with its result, its exception or its cancellation."""
+    follower: Future[EvalResult] = Future()
+
+    def copy(done: Future[EvalResult]) -> None:
+        if follower.done():  # cancelled when the search stopped
+            return
+        if done.cancelled():
+            follower.cancel()
+        elif done.exception() is not None:
+            follower.set_exception(done.exception())  # type: ignore[arg-type]
+        else:
+            follower.set_result(done.result())
+
+    future.add_done_callback(copy)
+    return follower
 
 
 def counts_as_iteration(record: CandidateRecord) -> bool:
@@ -548,19 +567,26 @@ class Engine:
             )
             progress.update()
             return
-        job = EvalJob(
-            code=code,
-            dataset=self.config.dataset,
-            recipe=self.config.recipe,
-            limits=self.config.limits,
-            stages=proposal.stages or self.config.stages,
-            proxies=self.config.proxies,
-            measure=self.config.measure,
-            seed=derived_seed(self.config.seed, "evaluation"),
-        )
-        future = executor.submit(job, self.pruner.callback())
         staleness = len(in_flight) if staleness is None else staleness
-        in_flight[future] = _InFlight(candidate_id, iteration, proposal, code, code_hash, staleness, time.time())
+        twin = next(((f, item) for f, item in in_flight.items() if item.code_hash == code_hash), None)
+        if twin is not None and proposal.final_of is None:
+            # The same code is being evaluated now: this candidate takes that result when it comes.
+            future, duplicate_of = _follow(twin[0]), twin[1].candidate_id
+        else:
+            job = EvalJob(
+                code=code,
+                dataset=self.config.dataset,
+                recipe=self.config.recipe,
+                limits=self.config.limits,
+                stages=proposal.stages or self.config.stages,
+                proxies=self.config.proxies,
+                measure=self.config.measure,
+                seed=derived_seed(self.config.seed, "evaluation"),
+            )
+            future, duplicate_of = executor.submit(job, self.pruner.callback()), None
+        in_flight[future] = _InFlight(
+            candidate_id, iteration, proposal, code, code_hash, staleness, time.time(), duplicate_of
+        )
 
     def _collect(self, in_flight: dict[Future[EvalResult], _InFlight], progress: Any, *, block: bool = True) -> None:
         """Record the finished evaluations: at least one when `block`, else those finished already."""
@@ -582,6 +608,7 @@ class Engine:
                 item.code_hash,
                 result,
                 staleness=item.staleness,
+                duplicate_of=item.duplicate_of,
             )
             progress.update()
 

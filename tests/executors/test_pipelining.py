@@ -72,7 +72,7 @@ class TimedModel:
         return fenced(good_net(width))
 
 
-def run_engine(tmp_path, executor, *, strategy="feedback-memory", iterations=4, max_stale=0, options=None):
+def run_engine(tmp_path, executor, *, strategy="feedback-memory", iterations=4, max_stale=0, options=None, model=None):
     config = build_config(
         {
             "strategy": strategy, "strategy_options": options or {}, "dataset": {"name": "digits"},
@@ -80,7 +80,7 @@ def run_engine(tmp_path, executor, *, strategy="feedback-memory", iterations=4, 
             "executor": {"max_stale": max_stale, "workers": executor.capacity},
         }
     )  # fmt: skip
-    model = TimedModel()
+    model = model or TimedModel()
     backend = ScriptedBackend(answers=model, delay_s=LLM_DELAY_S)
     engine = Engine.start(config, tmp_path / "run", backend=backend, executor=executor, progress=False)
     engine.run()
@@ -121,3 +121,22 @@ def test_islands_keep_one_proposal_per_island_in_flight(tmp_path):
     assert executor.most_running == 2  # both islands evaluate at once, never more than one each
     islands = [record.notes["island"] for record in engine.history]
     assert sorted(islands) == [0, 0, 0, 1, 1, 1]
+
+
+class SameAnswer(TimedModel):
+    """Answers every generator call with the same network."""
+
+    def __call__(self, messages: list[dict[str, str]]) -> str:
+        super().__call__(messages)
+        return fenced(good_net(8))
+
+
+def test_code_that_is_being_evaluated_is_not_evaluated_again(tmp_path):
+    # one-shot with two workers proposes again while the first candidate trains, and gets the same code
+    executor = TimedExecutor(capacity=2, job_s=1.0)
+    engine, _ = run_engine(tmp_path, executor, strategy="one-shot", iterations=3, model=SameAnswer())
+    assert len(executor.intervals) == 1  # one evaluation for three candidates
+    first, *copies = engine.history
+    assert first.state is State.COMPLETE and copies[0].staleness == 1
+    assert all(copy.state is State.DUPLICATE and copy.duplicate_of == first.id for copy in copies)
+    assert all(copy.metrics == first.metrics for copy in copies)

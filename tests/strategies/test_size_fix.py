@@ -1,5 +1,6 @@
 """Mechanical repair of a layer declared for the wrong input size, from the evaluator's own message."""
 
+import threading
 from concurrent.futures import Future
 
 import pytest
@@ -134,6 +135,48 @@ def test_logits_with_spatial_dimensions_are_explained():
     assert "got (4, 128, 2, 10): the features were not flattened" in raised.value.failure.message
 
 
+# What the 1.5B model wrote in a pipelined benchmark run: `conv2` called twice, with 32 and 64 channels.
+REUSED_LAYER = """
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_shape[0], 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        return self.fc(x.mean((2, 3)))
+"""
+
+
+def test_a_layer_called_with_two_sizes_is_explained_and_not_resized():
+    failure = forward_failure(REUSED_LAYER)
+    assert failure is not None
+    assert "`conv2` is called more than once in forward, and an earlier call received (4, 32, 28, 28)" in (
+        failure.message
+    )
+    assert "set in_channels" not in failure.message  # 64 would only move the error to the first call
+    assert size_fix(REUSED_LAYER, failure) is None
+
+
+def test_a_layer_called_twice_with_one_size_still_gets_its_size_fix():
+    code = REUSED_LAYER.replace("nn.Conv2d(32, 64, 3, padding=1)", "nn.Conv2d(16, 32, 3, padding=1)").replace(
+        "nn.Linear(64,", "nn.Linear(32,"
+    )
+    failure = forward_failure(code)  # the first call fails: both calls receive 32 channels
+    assert failure is not None and "set in_channels=32" in failure.message
+    fixed = size_fix(code, failure)
+    assert fixed is not None and forward_failure(fixed[0]) is None
+
+
 def test_layers_it_cannot_locate_and_other_failures_are_left_to_the_llm():
     failure = forward_failure(LOOP_BUILT)
     assert failure is not None and "`blocks.0`" in failure.message and "set in_channels=1" in failure.message
@@ -156,7 +199,37 @@ class ForwardingExecutor(FakeExecutor):
         return future
 
 
-def search(tmp_path, strategy, answers, iterations, **options):
+class HoldingExecutor(ForwardingExecutor):
+    """A failing forward pass is reported at once; a model that trains is held until the next job arrives
+    (or `hold_s` passes), so that the engine proposes again while it "trains"."""
+
+    def __init__(self, hold_s: float = 2.0) -> None:
+        super().__init__()
+        self.hold_s = hold_s
+        self.held: list[tuple[Future[EvalResult], EvalResult]] = []
+        self.lock = threading.Lock()
+
+    def submit(self, job, on_progress=None):
+        self.release()
+        result = super().submit(job).result()
+        if result.state is State.FAILED:
+            return super().submit(job)
+        future: Future[EvalResult] = Future()
+        with self.lock:
+            self.held.append((future, result))
+        timer = threading.Timer(self.hold_s, self.release)
+        timer.daemon = True
+        timer.start()
+        return future
+
+    def release(self) -> None:
+        with self.lock:
+            held, self.held = self.held, []
+        for future, result in held:
+            future.set_result(result)
+
+
+def search(tmp_path, strategy, answers, iterations, *, executor=None, max_stale=0, **options):
     config = build_config(
         {
             "strategy": strategy,
@@ -164,6 +237,7 @@ def search(tmp_path, strategy, answers, iterations, **options):
             "dataset": {"name": "digits"},
             "budget": {"iterations": iterations},
             "llm": {"backend": "scripted", "model": "scripted"},
+            "executor": {"max_stale": max_stale},
         }
     )
     prompts: list[str] = []
@@ -175,7 +249,8 @@ def search(tmp_path, strategy, answers, iterations, **options):
         return fenced(answers.pop(0) if answers else good_net(8))
 
     backend = ScriptedBackend(answers=model)
-    engine = Engine.start(config, tmp_path / strategy, backend=backend, executor=ForwardingExecutor(), progress=False)
+    executor = executor or ForwardingExecutor()
+    engine = Engine.start(config, tmp_path / strategy, backend=backend, executor=executor, progress=False)
     return engine, engine.run(), prompts
 
 
@@ -192,6 +267,36 @@ def test_a_size_error_is_repaired_without_the_llm_and_not_counted(tmp_path, stra
     assert summary.iterations == 2 and len(engine.history) == 3
     # the LLM was asked for the first model and the second iteration only (feedback-memory: plus its improver)
     assert len(prompts) == (3 if strategy == "feedback-memory" else 2)
+
+
+@pytest.mark.parametrize("strategy", ["feedback-memory", "expert-rules"])
+def test_a_pipelined_search_proposes_each_size_fix_once(tmp_path, strategy):
+    # max_stale 1: the next proposal comes while the fix trains, from a history without the fix's result
+    engine, _, _ = search(tmp_path, strategy, [FLATTEN_MISMATCH], iterations=2, executor=HoldingExecutor(), max_stale=1)
+    assert [record.notes.get("size_fix") for record in engine.history].count("fc1.in_features=3136") == 1
+    after_fix = engine.history[2]
+    assert after_fix.staleness == 1 and after_fix.llm_call_ids  # the LLM worked meanwhile, on something new
+    assert len({record.hash for record in engine.history}) == len(engine.history)
+
+
+class AlternatingSizes(ForwardingExecutor):
+    """Says `fc1` needs 200 input features when it has 100, and 100 when it has 200."""
+
+    def submit(self, job, on_progress=None):
+        self.jobs.append(job)
+        declared, wanted = ("100", "200") if "nn.Linear(100," in job.code else ("200", "100")
+        message = f"It failed in layer `fc1` = Linear(in_features={declared}, ...): set in_features={wanted}"
+        future: Future[EvalResult] = Future()
+        future.set_result(EvalResult(State.FAILED, failure=Failure(FailureKind.SHAPE, message), stage="forward"))
+        return future
+
+
+def test_a_fix_that_leads_back_to_failed_code_is_not_made(tmp_path):
+    code = FLATTEN_MISMATCH.replace("nn.Linear(64 * 6 * 6, 128)", "nn.Linear(100, 128)")
+    engine, _, _ = search(tmp_path, "feedback-memory", [code], iterations=2, executor=AlternatingSizes())
+    fixes = [record.notes.get("size_fix") for record in engine.history]
+    assert fixes[:2] == [None, "fc1.in_features=200"] and "fc1.in_features=100" not in fixes
+    assert not any(record.state is State.DUPLICATE for record in engine.history)
 
 
 def test_fixes_chain_up_to_the_limit(tmp_path):

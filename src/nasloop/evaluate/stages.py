@@ -348,6 +348,7 @@ class LayerTrace:
         self.open: list[tuple[str, nn.Module, list[tuple[int, ...]]]] = []  # entered, not returned yet
         self.failed_in: tuple[str, nn.Module, list[tuple[int, ...]]] | None = None
         self.outputs: list[tuple[str, tuple[int, ...]]] = []  # (layer, output shape), in call order
+        self.first_inputs: dict[str, list[tuple[int, ...]]] = {}  # layer -> the shapes its first call received
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         for name, module in model.named_modules():
             if name and not any(True for _ in module.children()):
@@ -358,6 +359,7 @@ class LayerTrace:
         def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
             shapes = [tuple(arg.shape) for arg in args if isinstance(arg, torch.Tensor)]
             self.open.append((name, module, shapes))
+            self.first_inputs.setdefault(name, shapes)
 
         return hook
 
@@ -385,7 +387,14 @@ class LayerTrace:
         name, module, shapes = self.failed_in
         received = ", ".join(str(shape) for shape in shapes) or "no tensor"
         text = f". It failed in layer `{name}` = {module!r}, which received an input of shape {received}"
-        if shapes and isinstance(module, nn.Linear) and len(shapes[0]) > 2 and shapes[0][-1] != module.in_features:
+        first = self.first_inputs.get(name)
+        if first and shapes and _input_size(module, first[0]) != _input_size(module, shapes[0]):
+            # One layer called at two places of forward: no single size fits both calls.
+            text += (
+                f": `{name}` is called more than once in forward, and an earlier call received {first[0]}; a layer "
+                "has one input size, so give each call its own layer (e.g. a second layer with the other size)"
+            )
+        elif shapes and isinstance(module, nn.Linear) and len(shapes[0]) > 2 and shapes[0][-1] != module.in_features:
             features = math.prod(shapes[0][1:])
             text += (
                 f": the input was not flattened, so the layer saw {shapes[0][-1]} features where it expects "
@@ -409,6 +418,14 @@ class LayerTrace:
                     )
                     break
         return text + shapes_before
+
+
+def _input_size(module: nn.Module, shape: tuple[int, ...]) -> int | None:
+    """The size of an input of `shape` that `module` declares: features (the last dimension) for a Linear,
+    channels (dimension 1) for the others."""
+    if isinstance(module, nn.Linear):
+        return shape[-1] if shape else None
+    return shape[1] if len(shape) >= 2 else None
 
 
 def check_forward(model: nn.Module, context: StageContext) -> None:

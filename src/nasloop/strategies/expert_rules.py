@@ -223,6 +223,7 @@ class ExpertRules(Strategy):
         # Completed candidates with the metrics CM reads; `normalisation: run` rescales against them.
         self.scored: list[dict[str, Any]] = []
         self.failed_codes = FailedCodes()
+        self.repaired: int | None = None  # as in feedback-memory: one size fix per failure, even when pipelined
 
     # -- propose ----------------------------------------------------------------------------------------
 
@@ -234,10 +235,11 @@ class ExpertRules(Strategy):
             return [generate_code(ctx, self._messages(ctx), self.failed_codes, self.opts, **sampling)]
         subject = best if self.opts.feedback_on == "best" and best is not None else latest
         failure = latest.failure if latest.state is not State.COMPLETE else None
-        if failure is not None and self.opts.fix_sizes and latest.code:
+        if failure is not None and self.opts.fix_sizes and latest.code and latest.id != self.repaired:
             fixes = int(latest.notes.get("size_fixes") or 0)
             repair = size_fix_repair(latest.id, latest.code, failure, fixes, self.opts.max_size_fixes)
-            if repair is not None:
+            if repair is not None and self.failed_codes.match(repair.code) is None:
+                self.repaired = latest.id
                 return [repair]  # the evaluator named the size to use: no LLM call, not an iteration
         fired, resolution = self.advise(subject, failure)
         messages = self._messages(ctx, best=best, latest=latest, resolution=resolution)

@@ -146,6 +146,10 @@ class FeedbackMemory(Strategy):
         self.memory: list[dict[str, Any]] = []  # {problem, suggestion, outcome, candidate}
         self.pending: dict[str, str] | None = None  # the suggestion the latest proposal applied
         self.failed_codes = FailedCodes()
+        # The failed candidate whose repair was proposed last: with `max_stale` above 0 the next proposal can
+        # come before that repair's result, and must not repeat the repair. Not state: a resumed run lost
+        # the repairs that were in flight.
+        self.repaired: int | None = None
 
     # -- prompts ------------------------------------------------------------------------------------
 
@@ -188,14 +192,16 @@ class FeedbackMemory(Strategy):
             return [proposal]
         best = self.best if self.opts.reference_code else None
         failed = current["failure"] is not None
-        if failed and self.opts.fix_sizes:  # the evaluator named the size to use: no LLM call needed
+        repairable = failed and current["id"] != self.repaired
+        if repairable and self.opts.fix_sizes:  # the evaluator named the size to use: no LLM call needed
             failure = Failure.from_dict(current["failure"])
             fixes = int(current.get("size_fixes") or 0)
             repair = size_fix_repair(current["id"], current["code"], failure, fixes, self.opts.max_size_fixes)
-            if repair is not None:
+            if repair is not None and self.failed_codes.match(repair.code) is None:  # no fix back to failed code
+                self.repaired = current["id"]
                 return [repair]
         if (
-            failed
+            repairable
             and self.opts.repair
             and not current["repair_of"]
             and FailureKind(current["failure"]["kind"]) in REPAIRABLE
@@ -204,6 +210,7 @@ class FeedbackMemory(Strategy):
             proposal = generate_code(ctx, messages, self.failed_codes, self.opts, **sampling)
             proposal.notes["repair_of"] = current["id"]
             proposal.parent_ids = (current["id"],)
+            self.repaired = current["id"]
             return [proposal]
         suggestion, improver_call = self._improve(ctx, best, current, failed)
         messages = self._messages(ctx, "generator", best=best, current=current, suggestion=suggestion)
