@@ -229,7 +229,7 @@ def _follow(future: Future[EvalResult]) -> Future[EvalResult]:
         if done.cancelled():
             follower.cancel()
         elif done.exception() is not None:
-            follower.set_exception(done.exception())  # type: ignore[arg-type]
+            follower.set_exception(done.exception())
         else:
             follower.set_result(done.result())
 

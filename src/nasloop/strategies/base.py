@@ -186,10 +186,11 @@ class FailedCodes:
         entry = {"id": record.duplicate_of or record.id, "failure": record.failure.to_dict()}
         self.entries.setdefault(canonical_hash(record.code), entry)
 
-    def match(self, code: str) -> dict[str, Any] | None:
+    def match(self, code: str | None) -> dict[str, Any] | None:
+        """The entry of the failed candidate with `code`, if one failed with it."""
         from nasloop.spaces.canonical import canonical_hash
 
-        return self.entries.get(canonical_hash(code))
+        return self.entries.get(canonical_hash(code)) if code else None
 
 
 def ask_for_new_code(
