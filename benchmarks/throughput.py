@@ -10,14 +10,16 @@ Fashion-MNIST subset with the same iteration budget and seed:
 - `pipelined-2-workers`: two workers, `max_stale: 1`;
 - `islands-2-workers`: the `islands` strategy (two feedback-memory chains), two workers.
 
-The model is loaded and warmed once, before any timing, and shared by every mode; each mode's sandbox
-workers are started before its clock starts. For each mode it prints candidates per hour, the wall
-time, how busy the LLM and the workers were (their summed time over the wall time), their `overlap`
-(the sum of both: at most 1 without overlap, up to 1 + workers with it), the mean staleness, the valid
-rate, how many candidates trained (repairs included), the LLM's decoding speed, then the speed-up of
-each mode over `sequential`. The machine's load average is printed with every run: on a shared CPU the
-LLM's speed changes with the load, and a speed-up is only a pipelining speed-up when the LLM ran at a
-similar speed in both modes and the candidates trained (workers busy well above 0).
+The model is loaded once, before any timing, and shared by every mode; before each mode's clock starts
+its sandbox workers are started and the model answers one fixed prompt, so that every mode begins from
+the same model state (llama.cpp reuses the cached prefix of the previous call). For each mode it prints
+candidates per hour, the wall time, how busy the LLM and the workers were (their summed time over the
+wall time), their `overlap` (the sum of both: at most 1 without overlap, up to 1 + workers with it), the
+mean staleness, the valid rate, how many candidates trained (repairs included), the LLM's decoding
+speed, then the speed-up of each mode over `sequential`. The machine's load average is printed with
+every run: on a shared CPU the LLM's speed changes with the load, and a speed-up is only a pipelining
+speed-up when the LLM ran at a similar speed in both modes and the candidates trained (workers busy well
+above 0).
 
     python benchmarks/throughput.py [--model qwen2.5-coder-0.5b|qwen2.5-coder-1.5b] [--iterations 4]
         [--train-subset 10000] [--modes sequential,pipelined,pipelined-2-workers] [--out DIR] [--json]
@@ -79,8 +81,12 @@ def warm_backend(args: argparse.Namespace) -> LLMBackend:
     settings = {"backend": "llama-cpp", "model": args.model, "deadline_s": args.deadline, "n_threads": args.llm_threads}
     config = build_config({"llm": settings}).llm
     backend = make_backend(config)
-    backend.complete([{"role": "user", "content": "Say OK."}], max_tokens=4, temperature=0.0)
+    say_ok(backend)
     return backend
+
+
+def say_ok(backend: LLMBackend) -> None:
+    backend.complete([{"role": "user", "content": "Say OK."}], max_tokens=4, temperature=0.0)
 
 
 def run_mode(mode: str, args: argparse.Namespace, backend: LLMBackend, out: Path) -> dict[str, Any]:
@@ -88,6 +94,9 @@ def run_mode(mode: str, args: argparse.Namespace, backend: LLMBackend, out: Path
     config = search_config(mode, args)
     executor = LocalExecutor.from_config(config, work_dir=out / f"{mode}-workers")
     executor.wait_ready()
+    # The same prompt before every mode: llama.cpp reuses the cached prefix of the previous call, so every
+    # mode's first proposal then starts from the same model state (and, with the same seed, is the same).
+    say_ok(backend)
     load_before = os.getloadavg()[0]
     engine = Engine.start(config, out / mode, backend=backend, executor=executor, progress=False)
     started = time.perf_counter()
