@@ -237,8 +237,10 @@ class ExpertRules(Strategy):
         failure = latest.failure if latest.state is not State.COMPLETE else None
         if failure is not None and self.opts.fix_sizes and latest.code and latest.id != self.repaired:
             fixes = int(latest.notes.get("size_fixes") or 0)
-            repair = size_fix_repair(latest.id, latest.code, failure, fixes, self.opts.max_size_fixes)
-            if repair is not None and self.failed_codes.match(repair.code) is None:
+            repair = size_fix_repair(
+                latest.id, latest.code, failure, fixes, self.opts.max_size_fixes, self.failed_codes
+            )
+            if repair is not None:
                 self.repaired = latest.id
                 return [repair]  # the evaluator named the size to use: no LLM call, not an iteration
         fired, resolution = self.advise(subject, failure)

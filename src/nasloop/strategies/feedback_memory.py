@@ -196,8 +196,10 @@ class FeedbackMemory(Strategy):
         if repairable and self.opts.fix_sizes:  # the evaluator named the size to use: no LLM call needed
             failure = Failure.from_dict(current["failure"])
             fixes = int(current.get("size_fixes") or 0)
-            repair = size_fix_repair(current["id"], current["code"], failure, fixes, self.opts.max_size_fixes)
-            if repair is not None and self.failed_codes.match(repair.code) is None:  # no fix back to failed code
+            repair = size_fix_repair(
+                current["id"], current["code"], failure, fixes, self.opts.max_size_fixes, self.failed_codes
+            )
+            if repair is not None:
                 self.repaired = current["id"]
                 return [repair]
         if (

@@ -17,9 +17,13 @@ import ast
 import io
 import re
 import tokenize
+from typing import TYPE_CHECKING
 
 from nasloop.candidate import Failure, FailureKind, Proposal
 from nasloop.spaces.open_code import defines_net
+
+if TYPE_CHECKING:
+    from nasloop.strategies.base import FailedCodes
 
 SIZE_MESSAGE = re.compile(
     r"It failed in layer `(?P<layer>[\w.]+)` = \w+\(.*?set (?P<field>in_features|in_channels|num_features)="
@@ -56,9 +60,12 @@ def size_fix(code: str, failure: Failure) -> tuple[str, str] | None:
     return fixed, f"{match['layer']}.{field}={value}"
 
 
-def size_fix_repair(candidate: int, code: str, failure: Failure, fixes_so_far: int, limit: int) -> Proposal | None:
-    """The repair of failed `candidate` made by `size_fix`, without the LLM; None when there is none or the
-    candidate already is the `limit`-th fix of a chain (one fix can uncover the next wrong size).
+def size_fix_repair(
+    candidate: int, code: str, failure: Failure, fixes_so_far: int, limit: int, failed: FailedCodes
+) -> Proposal | None:
+    """The repair of failed `candidate` made by `size_fix`, without the LLM; None when there is none, when
+    the candidate already is the `limit`-th fix of a chain (one fix can uncover the next wrong size), or
+    when the fix would give code that has `failed` already (fixes that would alternate between two sizes).
 
     Notes: `repair_of` (so it is not an iteration), `size_fix` ("layer.field=value") and `size_fixes`
     (its place in the chain).
@@ -66,7 +73,7 @@ def size_fix_repair(candidate: int, code: str, failure: Failure, fixes_so_far: i
     if fixes_so_far >= limit:
         return None
     fixed = size_fix(code, failure)
-    if fixed is None:
+    if fixed is None or failed.match(fixed[0]) is not None:
         return None
     notes = {"repair_of": candidate, "size_fix": fixed[1], "size_fixes": fixes_so_far + 1}
     return Proposal(code=fixed[0], notes=notes, parent_ids=(candidate,))
