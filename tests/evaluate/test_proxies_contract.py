@@ -42,7 +42,7 @@ def batch(size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_all_proxies_are_registered() -> None:
     assert set(ALL_PROXIES) == set(proxies.names())
-    assert len(ALL_PROXIES) == len(set(ALL_PROXIES)) == 13
+    assert len(ALL_PROXIES) == len(set(ALL_PROXIES)) == 14
 
 
 @pytest.mark.parametrize("name", ALL_PROXIES)

@@ -60,7 +60,8 @@ def test_gradient_saliencies_of_one_linear_layer() -> None:
 def test_fisher_of_one_linear_layer() -> None:
     model, inputs, targets = linear_case()
     hand = by_hand(model, inputs, targets)
-    expected = float((hand["A"] * hand["dA"]).pow(2).sum() / (2 * len(inputs)))
+    # the reference form: each output channel's saliency counts once per input feature (4 of them)
+    expected = 4 * float((hand["A"] * hand["dA"]).pow(2).sum() / (2 * len(inputs)))
     assert score("fisher", model, inputs, targets) == pytest.approx(expected)
 
 

@@ -2,6 +2,19 @@
 `nasloop.registry.proxies` by name (see `Proxy` for the contract; higher is better for all).
 
     scores = compute_proxies(model, inputs, targets, ["synflow", "naswot"], num_classes=10, seed=0)
+
+Protocol, where it differs from the reference implementations (docs/proxies.md has the full list):
+
+* The batch. The zero-cost stage (`nasloop.evaluate.measure_stages`) passes the first
+  `proxy_batch_size` (64) training images, normalised with the dataset's mean and std, neither
+  shuffled nor augmented, so every candidate of a run sees the same images. The references draw one
+  shuffled batch from an augmenting training loader (random crop and flip).
+* The layers. The weight-scoring proxies score every convolution type (1-, 2-, 3-D and transposed)
+  and `nn.Linear` (`weight_layers`); the references score `nn.Conv2d` and `nn.Linear` only, which are
+  the same layers in a 2-D image CNN.
+* The forms. Each proxy's docstring names its reference and any deliberate difference: synflow and
+  fisher follow Abdelfattah et al.'s code; zen is the Zen-NAS paper's formula and zen_official the
+  authors' code; naswot reads every rectifier call once.
 """
 
 from __future__ import annotations
@@ -17,8 +30,8 @@ from nasloop.registry import proxies
 
 # Every built-in proxy, in a fixed order for tables: data-independent, gradient, activation, baselines.
 ALL_PROXIES: tuple[str, ...] = (
-    "synflow", "snip", "grasp", "grad_norm", "fisher", "jacob_cov", "naswot", "zen", "zico", "l2_norm",
-    "plain", "params", "flops",
+    "synflow", "snip", "grasp", "grad_norm", "fisher", "jacob_cov", "naswot", "zen", "zen_official", "zico",
+    "l2_norm", "plain", "params", "flops",
 )  # fmt: skip
 
 

@@ -150,7 +150,8 @@ def _cuda_index(device: torch.device) -> int:
 
 
 def weight_layers(model: nn.Module) -> list[nn.Module]:
-    """The convolution and linear layers, whose weights the saliency proxies score."""
+    """The convolution (any dimension, transposed too) and linear layers, whose weights the saliency
+    proxies score. The reference implementations score `nn.Conv2d` and `nn.Linear` only."""
     layers: list[nn.Module] = [
         module
         for module in model.modules()

@@ -1,4 +1,9 @@
-"""Proxies that need no data: SynFlow, the weight norm, and the honest baselines params and FLOPs."""
+"""Proxies that need no data: SynFlow, the weight norm, and the honest baselines params and FLOPs.
+
+They use only the shape, device and dtype of the batch. synflow and l2_norm score the weights of every
+convolution type and `nn.Linear` (`weight_layers`); the reference code scores `nn.Conv2d` and
+`nn.Linear` only, the same layers in a 2-D image CNN. See docs/proxies.md.
+"""
 
 from __future__ import annotations
 
@@ -19,59 +24,56 @@ from nasloop.hardware import count_flops, count_parameters
 
 @zero_cost_proxy("synflow")
 def synflow(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int) -> float:
-    """Total synaptic flow Σ w · ∂R/∂w, with R = 1ᵀ(Π_l |W_l|)1 the output sum of the network with
-    absolute weights on an all-ones input.
+    """Total synaptic flow Σ |w · ∂R/∂w| over the weights of the Conv/Linear layers, with R the sum of the
+    outputs of the network whose parameters are all made absolute, on one all-ones image.
 
     Tanaka, Kunin, Yamins, Ganguli, "Pruning neural networks without any data by iteratively conserving
-    synaptic flow", NeurIPS 2020; a NAS proxy in Abdelfattah et al. 2021. Data-independent: `inputs`
-    only give the image shape (one all-ones image is used). Positive for a network of ReLU/BN/linear
-    layers: with absolute weights every activation is non-negative, so ReLU passes everything.
-    Higher is better.
+    synaptic flow", NeurIPS 2020; a NAS proxy in Abdelfattah et al. 2021, whose code (zero-cost-nas,
+    `synflow`) this follows. Data-independent: `inputs` only give the image shape. Higher is better.
 
-    Computed in float64 so that products of many layers do not overflow (float32 overflows at ~1e38; a
-    non-finite result is still a `ProxyError`). BatchNorm is turned into the fixed per-channel affine map
-    it is at initialisation, x·|γ| + |β| (eval mode with running mean 0 and variance 1): in train mode
-    a single constant image has zero batch variance and BN would erase the signal, which is why
-    Abdelfattah et al. score SynFlow on the network built without BN; at initialisation (γ=1, β=0) this
-    map is the identity, so both agree, and Tanaka et al.'s own scoring also runs in eval mode. Dropout
-    is off (eval mode). Per-sample normalisations (LayerNorm, GroupNorm, InstanceNorm) map a constant
-    image to zero, as the method defines; only biases then carry flow past them.
+    * The absolute value is taken per weight, before summing. A network of linear maps, ReLUs and
+      pooling has no negative gradient here, but a normalisation that subtracts a mean (GroupNorm,
+      LayerNorm, InstanceNorm) or a subtraction in `forward` has, and the signed sum would let those
+      weights cancel the others.
+    * BatchNorm layers (every dimension; the reference: 1-D and 2-D) are replaced by the identity, as
+      the reference scores the network built without BatchNorm: their γ, β and statistics do not enter,
+      so a residual branch whose last BatchNorm has γ = 0 still carries its full flow. (Tanaka et al.'s
+      own code instead keeps BatchNorm in eval mode, |γ|·x/√(1+ε) + |β| at initialisation; the two agree
+      only up to ε, and only while γ = 1, β = 0.)
+    * Eval mode, so dropout is off (the reference runs in train mode, where dropout makes its value
+      random). Only parameters are made absolute, not buffers; the reference also takes the absolute
+      value of the buffers, which changes nothing for BatchNorm statistics, removed anyway.
+    * Float64, so that products of many layers do not overflow (float32 overflows at ~1e38); a
+      non-finite result is still a `ProxyError`.
     """
     layers = weight_layers(model)
+    _replace_batchnorm_by_identity(model)
     model.eval().double()
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                _as_fixed_affine(module)
         for parameter in model.parameters():
             parameter.abs_()
     ones = torch.ones((1, *inputs.shape[1:]), dtype=torch.float64, device=inputs.device)
     model.zero_grad(set_to_none=True)
     forward_logits(model, ones, num_classes).sum().backward()
-    score = sum(float((weight_of(layer).detach() * weight_gradient(layer)).sum()) for layer in layers)
+    score = sum(float((weight_of(layer).detach() * weight_gradient(layer)).abs().sum()) for layer in layers)
     if score == float("inf"):
         raise ProxyError("the synaptic flow overflows float64", kind=FailureKind.NAN)
     return score
 
 
-def _as_fixed_affine(norm: nn.modules.batchnorm._BatchNorm) -> None:
-    """Make an eval-mode BatchNorm compute x·γ + β (up to its epsilon), with or without running stats."""
-    norm.track_running_stats = True
-    norm.running_mean = torch.zeros(norm.num_features, dtype=torch.float64, device=_device_of(norm))
-    norm.running_var = torch.ones(norm.num_features, dtype=torch.float64, device=_device_of(norm))
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    tensors = [*module.parameters(), *module.buffers()]
-    return tensors[0].device if tensors else torch.device("cpu")
+def _replace_batchnorm_by_identity(model: nn.Module) -> None:
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                setattr(parent, name, nn.Identity())
 
 
 @zero_cost_proxy("l2_norm")
 def l2_norm(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int) -> float:
     """Sum over Conv/Linear layers of the Euclidean (Frobenius) norm of the weight at initialisation.
 
-    Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 2021. Data-independent; mostly a
-    size measure. Higher is better.
+    Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 2021; the same as their code
+    (zero-cost-nas, `l2_norm`). Data-independent; mostly a size measure. Higher is better.
     """
     return sum(float(weight_of(layer).detach().norm()) for layer in weight_layers(model))
 
@@ -79,8 +81,8 @@ def l2_norm(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, nu
 @zero_cost_proxy("params")
 def params(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int) -> float:
     """Number of parameters: the honest baseline every proxy must beat (bigger nets tend to be better
-    after training; Abdelfattah et al. 2021 and Ning et al. 2021 report it as a strong one). Higher is
-    better."""
+    after training; Abdelfattah et al. 2021 and Ning et al. 2021 report it as a strong one). Every
+    parameter counts, trainable or not (`count_parameters`). Higher is better."""
     return float(count_parameters(model))
 
 

@@ -4,6 +4,14 @@ All of them score the weights of the Conv and Linear layers and sum over layers.
 the batch-mean loss, in train mode (BatchNorm uses batch statistics), as Abdelfattah et al. (2021) compute
 them. grad_norm, snip, plain and fisher come from one shared backward pass (`loss_gradient_pass`).
 Every proxy here is "higher is better".
+
+Protocol, and how it differs from the reference code (zero-cost-nas for snip, grasp, grad_norm, fisher,
+plain; the ZiCo authors' code for zico): the batch is what the caller passes; the zero-cost stage passes
+the first `proxy_batch_size` (64) training images, normalised but not augmented or shuffled, where the
+references draw one shuffled, augmented batch from their training loader. Every convolution type
+(1-, 2-, 3-D and transposed) and `nn.Linear` is scored; the references score `nn.Conv2d` and `nn.Linear`
+only, which are the same layers in a 2-D image CNN. On identical models, batches and seeds the values
+agree with the references to float precision. See docs/proxies.md.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ def loss_gradient_pass(
 ) -> dict[str, float]:
     """One forward/backward of the batch-mean loss, giving grad_norm, snip, plain and fisher together."""
     layers = weight_layers(model)
-    activations: list[list[torch.Tensor]] = []
+    activations: list[tuple[int, list[torch.Tensor]]] = []  # (weights per output channel, [output, gradient])
 
     def keep_activation(module: nn.Module, args: object, output: torch.Tensor) -> None:
         # A copy of the output before any in-place activation rewrites it; the tensor hook receives the
@@ -42,7 +50,7 @@ def loss_gradient_pass(
             record.append(gradient.detach())
 
         output.register_hook(keep_gradient)
-        activations.append(record)
+        activations.append((_weights_per_output_channel(module), record))
 
     handles = [layer.register_forward_hook(keep_activation) for layer in layers]
     try:
@@ -55,21 +63,31 @@ def loss_gradient_pass(
         "grad_norm": sum(float(weight_gradient(layer).norm()) for layer in layers),
         "snip": sum(float(product.abs().sum()) for product in products),
         "plain": sum(float(product.sum()) for product in products),
-        "fisher": sum(_channel_fisher(record) for record in activations if len(record) == 2),
+        "fisher": sum(fan_in * _channel_fisher(record) for fan_in, record in activations if len(record) == 2),
     }
 
 
 def _channel_fisher(record: list[torch.Tensor]) -> float:
+    """Σ over the output channels c of Δ_c = 1/(2N) Σ_n (Σ_spatial a·g)²."""
     activation, gradient = record
     per_channel = (activation * gradient).flatten(2).sum(2) if activation.dim() > 2 else activation * gradient
     return float(per_channel.pow(2).sum() / (2 * activation.shape[0]))
+
+
+def _weights_per_output_channel(layer: nn.Module) -> int:
+    """The fan-in: in/groups × kernel size for a convolution (transposed too), in_features for a Linear."""
+    weight = weight_of(layer)
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        return weight.numel() // layer.out_channels
+    return weight.numel() // weight.shape[0]  # nn.Linear: (out_features, in_features)
 
 
 @zero_cost_proxy("grad_norm")
 def grad_norm(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int) -> float:
     """Sum over layers of the Euclidean norm of the loss gradient of the layer's weight.
 
-    Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 2021. Higher is better.
+    Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 2021; the same as their code
+    (zero-cost-nas, `grad_norm`). Higher is better.
     """
     return shared_pass(loss_gradient_pass, model, inputs, targets, num_classes)["grad_norm"]
 
@@ -80,7 +98,9 @@ def snip(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_c
 
     Lee, Ajanthan, Torr, "SNIP: Single-shot Network Pruning based on Connection Sensitivity", ICLR 2019
     (the saliency of a weight is the loss change when its connection mask is removed, to first order);
-    summed over the network as a NAS proxy by Abdelfattah et al. 2021. Higher is better.
+    summed over the network as a NAS proxy by Abdelfattah et al. 2021. The same as their code
+    (zero-cost-nas, `snip`), which takes the gradient with respect to a weight mask c = 1 on each
+    weight, ∂L/∂c = w · ∂L/∂w. Higher is better.
     """
     return shared_pass(loss_gradient_pass, model, inputs, targets, num_classes)["snip"]
 
@@ -89,21 +109,28 @@ def snip(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_c
 def plain(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int) -> float:
     """Sum of ∂L/∂w · w over all weights (SNIP without the absolute value); may be negative.
 
-    Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 2021 (their `plain` baseline).
-    Higher is better.
+    Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 2021 (their `plain` baseline);
+    the same as their code. Higher is better.
     """
     return shared_pass(loss_gradient_pass, model, inputs, targets, num_classes)["plain"]
 
 
 @zero_cost_proxy("fisher")
 def fisher(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_classes: int) -> float:
-    """Sum over the output channels of every Conv/Linear layer of the Fisher pruning saliency.
+    """Σ over the Conv/Linear layers and their output channels c of fan_in · Δ_c, the Fisher pruning
+    saliency Δ_c of the channel counted once per weight that feeds it.
 
-    Theis et al., "Faster gaze prediction with dense networks and Fisher pruning", 2018, as used for
-    NAS by Turner et al., "BlockSwap: Fisher-guided Block Substitution for Network Compression on a
-    Budget", ICLR 2020: for channel c with activation a and loss gradient g,
-    Δ_c = 1/(2N) Σ_n (Σ_{spatial} a·g)². Activations are the layer outputs (before any in-place
-    activation rewrites them). Higher is better.
+    Theis et al., "Faster gaze prediction with dense networks and Fisher pruning", 2018; Turner et al.,
+    "BlockSwap: Fisher-guided Block Substitution for Network Compression on a Budget", ICLR 2020; as a
+    NAS proxy in Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 2021, whose code
+    (zero-cost-nas, `fisher`) this matches. For channel c with layer output a and loss gradient g,
+    Δ_c = 1/(2N) Σ_n (Σ_spatial a·g)². The reference spreads each channel's saliency over every weight
+    of that channel before summing, so a channel counts fan_in times (in/groups × kernel size for a
+    convolution, in_features for a Linear). On NAS-Bench-201 cells that is 25–200× the plain channel
+    sum Σ_c Δ_c (BlockSwap's "Fisher potential", which nasloop's `fisher` used to return), and it ranks
+    networks differently, since wide-input layers weigh more. Activations are the layer outputs before any
+    in-place activation rewrites them (the reference reads them after; for a ReLU the product a·g is
+    the same, as g = 0 wherever the ReLU rewrites a). Higher is better.
     """
     return shared_pass(loss_gradient_pass, model, inputs, targets, num_classes)["fisher"]
 
@@ -116,7 +143,9 @@ def grasp(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_
     The Hessian-gradient product comes from double back-propagation on one forward pass, with softmax
     temperature 1 (the paper's pruning code uses a higher temperature; the NAS proxy of Abdelfattah et
     al. 2021 uses 1). As a pruning score, GraSP removes the weights with the largest scores; summed over
-    the network as a NAS proxy it is used with "higher is better", as here.
+    the network as a NAS proxy it is used with "higher is better", as here. Abdelfattah et al.'s code
+    (zero-cost-nas, `grasp`) computes g and H g in two forward passes; they agree with this one pass
+    unless the network has dropout, whose masks differ between their passes.
     """
     weights = [weight_of(layer) for layer in weight_layers(model)]
     loss = cross_entropy(model, inputs, targets, num_classes)
@@ -139,9 +168,10 @@ def zico(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, num_c
     """Σ over layers of log(Σ over the layer's weights of mean|g| / std(g)), statistics across batches.
 
     Li, Ma, Zhou, Wang, Jin, "ZiCo: Zero-shot NAS via Inverse Coefficient of Variation on Gradients",
-    ICLR 2023. The batch is split into two halves (the paper uses two batches); g is the gradient of
-    each half's mean loss and std the population standard deviation over the halves. Weights whose
-    gradient does not vary are left out, as are layers with no such weight. Higher is better.
+    ICLR 2023. The batch is split into two halves (the paper and the authors' code use two batches
+    from the training loader); g is the gradient of each half's mean loss and std the population
+    standard deviation over the halves. Weights whose gradient does not vary are left out, as are
+    layers with no such weight, as in the authors' code. Higher is better.
     """
     require_batch(inputs, 2)
     layers = weight_layers(model)
