@@ -1,5 +1,6 @@
 """Fixtures of the data tests: an isolated cache directory and writers of small datasets in the
-official file formats (IDX, CIFAR pickle tarballs, SVHN .mat, ImageFolder JPEGs)."""
+official file formats (IDX, CIFAR pickle tarballs, SVHN .mat, ImageFolder JPEGs, downsampled-ImageNet
+pickles)."""
 
 from __future__ import annotations
 
@@ -109,6 +110,24 @@ def write_svhn(root: Path, train: int = 60, test: int = 20) -> Path:
     return root
 
 
+def write_downsampled_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """A downsampled-ImageNet batch: a pickled dict of `data` (N rows, red plane, green, blue) and 1-based `labels`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = {"data": images.reshape(len(images), -1), "labels": [int(label) for label in labels]}
+    path.write_bytes(pickle.dumps(content, protocol=2))
+
+
+def write_imagenet16(root: Path, per_batch: int = 10, val: int = 40) -> Path:
+    """The ten training batches and val_data of ImageNet16, random 16x16 images labelled 1..200."""
+    rng = np.random.default_rng(16)
+    names = [*(f"train_data_batch_{index}" for index in range(1, 11)), "val_data"]
+    for name in names:
+        count = val if name == "val_data" else per_batch
+        images = rng.integers(0, 256, size=(count, 3, 16, 16), dtype=np.uint8)
+        write_downsampled_batch(root / name, images, rng.integers(1, 201, size=count))
+    return root
+
+
 IMAGENETTE_WNIDS = ("n01440764", "n02102040", "n02979186")
 
 
@@ -133,6 +152,12 @@ def idx_writer() -> Callable[[Path, np.ndarray], None]:
 
 
 @pytest.fixture
+def downsampled_batch_writer() -> Callable[[Path, np.ndarray, np.ndarray], None]:
+    """`write_downsampled_batch(path, images, labels)`: writes one downsampled-ImageNet batch."""
+    return write_downsampled_batch
+
+
+@pytest.fixture
 def dataset_writers() -> dict[str, Writer]:
     """Writers of a small copy of each registered dataset's files, by dataset name."""
     return {
@@ -142,5 +167,6 @@ def dataset_writers() -> dict[str, Writer]:
         "cifar100": write_cifar100,
         "svhn": write_svhn,
         "imagenette": write_image_folder,
+        "imagenet16-120": write_imagenet16,
         "digits": lambda root: root,  # bundled with scikit-learn
     }

@@ -20,6 +20,7 @@ EXPECTED = {  # name: (in_shape, num_classes, horizontal_flip)
     "cifar100": ((3, 32, 32), 100, True),
     "svhn": ((3, 32, 32), 10, False),
     "imagenette": ((3, 160, 160), 3, True),
+    "imagenet16-120": ((3, 16, 16), 120, True),
     "digits": ((1, 8, 8), 10, False),
 }
 

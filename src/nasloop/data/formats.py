@@ -144,3 +144,34 @@ def _resize_center_crop(image: Any, size: int) -> Any:
     left = (resized.size[0] - size) // 2
     top = (resized.size[1] - size) // 2
     return resized.crop((left, top, left + size, top + size))
+
+
+def read_downsampled_imagenet(paths: Sequence[Path], size: int, max_label: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode batches of the downsampled ImageNet (Chrabaszcz et al. 2017), keeping the classes 1..max_label.
+
+    Each file (`train_data_batch_1` ... `train_data_batch_10`, `val_data`) is a pickled dict whose `data`
+    is N rows of 3 * size * size uint8 values, the red plane, then green, then blue, each row-major (the
+    CIFAR layout), and whose `labels` are N class ids counted from 1. Images labelled above `max_label`
+    are dropped batch by batch (so the full release never sits in memory at once). Returns images
+    (N, 3, size, size) uint8 and labels (N,) int64 counted from 0: label 1 becomes 0.
+    """
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for path in paths:
+        with path.open("rb") as handle:
+            batch = pickle.load(handle, encoding="latin1")  # pickled by Python 2, like CIFAR's batches
+        if not isinstance(batch, dict) or not {"data", "labels"} <= batch.keys():
+            raise DatasetError(f"{path} is not a downsampled-ImageNet batch (a pickled dict with data and labels)")
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        batch_labels = np.asarray(batch["labels"], dtype=np.int64).reshape(-1)
+        if data.ndim != 2 or data.shape[1] != 3 * size * size or len(data) != len(batch_labels):
+            raise DatasetError(
+                f"{path}: data {data.shape} and {len(batch_labels)} labels; expected N x {3 * size * size} "
+                f"values ({size}x{size} RGB images) and N labels"
+            )
+        if len(batch_labels) and batch_labels.min() < 1:
+            raise DatasetError(f"{path}: label {batch_labels.min()} found; the labels count classes from 1")
+        keep = batch_labels <= max_label
+        images.append(data[keep].reshape(-1, 3, size, size))
+        labels.append(batch_labels[keep] - 1)
+    return np.concatenate(images), np.concatenate(labels)

@@ -344,6 +344,54 @@ class Imagenette(DatasetSource):
         return RawDataset(train_x, train_y, test_x, test_y, classes)
 
 
+# ----------------------------------------------------------------------------------- ImageNet16-120
+
+IMAGENET16_TRAIN_BATCHES = tuple(f"train_data_batch_{index}" for index in range(1, 11))
+IMAGENET16_VAL_BATCH = "val_data"
+
+
+@datasets.register("imagenet16-120")
+class ImageNet16(DatasetSource):
+    """ImageNet16-120 (NAS-Bench-201's spelling): the 16x16 downsampled ImageNet (Chrabaszcz et al. 2017)
+    restricted to its first 120 classes, as NAS-Bench-201 uses it (151,700 training, 6,000 test images).
+
+    The root is the directory of the release's pickled batches, `train_data_batch_1` ...
+    `train_data_batch_10` and `val_data` (decoded by `formats.read_downsampled_imagenet`); the official
+    `val_data` is nasloop's test split. Images labelled 1..120 are kept and relabelled 0..119; class i
+    is named by its label in the release, str(i + 1). Nothing is downloaded: the release needs an
+    image-net.org account, so the user supplies the directory."""
+
+    name = "imagenet16-120"
+    size = 16
+    num_classes = 120
+    horizontal_flip = True
+    batches = (*IMAGENET16_TRAIN_BATCHES, IMAGENET16_VAL_BATCH)
+
+    def required_paths(self, root: Path) -> list[Path]:
+        return [root / batch for batch in self.batches]
+
+    def install_hint(self, root: Path) -> str:
+        return (
+            "The downsampled ImageNet is not freely downloadable: sign in at https://image-net.org, download "
+            f"its 16x16 version and put the pickled batches {IMAGENET16_TRAIN_BATCHES[0]} ... "
+            f"{IMAGENET16_TRAIN_BATCHES[-1]} and {IMAGENET16_VAL_BATCH} in {root}, or give their directory "
+            "as the dataset's root."
+        )
+
+    def fetch(self, root: str | Path | None = None, *, mirror: str | None = None, progress: bool = True) -> Path:
+        """Nothing to download: the directory holding every batch, else `DatasetFilesMissing` with the hint."""
+        if mirror is not None:
+            raise DatasetError(f"{self.name} has no published files to mirror; give the batches' directory as root")
+        return self.find_root(root)
+
+    def decode(self, root: Path) -> RawDataset:
+        train_paths = [root / batch for batch in IMAGENET16_TRAIN_BATCHES]
+        train_x, train_y = formats.read_downsampled_imagenet(train_paths, self.size, self.num_classes)
+        test_x, test_y = formats.read_downsampled_imagenet([root / IMAGENET16_VAL_BATCH], self.size, self.num_classes)
+        classes = tuple(str(label) for label in range(1, self.num_classes + 1))
+        return RawDataset(train_x, train_y, test_x, test_y, classes)
+
+
 # ----------------------------------------------------------------------------------- scikit-learn digits
 
 
