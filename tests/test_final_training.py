@@ -32,6 +32,7 @@ def make_run(tmp_path, codes, strategy="one-shot", executor=None, **options):
     config = build_config(
         {
             "strategy": strategy, "strategy_options": options, "dataset": {"name": "digits", "train_subset": 600},
+            "seed_model": "none",  # the candidates are the given codes
             "budget": {"iterations": len(codes)}, "llm": {"backend": "scripted", "model": "scripted"},
             "recipe": {"epochs": 0.5}, "limits": {"timeout_s": 60},
         }

@@ -23,6 +23,21 @@ class State(StrEnum):
     DUPLICATE = "duplicate"
 
 
+class Purpose(StrEnum):
+    """Why a candidate was made, and from what (its `parent`).
+
+    Only `search` candidates count as iterations of the budget: the seed is the run's starting point, a
+    repair or a retry is a second attempt at the same iteration, and a final candidate re-evaluates one
+    already found.
+    """
+
+    SEED = "seed"  # the network the search starts from (the user's, or the built-in one), evaluated first
+    SEARCH = "search"  # a new network of the search: an improvement of its parent, a mutation, a sample
+    REPAIR = "repair"  # the fix of a failed candidate (the parent)
+    RETRY = "retry"  # the same request asked again: an edit that did not apply, code that repeated a failure
+    FINAL = "final"  # a re-evaluation of a finalist with other stages (e.g. training a zero-cost search's best)
+
+
 class FailureKind(StrEnum):
     """Why a candidate did not complete. The taxonomy is fixed (DESIGN.md contract 2)."""
 
@@ -121,6 +136,8 @@ class Proposal:
     to code by the engine through `space`) is normally set. A proposal whose LLM answer yielded no usable
     code carries `failure` instead (kind `extraction` or `syntax`); the engine stores it as a failed
     candidate without evaluating it. `notes` is free-form strategy data stored with the candidate.
+    `purpose` says why it was made and `parent` the candidate it was made from (the model it edits, the
+    failed candidate it repairs); `parent_ids` lists every candidate its prompt showed.
     """
 
     code: str | None = None
@@ -130,8 +147,14 @@ class Proposal:
     notes: dict[str, Any] = field(default_factory=dict)
     failure: Failure | None = None
     llm_call_ids: tuple[int, ...] = ()
+    purpose: Purpose = Purpose.SEARCH
+    parent: int | None = None
     # Evaluation stages for this proposal instead of the run's (e.g. training the finalists of a
     # zero-cost search); None keeps the run's stages.
     stages: tuple[str, ...] | None = None
     # A re-evaluation of an earlier candidate (finalists): not deduplicated, not an iteration.
     final_of: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.final_of is not None:
+            self.purpose, self.parent = Purpose.FINAL, self.final_of

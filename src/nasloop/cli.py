@@ -77,20 +77,36 @@ def _print_summary(summary: Any) -> None:
     print(f"\nstopped: {summary.stop_reason}")
     print(f"iterations: {summary.iterations}, valid: {summary.valid} ({100 * summary.valid_rate:.0f}%)")
     tokens = summary.llm_totals.get("prompt_tokens", 0) + summary.llm_totals.get("completion_tokens", 0)
-    print(f"LLM: {int(summary.llm_totals.get('calls', 0))} calls, {int(tokens)} tokens")
+    seconds = summary.llm_totals.get("latency_s", 0.0)
+    print(f"LLM: {int(summary.llm_totals.get('calls', 0))} calls, {int(tokens)} tokens, {seconds:.0f} s")
+    metric = summary.metric
+    seed = summary.seed
+    if seed is not None and metric in seed.metrics:
+        print(f"seed network: candidate {seed.id}, {metric} = {seed.metrics[metric]:.4f}")
     if summary.best is None and summary.valid:
-        print(f"{summary.valid} candidate(s) completed, none with the metric {summary.metric!r}: set `objective`")
+        print(f"{summary.valid} candidate(s) completed, none with the metric {metric!r}: set `objective`")
     elif summary.best is None:
         print("no candidate completed")
     else:
         best = summary.best
         params = best.metrics.get("params")
+        gain = ""
+        if seed is not None and metric in seed.metrics:
+            gain = (
+                " (the seed itself)"
+                if best.id == seed.id
+                else f" ({best.metrics[metric] - seed.metrics[metric]:+.4f} over the seed)"
+            )
         print(
-            f"best: candidate {best.id}, {summary.metric} = {best.metrics[summary.metric]:.4f}"
+            f"best: candidate {best.id}, {metric} = {best.metrics[metric]:.4f}{gain}"
             + (f", {int(params):,} params" if params is not None else "")
         )
         print(f"best model code: {Path(summary.run_dir) / 'candidates' / f'{best.id:04d}.py'}")
-    print(f"run stored in {summary.run_dir}  (nasloop show {summary.run_dir})")
+    for line in summary.notes:
+        print(line)
+    print(f"run stored in {summary.run_dir}")
+    print(f"  nasloop show {summary.run_dir}      # candidates, best first")
+    print(f"  nasloop report {summary.run_dir}    # HTML report with plots and lineage")
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -94,6 +94,11 @@ class SearchConfig(Strict):
         description="arguments of the space (e.g. max_layers for macro); in_shape, "
         "num_classes and max_params default to the run's dataset and limits where the space takes them",
     )
+    seed_model: str | None = Field(
+        default=None,
+        description="open-code searches: the network to start from, a .py file defining Net; 'none' for a "
+        "cold start; unset: nasloop's built-in seed (prompt_style paper: a cold start)",
+    )
     seed: int = 0
     prompts_dir: str | None = Field(default=None, description="directory of templates overriding the built-in ones")
     run_dir: str | None = None

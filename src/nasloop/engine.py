@@ -23,22 +23,24 @@ import hashlib
 import inspect
 import itertools
 import logging
+import math
 import random
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nasloop.candidate import EvalResult, Failure, FailureKind, Proposal, State
-from nasloop.config import SearchConfig, dump_config, load_config
-from nasloop.evaluate.job import EvalJob
+from nasloop.candidate import EvalResult, Failure, FailureKind, Proposal, Purpose, State
+from nasloop.config import Budget, ConfigError, SearchConfig, dump_config, load_config
+from nasloop.evaluate.job import EvalJob, Limits
 from nasloop.executors.base import Executor
-from nasloop.llm.base import LLMBackend, LLMError, Message
+from nasloop.llm.base import Completion, DeadlineExceeded, LLMBackend, LLMError, Message
 from nasloop.llm.usage import UsageMeter
 from nasloop.registry import executors, spaces, strategies
+from nasloop.spaces.seed import SeedModel, load_seed
 from nasloop.store import CandidateRecord, RunDir, RunStore
 from nasloop.strategies.base import Context, Observation, Reply, Strategy, Task
 
@@ -47,6 +49,69 @@ log = logging.getLogger("nasloop.engine")
 
 class SearchAborted(RuntimeError):
     """The run stopped before its budget because of a fault outside any candidate (e.g. LLM unreachable)."""
+
+
+class SeedFailed(SearchAborted):
+    """The seed network failed its evaluation, so the search has nothing to start from."""
+
+
+class BudgetExhausted(Exception):
+    """A budget of the run (wall clock, tokens, money) leaves no room for the next LLM call.
+
+    Raised by `RecordingLLM` before a call that cannot start in time, or after one that the wall-clock
+    budget cut short; it is not an `LLMError`, so no strategy mistakes it for a failed answer, and the
+    engine stops the search with its message as the reason."""
+
+
+# A call that could run for less than this is not started: it could not produce a usable answer.
+MIN_CALL_S = 2.0
+# Prompt characters per token, on the low side (code runs at about 3.5-4), so the estimate is high.
+PROMPT_CHARS_PER_TOKEN = 3
+
+
+class CallBudget:
+    """What the run's budgets leave for the next LLM call.
+
+    Wall clock: a call gets at most the seconds left, and none when fewer than `MIN_CALL_S` are left.
+    Tokens and money: a call starts only while the total so far plus its prompt (estimated from its
+    characters, generously) stays under the budget, so a run overshoots by at most one call's answer.
+    """
+
+    def __init__(self, budget: Budget, elapsed_s: Callable[[], float], totals: Callable[[], dict[str, float]],
+                 meter: UsageMeter) -> None:  # fmt: skip
+        self.budget = budget
+        self.elapsed_s = elapsed_s
+        self.totals = totals
+        self.meter = meter
+
+    def seconds_left(self) -> float | None:
+        """Seconds until the wall-clock budget ends, or None without one."""
+        if self.budget.wall_clock_s is None:
+            return None
+        return self.budget.wall_clock_s - self.elapsed_s()
+
+    def check(self, messages: list[Message]) -> float | None:
+        """The seconds the next call may take (None: no wall-clock budget); `BudgetExhausted` when it may
+        not start at all."""
+        left = self.seconds_left()
+        if left is not None and left < MIN_CALL_S:
+            raise BudgetExhausted(f"wall-clock budget reached ({self.budget.wall_clock_s:g} s)")
+        prompt = sum(len(message["content"]) for message in messages) // PROMPT_CHARS_PER_TOKEN
+        totals = self.totals()
+        used = totals["prompt_tokens"] + totals["completion_tokens"]
+        if self.budget.llm_tokens is not None and used + prompt >= self.budget.llm_tokens:
+            raise BudgetExhausted(f"LLM token budget reached ({self.budget.llm_tokens})")
+        price = self.meter.price_input_per_mtok
+        money = self.budget.money_usd
+        if money is not None and price is not None and totals["cost_usd"] + prompt * price / 1e6 >= money:
+            raise BudgetExhausted(f"money budget reached (${money:g})")
+        return left
+
+    def cut_short(self, completion: Completion | None) -> bool:
+        """Whether a call ended because the wall-clock budget ran out during it."""
+        left = self.seconds_left()
+        ended = left is not None and left < MIN_CALL_S / 2
+        return ended and (completion is None or completion.finish_reason == "deadline")
 
 
 def derived_seed(seed: int, *parts: object) -> int:
@@ -69,26 +134,40 @@ class RecordingLLM:
     concurrently, their counting and storing one at a time.
     """
 
-    def __init__(self, backend: LLMBackend, store: RunStore, meter: UsageMeter, *, seed: int, model: str):
+    def __init__(
+        self,
+        backend: LLMBackend,
+        store: RunStore,
+        meter: UsageMeter,
+        *,
+        seed: int,
+        model: str,
+        budget: CallBudget | None = None,
+    ):
         self.backend = backend
         self.store = store
         self.meter = meter
         self.seed = seed
         self.model = model
+        self.budget = budget
         self.iteration = 0
         self.counter = int(store.llm_totals()["calls"])
         self._lock = threading.Lock()
 
     def complete(self, role: str, messages: list[Message], **options: Any) -> Reply:
         with self._lock:
+            left = self.budget.check(messages) if self.budget is not None else None
             options.setdefault("seed", self.seed + self.counter)
             self.counter += 1
             iteration = self.iteration
         request = {key: value for key, value in options.items()}
+        if left is not None:  # not part of the stored request: it says when the call ran, not what it asked
+            options["deadline_s"] = left
         started = time.perf_counter()
         try:
             completion = self.backend.complete(messages, **options)
         except LLMError as error:
+            cut = isinstance(error, DeadlineExceeded) and self.budget is not None and self.budget.cut_short(None)
             with self._lock:
                 self.store.add_llm_call(
                     role=role,
@@ -97,13 +176,16 @@ class RecordingLLM:
                     messages=messages,
                     request=request,
                     completion=None,
-                    error=f"{type(error).__name__}: {error}",
+                    error=f"{type(error).__name__}: {error}" + (" (the run's wall-clock budget ended)" if cut else ""),
                     prompt_tokens=0,
                     completion_tokens=0,
                     latency_s=time.perf_counter() - started,
                     cost_usd=0.0,
                 )
+            if cut:
+                raise BudgetExhausted(self._wall_clock_reason()) from error
             raise
+        cut = self.budget is not None and self.budget.cut_short(completion)
         with self._lock:
             cost = self.meter.add(role, completion).cost
             call_id = self.store.add_llm_call(
@@ -113,13 +195,19 @@ class RecordingLLM:
                 messages=messages,
                 request=request,
                 completion=completion.text,
-                error=None,
+                error="cut short: the run's wall-clock budget ended" if cut else None,
                 prompt_tokens=completion.usage.prompt_tokens,
                 completion_tokens=completion.usage.completion_tokens,
                 latency_s=completion.latency_s,
                 cost_usd=cost or 0.0,
             )
+        if cut:
+            raise BudgetExhausted(self._wall_clock_reason())
         return Reply(completion, call_id)
+
+    def _wall_clock_reason(self) -> str:
+        limit = self.budget.budget.wall_clock_s if self.budget is not None else None
+        return f"wall-clock budget reached ({limit:g} s)" if limit is not None else "wall-clock budget reached"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -201,6 +289,8 @@ class RunSummary:
     metric: str
     stop_reason: str
     llm_totals: dict[str, float] = field(default_factory=dict)
+    seed: CandidateRecord | None = None  # the network the search started from, if it had one
+    notes: tuple[str, ...] = ()  # the strategy's own summary lines
 
     @property
     def valid_rate(self) -> float:
@@ -217,6 +307,16 @@ class _InFlight:
     staleness: int
     submitted: float
     duplicate_of: int | None = None  # the candidate in flight with the same code, whose result this one takes
+    timeout_s: float = math.inf  # the evaluation's timeout, shorter than the run's when the budget cut it
+
+
+def _cut_by_budget(result: EvalResult) -> EvalResult:
+    """A timeout that the wall-clock budget imposed says so (the candidate may be fine)."""
+    failure = result.failure
+    if failure is None or failure.kind is not FailureKind.TIMEOUT:
+        return result
+    message = "the run's wall-clock budget ended during this evaluation: " + failure.message
+    return replace(result, failure=Failure(failure.kind, message, failure.traceback))
 
 
 def _follow(future: Future[EvalResult]) -> Future[EvalResult]:
@@ -238,8 +338,8 @@ def _follow(future: Future[EvalResult]) -> Future[EvalResult]:
 
 
 def counts_as_iteration(record: CandidateRecord) -> bool:
-    """Repair attempts and re-evaluations of finalists do not count as iterations of the budget."""
-    return not (record.notes.get("repair_of") or record.notes.get("final_of"))
+    """Only search candidates count as iterations: not the seed, repairs, retries or finalists."""
+    return record.purpose is Purpose.SEARCH
 
 
 class Engine:
@@ -272,6 +372,7 @@ class Engine:
         if strategy_class.needs_space and self.space is None:
             raise ValueError(f"strategy {config.strategy!r} needs a structured space: set `space` (e.g. nb201)")
         self.strategy = strategy_class(options, self.task, space=self.space, seed=config.seed)
+        self.seed_model = self._make_seed()
         self.history: list[CandidateRecord] = self.store.candidates()
         self.pruner = Pruner(config)
         self.pruner.update(self.history)
@@ -321,6 +422,7 @@ class Engine:
             train_images=len(splits.train_y),
             objectives=tuple(self.config.objectives),
             constraints=tuple(self.config.constraints),
+            llm_model=self.config.llm.model,
         )
 
     def _make_space(self) -> Any:
@@ -338,6 +440,19 @@ class Engine:
         if unknown:
             raise ValueError(f"space {self.config.space!r} has no option {', '.join(unknown)} (space_options)")
         return space_class(**options)
+
+    def _make_seed(self) -> SeedModel | None:
+        """The network this run starts from, when the strategy starts from one (`seed_model`)."""
+        seed = load_seed(self.config.seed_model)
+        explicit = seed is not None and not seed.builtin
+        if seed is not None and self.strategy.takes_seed(explicit=explicit):
+            return seed
+        if explicit:
+            raise ConfigError(
+                f"seed_model: strategy {self.config.strategy!r} does not start from a network of its own; "
+                "seed models are for the open-code strategies (feedback-memory, expert-rules, one-shot)"
+            )
+        return None
 
     def _make_backend(self) -> LLMBackend:
         if self._backend is None:
@@ -398,6 +513,7 @@ class Engine:
             self.meter,
             seed=derived_seed(self.config.seed, "llm") % 10_000,
             model=self.config.llm.model,
+            budget=self.call_budget,
         )
         executor = self._make_executor()
         in_flight: dict[Future[EvalResult], _InFlight] = {}
@@ -406,16 +522,21 @@ class Engine:
         progress = SearchProgress(self, enabled=self.show_progress)
         reason: str | None = None
         try:
+            self._evaluate_seed(executor, progress)
             while True:
                 # Results that arrived meanwhile (e.g. while the LLM generated) are recorded first.
                 self._collect(in_flight, progress, block=False)
                 # Queued proposals are not pending yet: each is submitted while the budget allows it.
-                reason = self.stop_reason(pending_iterations=self._pending_iterations(in_flight, []))
+                reason = reason or self.stop_reason(pending_iterations=self._pending_iterations(in_flight, []))
                 room = len(in_flight) < self._max_in_flight()
                 if reason is None and room and (queued or self._may_propose(in_flight)):
                     if not queued:
                         staleness = len(in_flight)
-                        queued = self._propose(llm, staleness)
+                        try:
+                            queued = self._propose(llm, staleness)
+                        except BudgetExhausted as exhausted:
+                            reason = str(exhausted)
+                            continue
                     proposal = queued.pop(0)
                     self._submit(proposal, executor, in_flight, progress, staleness=staleness)
                     continue
@@ -437,6 +558,30 @@ class Engine:
                 self._executor.shutdown()
             progress.close()
         return self.summary(reason or "stopped")
+
+    @property
+    def call_budget(self) -> CallBudget:
+        """What the run's budgets leave for each LLM call."""
+        return CallBudget(self.config.budget, self.elapsed_s, self.store.llm_totals, self.meter)
+
+    def _evaluate_seed(self, executor: Executor, progress: Any) -> None:
+        """Evaluate the seed network first (once per run), so the strategy starts from a working model;
+        `SeedFailed` when it does not complete."""
+        if self.seed_model is None or any(record.purpose is Purpose.SEED for record in self.history):
+            return
+        seed = self.seed_model
+        proposal = Proposal(code=seed.code, purpose=Purpose.SEED, notes={"seed_model": seed.source})
+        in_flight: dict[Future[EvalResult], _InFlight] = {}
+        self._submit(proposal, executor, in_flight, progress)
+        while in_flight:
+            self._collect(in_flight, progress)
+        record = self.history[-1]
+        if record.state is not State.COMPLETE:
+            problem = record.failure.short(600) if record.failure else record.state.value
+            raise SeedFailed(
+                f"the seed model ({self.seed_model.source}) did not complete its evaluation: {problem}\n"
+                "Fix the file, or start without a seed (seed_model: none)."
+            )
 
     def _finalize(self, llm: RecordingLLM, executor: Executor, progress: Any) -> None:
         """Evaluate the strategy's finalists once, after the budget is spent."""
@@ -462,6 +607,8 @@ class Engine:
             metric=self.config.selection_metric,
             stop_reason=reason,
             llm_totals=self.store.llm_totals(),
+            seed=next((record for record in self.history if record.purpose is Purpose.SEED), None),
+            notes=tuple(self.strategy.summary()),
         )
 
     def _max_in_flight(self) -> int:
@@ -481,7 +628,7 @@ class Engine:
     @staticmethod
     def _pending_iterations(in_flight: dict[Future[EvalResult], _InFlight], queued: list[Proposal]) -> int:
         pending = [item.proposal for item in in_flight.values()] + queued
-        return sum(1 for proposal in pending if not (proposal.notes.get("repair_of") or proposal.final_of))
+        return sum(1 for proposal in pending if proposal.purpose is Purpose.SEARCH)
 
     def _context(self, llm: RecordingLLM, iteration: int) -> Context:
         from nasloop.prompts import render
@@ -569,15 +716,17 @@ class Engine:
             return
         staleness = len(in_flight) if staleness is None else staleness
         twin = next(((f, item) for f, item in in_flight.items() if item.code_hash == code_hash), None)
+        limits = self._limits()
         if twin is not None and proposal.final_of is None:
             # The same code is being evaluated now: this candidate takes that result when it comes.
             future, duplicate_of = _follow(twin[0]), twin[1].candidate_id
+            limits = self.config.limits.model_copy(update={"timeout_s": twin[1].timeout_s})
         else:
             job = EvalJob(
                 code=code,
                 dataset=self.config.dataset,
                 recipe=self.config.recipe,
-                limits=self.config.limits,
+                limits=limits,
                 stages=proposal.stages or self.config.stages,
                 proxies=self.config.proxies,
                 measure=self.config.measure,
@@ -585,8 +734,15 @@ class Engine:
             )
             future, duplicate_of = executor.submit(job, self.pruner.callback()), None
         in_flight[future] = _InFlight(
-            candidate_id, iteration, proposal, code, code_hash, staleness, time.time(), duplicate_of
+            candidate_id, iteration, proposal, code, code_hash, staleness, time.time(), duplicate_of, limits.timeout_s
         )
+
+    def _limits(self) -> Limits:
+        """The evaluation limits, with the timeout shortened to what the wall-clock budget leaves."""
+        left = self.call_budget.seconds_left()
+        if left is None or left >= self.config.limits.timeout_s:
+            return self.config.limits
+        return self.config.limits.model_copy(update={"timeout_s": max(left, MIN_CALL_S)})
 
     def _collect(self, in_flight: dict[Future[EvalResult], _InFlight], progress: Any, *, block: bool = True) -> None:
         """Record the finished evaluations: at least one when `block`, else those finished already."""
@@ -600,6 +756,8 @@ class Engine:
             except Exception as error:  # an executor fault, not the candidate's: record it as a crash
                 log.exception("executor failed on candidate %d", item.candidate_id)
                 result = EvalResult.failed(FailureKind.CRASH, f"executor error: {type(error).__name__}: {error}")
+            if item.timeout_s < self.config.limits.timeout_s and result.failure is not None:
+                result = _cut_by_budget(result)
             self._record(
                 item.candidate_id,
                 item.iteration,
@@ -645,6 +803,8 @@ class Engine:
             llm_call_ids=proposal.llm_call_ids,
             staleness=staleness,
             created=time.time(),
+            purpose=proposal.purpose,
+            parent=proposal.parent,
         )
         self.history.append(record)
         self.strategy.observe([Observation(proposal, record)])

@@ -16,6 +16,7 @@ from nasloop.store import CandidateRecord, RunDir, RunStore
 def one_shot_config(**extra):
     data = {
         "strategy": "one-shot",
+        "seed_model": "none",  # these tests count the candidates the LLM wrote
         "dataset": {"name": "digits"},
         "budget": {"iterations": 3},
         "llm": {"backend": "scripted", "model": "scripted"},

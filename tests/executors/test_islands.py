@@ -36,6 +36,7 @@ def islands_config(iterations: int, llm: dict[str, Any] | None = None, **options
     return build_config(
         {
             "strategy": "islands", "strategy_options": options, "dataset": {"name": "digits"},
+            "seed_model": "none",  # the islands' first answers are the models these tests follow
             "budget": {"iterations": iterations}, "llm": llm or {"backend": "scripted", "model": "scripted"},
         }
     )  # fmt: skip

@@ -76,6 +76,7 @@ def run_engine(tmp_path, executor, *, strategy="feedback-memory", iterations=4, 
     config = build_config(
         {
             "strategy": strategy, "strategy_options": options or {}, "dataset": {"name": "digits"},
+            "seed_model": "none",  # the candidates counted are the LLM's
             "budget": {"iterations": iterations}, "llm": {"backend": "scripted", "model": "scripted"},
             "executor": {"max_stale": max_stale, "workers": executor.capacity},
         }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from support import SHAPE_BROKEN_NET, good_net
 
-from nasloop.candidate import Failure, FailureKind, State
+from nasloop.candidate import Failure, FailureKind, Purpose, State
 from nasloop.config import build_config, dump_config
 from nasloop.store import CandidateRecord, RunDir, RunStore
 
@@ -97,8 +97,8 @@ def write_feedback_run(root: Path) -> RunDir:
             curve=[(step, 2.0 - step / 100) for step in range(0, 101, 20)],
         )
         if repair:
-            record.notes = {"repair_of": candidate_id - 1}
-            record.parent_ids = (candidate_id - 1,)
+            record.notes = {}
+            record.purpose, record.parent, record.parent_ids = Purpose.REPAIR, candidate_id - 1, (candidate_id - 1,)
         if score is not None:
             record.metrics = {"val_acc": score, "test_acc": score - 0.01, "params": 1000.0 * candidate_id}
             if score > best:

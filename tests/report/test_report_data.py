@@ -6,7 +6,7 @@ import math
 import pytest
 from report_runs import FEEDBACK_BEST, PARETO_FRONT
 
-from nasloop.candidate import Failure, FailureKind, State
+from nasloop.candidate import Failure, FailureKind, Purpose, State
 from nasloop.objectives import parse_objectives
 from nasloop.report.data import (
     EVALUATION,
@@ -128,7 +128,7 @@ def test_best_by_iteration_lets_repairs_share_their_iteration():
     candidates = [
         candidate(1, score=0.5, iteration=0),
         candidate(2, State.FAILED, kind="shape", iteration=1),
-        candidate(3, score=0.7, iteration=2, notes={"repair_of": 2}),
+        candidate(3, score=0.7, iteration=2, purpose=Purpose.REPAIR, parent=2),
         candidate(4, score=0.6, iteration=2),
         candidate(5, score=0.65, iteration=3),
     ]

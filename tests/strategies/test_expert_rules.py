@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 from support import SHAPE_BROKEN_NET, FakeExecutor, fenced, good_net
 
-from nasloop.candidate import EvalResult, State
+from nasloop.candidate import EvalResult, Purpose, State
 from nasloop.config import build_config
 from nasloop.engine import Engine
 from nasloop.llm.scripted import ScriptedBackend
@@ -60,10 +60,11 @@ class Model:
         return fenced(self.codes.pop(0) if self.codes else good_net(next(self.widths)))
 
 
-def run(tmp_path, model, iterations=3, **options):
+def run(tmp_path, model, iterations=3, seed_model="none", **options):
     config = build_config(
         {
             "strategy": "expert-rules", "strategy_options": options, "dataset": {"name": "digits"},
+            "seed_model": seed_model,
             "budget": {"iterations": iterations}, "llm": {"backend": "scripted", "model": "scripted"},
         }
     )  # fmt: skip
@@ -80,7 +81,7 @@ def test_first_prompt_is_plain_then_instructions_follow_the_metrics(tmp_path):
     assert "Instructions from the expert system" not in first and "Best model so far" not in first
     assert "val_acc at least 0.95" in first  # the user's targets are part of the task from the start
     # candidate 1 (width 8) has val_acc ~0.58 < 0.95: the accuracy rule fires and its instruction is sent
-    assert "Best model so far (candidate 1" in second and "Validation accuracy is below the target" in second
+    assert "Model to improve (candidate 1" in second and "Validation accuracy is below the target" in second
     notes = engine.history[1].notes
     assert notes["feedback_on"] == 1
     assert [item["rule"] for item in notes["rules_fired"]] == ["accuracy-below-target", "underfitting"]
@@ -122,7 +123,7 @@ def test_cm_is_stored_with_each_candidate_and_the_best_is_kept_by_cm(tmp_path):
     assert summary.best.id == 2  # the engine's own best is by val_acc: the two rankings differ
     assert [record.id for record, _ in rank_by_effectiveness(stored, config)] == [1, 3, 2]
     # the generator is shown the best by CM
-    assert "Best model so far (candidate 1" in model.prompts[2]
+    assert "Model to improve (candidate 1" in model.prompts[2]
 
 
 def test_failure_rules_fire_on_the_latest_failure_and_without_cm_there_is_no_best(tmp_path):
@@ -133,8 +134,10 @@ def test_failure_rules_fire_on_the_latest_failure_and_without_cm_there_is_no_bes
     assert [item["rule"] for item in notes["rules_fired"]] == ["flatten-size-mismatch", "shape-error"]
     assert "failed with a shape error: mat1 and mat2" in model.prompts[1]
     assert "Best model so far" not in model.prompts[1] and "starting from the best model" not in model.prompts[1]
+    # without a valid model to start from, the failed one is repaired (not an iteration)
+    assert engine.history[1].purpose is Purpose.REPAIR and "## Model to repair (candidate 1)" in model.prompts[1]
     assert model.prompts[1].endswith(
-        "Write the complete new module in one ```python block, following the instructions."
+        "Write the complete changed module in one ```python block: code only, no explanations."
     )
     assert engine.strategy.best is not None and engine.strategy.best["id"] == 2
 
@@ -142,10 +145,11 @@ def test_failure_rules_fire_on_the_latest_failure_and_without_cm_there_is_no_bes
 def test_code_repeating_a_failed_candidate_is_sent_back_once(tmp_path):
     model = Model([SHAPE_BROKEN_NET, SHAPE_BROKEN_NET, good_net(8)])
     engine, summary = run(tmp_path, model, iterations=2)
-    second = engine.history[1]
+    second = engine.history[1]  # the repair of candidate 1, which repeated it and was asked again
     assert second.notes["repeat_of"] == 1 and second.state is State.COMPLETE and len(second.llm_call_ids) == 2
+    assert second.purpose is Purpose.REPAIR and second.parent == 1
     assert "same model as candidate 1, which already failed with:\nshape: " in model.prompts[2]
-    assert summary.iterations == 2 and len(engine.history) == 2
+    assert summary.iterations == 2 and len(engine.history) == 3
     assert engine.strategy.state_dict()["failed_codes"]  # kept for resume
     # switched off, the repeat is recorded as a duplicate of the failed candidate
     engine, _ = run(tmp_path / "off", Model([SHAPE_BROKEN_NET, SHAPE_BROKEN_NET]), iterations=2, retry_repeats=False)
@@ -199,7 +203,7 @@ def test_options_reject_bad_rule_files_and_repeated_priorities(tmp_path):
     with pytest.raises(ValidationError, match="more than once: fps"):
         ExpertRulesOptions.model_validate({"priorities": ["fps", "val_acc", "fps"]})
     with pytest.raises(ValidationError, match="reference_fps"):
-        ExpertRulesOptions.model_validate({"effectiveness": {"fps_weight": 1.0}})
+        ExpertRulesOptions.model_validate({"effectiveness": {"fps_weight": 1.0, "normalisation": "reference"}})
     with pytest.raises(ValidationError, match="extra"):
         ExpertRulesOptions.model_validate({"target": {"val_acc": 0.9}})
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from support import FakeExecutor, fenced, good_net
 
-from nasloop.candidate import EvalResult, Failure, FailureKind, State
+from nasloop.candidate import EvalResult, Failure, FailureKind, Purpose, State
 from nasloop.config import build_config
 from nasloop.engine import Engine
 from nasloop.evaluate.stages import LayerTrace
@@ -233,6 +233,7 @@ def search(tmp_path, strategy, answers, iterations, *, executor=None, max_stale=
     config = build_config(
         {
             "strategy": strategy,
+            "seed_model": "none",  # the first answer is the failing model these tests are about
             "strategy_options": options,
             "dataset": {"name": "digits"},
             "budget": {"iterations": iterations},
@@ -262,7 +263,8 @@ def test_a_size_error_is_repaired_without_the_llm_and_not_counted(tmp_path, stra
     engine, summary, prompts = search(tmp_path, strategy, [FLATTEN_MISMATCH], iterations=2)
     first, repair = engine.history[0], engine.history[1]
     assert first.state is State.FAILED
-    assert {"repair_of": 1, "size_fix": "fc1.in_features=3136", "size_fixes": 1}.items() <= repair.notes.items()
+    assert {"size_fix": "fc1.in_features=3136", "size_fixes": 1}.items() <= repair.notes.items()
+    assert repair.purpose is Purpose.REPAIR and repair.parent == 1
     assert repair.state is State.COMPLETE and repair.llm_call_ids == () and repair.parent_ids == (1,)
     assert summary.iterations == 2 and len(engine.history) == 3
     # the LLM was asked for the first model and the second iteration only (feedback-memory: plus its improver)

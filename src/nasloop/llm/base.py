@@ -121,7 +121,8 @@ class LLMBackend(abc.ABC):
     Contract of `complete`:
 
     * **One total deadline per call.** `config.deadline_s` bounds the whole call: connecting, queueing,
-      generation and every retry share it. When it passes, the call raises `DeadlineExceeded` (remote
+      generation and every retry share it; a call's own `deadline_s` (the time a run's wall-clock budget
+      leaves) shortens it, never lengthens it. When it passes, the call raises `DeadlineExceeded` (remote
       backends) or returns the text produced so far with `finish_reason="deadline"` (the embedded
       llama-cpp backend, whose partial text is often still usable code). Nothing blocks longer than the
       deadline plus a small slack.
@@ -155,8 +156,13 @@ class LLMBackend(abc.ABC):
         stop: list[str] | None = None,
         response_format: dict[str, Any] | None = None,
         top_p: float = 1.0,
+        deadline_s: float | None = None,
     ) -> Completion:
         """Answer `messages` (see the class docstring for the contract)."""
+
+    def call_deadline_s(self, config_deadline_s: float, deadline_s: float | None) -> float:
+        """The seconds one call may take: the config's deadline, shortened by the call's own."""
+        return config_deadline_s if deadline_s is None else max(0.0, min(config_deadline_s, deadline_s))
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release resources. Idempotent."""

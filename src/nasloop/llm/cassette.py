@@ -101,6 +101,7 @@ class CassetteBackend(LLMBackend):
         stop: list[str] | None = None,
         response_format: dict[str, Any] | None = None,
         top_p: float = 1.0,
+        deadline_s: float | None = None,
     ) -> Completion:
         validate_messages(messages)
         request = request_record(messages, temperature, max_tokens, seed, stop, response_format)
@@ -116,6 +117,7 @@ class CassetteBackend(LLMBackend):
             stop=stop,
             response_format=response_format,
             top_p=top_p,
+            deadline_s=deadline_s,
         )
         self._append({"key": key, "request": request, "completion": completion.to_dict()})
         return completion

@@ -127,10 +127,11 @@ class OpenAIBackend(LLMBackend):
         stop: list[str] | None = None,
         response_format: dict[str, Any] | None = None,
         top_p: float = 1.0,
+        deadline_s: float | None = None,
     ) -> Completion:
         validate_messages(messages)
         started = time.monotonic()
-        deadline = started + self.config.deadline_s
+        deadline = started + self.call_deadline_s(self.config.deadline_s, deadline_s)
         schema = schema_of(response_format)
         request: dict[str, Any] = {
             "model": self.config.model,

@@ -16,6 +16,7 @@ from typing import Any
 
 from nasloop.llm.base import (
     Completion,
+    DeadlineExceeded,
     EmptyResponse,
     LLMBackend,
     LLMError,
@@ -102,6 +103,7 @@ class ScriptedBackend(LLMBackend):
         stop: list[str] | None = None,
         response_format: dict[str, Any] | None = None,
         top_p: float = 1.0,
+        deadline_s: float | None = None,
     ) -> Completion:
         validate_messages(messages)
         started = time.monotonic()
@@ -113,7 +115,12 @@ class ScriptedBackend(LLMBackend):
         if isinstance(answer, LLMError):
             raise answer
         if self._delay_s:
-            time.sleep(min(self._delay_s, self.config.deadline_s))
+            allowed = self.call_deadline_s(self.config.deadline_s, deadline_s)
+            time.sleep(min(self._delay_s, allowed))
+            if self._delay_s > allowed:
+                raise DeadlineExceeded(
+                    f"scripted model {self.model_name}: no answer within the deadline ({allowed:g} s)"
+                )
         text, finish_reason = _apply_limits(answer, stop, max_tokens)
         if not text.strip():
             if finish_reason == "length":

@@ -8,7 +8,14 @@ AW, FW, EW: the user's weights. Higher CM is better.
 
 Normalisation (`EffectivenessConfig.normalisation`):
 
-- `reference` (default): NF = FPS / reference FPS, TNE = training energy / reference training energy,
+- `seed` (default): against the run's seed network (or, in a run without one, its first candidate that
+  has the metrics): NF = FPS / the seed's FPS, capped at `ratio_cap`, TNE = training energy / the seed's,
+  VNE likewise. FPS and energy are measured on the machine the search runs on, where a fixed reference
+  means nothing (on a CPU every tiny network is thousands of images per second "faster" than a reference),
+  so a network counts as fast or frugal relative to the network the search improves; the cap keeps a much
+  smaller network from winning on speed alone, so speed pays only at comparable accuracy. The seed's own
+  terms are 1, and a candidate's CM never changes as the run grows.
+- `reference`: NF = FPS / reference FPS, TNE = training energy / reference training energy,
   VNE = validation energy / reference validation energy, with reference values the user gives (a target
   FPS, the energy of a baseline model). A candidate's CM then depends on that candidate alone, so it never
   changes as the run grows: the best model so far stays the best unless a better one arrives, and CM values
@@ -26,9 +33,9 @@ metric, so energy can be left out on machines that cannot measure it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -38,15 +45,18 @@ from nasloop.evaluate.job import Strict
 class EffectivenessConfig(Strict):
     """Weights, normalisation and metric names of combined model effectiveness (module docstring).
 
-    Defaults: AW = 1 and FW = EW = 0, i.e. CM = Ta + Va. FPS and energy scales depend on the device, so
-    nasloop cannot pick reference values for you: set `fps_weight` / `energy_weight` together with
-    `reference_fps` / `reference_train_energy_j` / `reference_val_energy_j` (or `normalisation: run`).
+    Defaults: AW = 1 and FW = EW = 0, i.e. CM = Ta + Va, and FPS and energy, once weighted, relative to the
+    seed network (`normalisation: seed`). For fixed scales give `reference_fps` / `reference_train_energy_j` /
+    `reference_val_energy_j` (which implies `normalisation: reference`), or set `normalisation: run`.
     """
 
     accuracy_weight: float = Field(default=1.0, ge=0, description="AW, weight of Ta + Va")
     fps_weight: float = Field(default=0.0, ge=0, description="FW, weight of the normalised FPS")
     energy_weight: float = Field(default=0.0, ge=0, description="EW, weight of TNE + VNE (subtracted)")
-    normalisation: Literal["reference", "run"] = "reference"
+    normalisation: Literal["seed", "reference", "run"] = "seed"
+    ratio_cap: float | None = Field(
+        default=2.0, gt=0, description="seed normalisation: FPS above this many times the seed's earns no more"
+    )
     reference_fps: float | None = Field(default=None, gt=0, description="FPS that normalises to 1")
     reference_train_energy_j: float | None = Field(default=None, gt=0, description="training energy -> 1")
     reference_val_energy_j: float | None = Field(default=None, gt=0, description="validation energy -> 1")
@@ -59,6 +69,15 @@ class EffectivenessConfig(Strict):
     )
     train_energy_metric: str = "train_energy_j"
     val_energy_metric: str = "val_energy_j"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _references_mean_reference_normalisation(cls, data: Any) -> Any:
+        """Reference values given without a normalisation: normalise against them."""
+        references = ("reference_fps", "reference_train_energy_j", "reference_val_energy_j")
+        if isinstance(data, dict) and "normalisation" not in data and any(data.get(key) for key in references):
+            return {**data, "normalisation": "reference"}
+        return data
 
     @model_validator(mode="after")
     def _references_for_weighted_terms(self) -> EffectivenessConfig:
@@ -98,16 +117,18 @@ def combined_effectiveness(
     metrics: Mapping[str, float],
     config: EffectivenessConfig,
     run: Sequence[Mapping[str, float]] | None = None,
+    seed: Mapping[str, float] | None = None,
 ) -> Effectiveness:
     """The CM of one candidate's `metrics`.
 
     With `normalisation: run`, `run` must hold the metrics of the run's candidates (the candidate itself
-    may be among them); their min and max set the scale. With `reference` it is ignored.
+    may be among them); their min and max set the scale. With `seed`, `seed` holds the seed network's
+    metrics (None: no CM, with the reason). Each is ignored by the other normalisations.
     """
     if config.normalisation == "run" and run is None:
         raise ValueError("normalisation 'run' needs the run's candidates' metrics")
     try:
-        terms = _terms(metrics, config, run or ())
+        terms = _terms(metrics, config, run or (), seed)
     except _MissingMetric as missing:
         return Effectiveness(None, str(missing))
     value = (
@@ -119,7 +140,10 @@ def combined_effectiveness(
 
 
 def _terms(
-    metrics: Mapping[str, float], config: EffectivenessConfig, run: Sequence[Mapping[str, float]]
+    metrics: Mapping[str, float],
+    config: EffectivenessConfig,
+    run: Sequence[Mapping[str, float]],
+    seed: Mapping[str, float] | None,
 ) -> dict[str, float]:
     # An unweighted term is reported as 0 but needs no metric (see the module docstring).
     terms = {"accuracy": 0.0, "normalised_fps": 0.0, "normalised_train_energy": 0.0, "normalised_val_energy": 0.0}
@@ -128,24 +152,42 @@ def _terms(
             metrics, config.val_accuracy_metric
         )
     if config.fps_weight > 0:
-        terms["normalised_fps"] = _normalised(
-            _fps(metrics, config), [_fps_or_none(other, config) for other in run], config.reference_fps, config
-        )
+        reference = config.reference_fps
+        if config.normalisation == "seed":
+            reference = _seed_value(seed, lambda seed_metrics: _fps_or_none(seed_metrics, config), "FPS")
+        fps = _normalised(_fps(metrics, config), [_fps_or_none(other, config) for other in run], reference, config)
+        cap = config.ratio_cap if config.normalisation == "seed" else None
+        terms["normalised_fps"] = min(fps, cap) if cap is not None else fps
     if config.energy_weight > 0:
         for term, metric, reference in (
             ("normalised_train_energy", config.train_energy_metric, config.reference_train_energy_j),
             ("normalised_val_energy", config.val_energy_metric, config.reference_val_energy_j),
         ):
+            if config.normalisation == "seed":
+                reference = _seed_value(seed, lambda seed_metrics, name=metric: _valid_or_none(seed_metrics, name, 0.0),
+                                        metric)  # fmt: skip
             energy = _energy(metrics, metric)
             others = [_valid_or_none(other, metric, minimum=0.0) for other in run]
             terms[term] = _normalised(energy, others, reference, config)
     return terms
 
 
+def _seed_value(
+    seed: Mapping[str, float] | None, read: Callable[[Mapping[str, float]], float | None], what: str
+) -> float:
+    """The seed network's value of a term (positive), else `_MissingMetric` saying so."""
+    if seed is None:
+        raise _MissingMetric(f"no seed network to normalise {what} against")
+    value = read(seed)
+    if value is None or value <= 0:
+        raise _MissingMetric(f"the seed network's {what} is unknown, so {what} cannot be normalised against it")
+    return value
+
+
 def _normalised(
     value: float, run_values: Sequence[float | None], reference: float | None, config: EffectivenessConfig
 ) -> float:
-    if config.normalisation == "reference":
+    if config.normalisation in ("reference", "seed"):
         if reference is None:  # EffectivenessConfig's validator prevents this for weighted terms
             raise ValueError("reference normalisation without a reference value")
         return value / reference
@@ -203,15 +245,36 @@ def _required(metrics: Mapping[str, float], metric: str) -> float:
     return float(value)
 
 
-def best_by_effectiveness(points: Sequence[Mapping[str, float]], config: EffectivenessConfig) -> int | None:
+def best_by_effectiveness(
+    points: Sequence[Mapping[str, float]], config: EffectivenessConfig, seed: Mapping[str, float] | None = None
+) -> int | None:
     """Index of the candidate with the highest CM (the first on ties), None when no candidate has a CM.
 
-    Under `normalisation: run` the scale comes from `points` themselves.
+    Under `normalisation: run` the scale comes from `points` themselves, under `seed` from `seed`.
     """
     best_index: int | None = None
     best_value = -math.inf
     for index, metrics in enumerate(points):
-        value = combined_effectiveness(metrics, config, run=points).value
+        value = combined_effectiveness(metrics, config, run=points, seed=seed).value
         if value is not None and value > best_value:
             best_index, best_value = index, value
     return best_index
+
+
+def describe_normalisation(config: EffectivenessConfig, seed_id: int | None = None) -> str:
+    """What a CM was normalised against, in one line for a run's summary."""
+    weights = (
+        f"CM = {config.accuracy_weight:g}·(Ta + Va) + {config.fps_weight:g}·NF − {config.energy_weight:g}·(TNE + VNE)"
+    )
+    if config.fps_weight == 0 and config.energy_weight == 0:
+        return weights + " (accuracy only: nothing to normalise)"
+    if config.normalisation == "seed":
+        against = f"candidate {seed_id}, the run's first completed" if seed_id is not None else "none completed"
+        cap = f", FPS counted up to {config.ratio_cap:g}x the seed's" if config.ratio_cap is not None else ""
+        return f"{weights}; FPS and energy relative to the seed network ({against}){cap}"
+    if config.normalisation == "reference":
+        return (
+            f"{weights}; FPS relative to {config.reference_fps} images/s, energy to "
+            f"{config.reference_train_energy_j} J (training) and {config.reference_val_energy_j} J (validation)"
+        )
+    return f"{weights}; FPS and energy min-max scaled over the run's candidates"

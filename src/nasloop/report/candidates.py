@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from nasloop.candidate import Purpose
 from nasloop.report.data import RunAnalysis, code_diff, evaluation_seconds
 from nasloop.report.page import integer, number, text
 from nasloop.store import CandidateRecord, LLMCallRecord
@@ -57,9 +58,10 @@ def diff_class(line: str) -> str:
 
 
 def _diff(candidate: CandidateRecord, by_id: dict[int, CandidateRecord]) -> dict[str, Any] | None:
-    if not candidate.parent_ids or not candidate.code:
+    made_from = candidate.parent if candidate.parent is not None else next(iter(candidate.parent_ids), None)
+    if made_from is None or not candidate.code:
         return None
-    parent = by_id.get(candidate.parent_ids[0])
+    parent = by_id.get(made_from)
     if parent is None or not parent.code:
         return None
     lines = code_diff(parent.code, candidate.code, f"candidate {parent.id}", f"candidate {candidate.id}")
@@ -81,10 +83,11 @@ def candidate_details(
 ) -> dict[str, Any]:
     """What a candidate's opened row shows, as plain data."""
     failure = candidate.failure
+    lineage = [["purpose", candidate.purpose.value]] if candidate.purpose is not Purpose.SEARCH else []
+    lineage += [["parent", str(candidate.parent)]] if candidate.parent is not None else []
     return {
-        "notes": [
-            [key, value if isinstance(value, str) else json.dumps(value)] for key, value in candidate.notes.items()
-        ],
+        "notes": lineage
+        + [[key, value if isinstance(value, str) else json.dumps(value)] for key, value in candidate.notes.items()],
         "failure": failure.to_dict() if failure else None,
         "architecture": candidate.architecture,
         "code": candidate.code,
@@ -120,8 +123,10 @@ def _outcome_text(candidate: CandidateRecord) -> str:
         return f"duplicate of {link(candidate.duplicate_of)}"
     if candidate.failure is not None:
         return f"<b>{text(candidate.failure.kind.value)}</b>: {text(preview(candidate.failure.message, 120))}"
-    if candidate.notes.get("repair_of"):
-        return f"repair of {link(int(candidate.notes['repair_of']))}"
+    if candidate.purpose in (Purpose.REPAIR, Purpose.RETRY, Purpose.FINAL) and candidate.parent is not None:
+        return f"{candidate.purpose.value} of {link(candidate.parent)}"
+    if candidate.purpose is Purpose.SEED:
+        return "seed network"
     return ""
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from nasloop.candidate import State
+from nasloop.candidate import Purpose, State
 from nasloop.config import SearchConfig, build_config
 from nasloop.objectives import Bounds, Objective, hypervolume_over_time, pareto_front, parse_objectives
 from nasloop.objectives import reference_box_volume as box_volume
@@ -394,19 +394,30 @@ class LineageRow:
         return self.score - self.parent_score
 
 
+# How a candidate relates to the one it was made from, by its purpose.
+RELATIONS = {
+    Purpose.SEED: "seed",
+    Purpose.SEARCH: "improve",
+    Purpose.REPAIR: "repair",
+    Purpose.RETRY: "retry",
+    Purpose.FINAL: "final",
+}
+
+
 def lineage_rows(candidates: Sequence[CandidateRecord], metric: str) -> list[LineageRow]:
-    """Every candidate that has parents, in id order."""
+    """Every candidate that has parents, in id order; the first parent is the one it was made from."""
     by_id = {c.id: c for c in candidates}
     rows = []
     for candidate in sorted(candidates, key=lambda c: c.id):
-        if not candidate.parent_ids:
+        parents = tuple(dict.fromkeys(p for p in (candidate.parent, *candidate.parent_ids) if p is not None))
+        if not parents:
             continue
-        parent = by_id.get(candidate.parent_ids[0])
+        parent = by_id.get(parents[0])
         rows.append(
             LineageRow(
                 candidate_id=candidate.id,
-                parent_ids=candidate.parent_ids,
-                relation="repair" if candidate.notes.get("repair_of") else "derived",
+                parent_ids=parents,
+                relation=RELATIONS[candidate.purpose],
                 score=candidate_score(candidate, metric),
                 parent_score=candidate_score(parent, metric) if parent is not None else None,
                 state=candidate.state.value,
@@ -530,8 +541,8 @@ class RunAnalysis:
 
     @property
     def iterations(self) -> int:
-        """Iterations of the budget used (repairs do not count, as in the engine)."""
-        return len({c.iteration for c in self.run.candidates if not c.notes.get("repair_of")})
+        """Iterations of the budget used (only search candidates count, as in the engine)."""
+        return sum(1 for c in self.run.candidates if c.purpose is Purpose.SEARCH)
 
 
 def analyse_run(run: RunData, window: int = 15) -> RunAnalysis:

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nasloop.candidate import EvalResult, Failure, State
+from nasloop.candidate import EvalResult, Failure, Purpose, State
 
-SCHEMA_VERSION = 1
+# 2: candidates carry `purpose` and `parent` (version-1 stores are migrated when opened for writing).
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,7 +59,9 @@ CREATE TABLE IF NOT EXISTS candidates (
     curve TEXT NOT NULL,
     info TEXT NOT NULL,
     llm_call_ids TEXT NOT NULL,
-    staleness INTEGER NOT NULL DEFAULT 0
+    staleness INTEGER NOT NULL DEFAULT 0,
+    purpose TEXT NOT NULL DEFAULT 'search',
+    parent INTEGER
 );
 CREATE INDEX IF NOT EXISTS candidates_hash ON candidates (hash);
 CREATE TABLE IF NOT EXISTS strategy_state (
@@ -98,6 +101,8 @@ class CandidateRecord:
     llm_call_ids: tuple[int, ...] = ()
     staleness: int = 0
     created: float = 0.0
+    purpose: Purpose = Purpose.SEARCH
+    parent: int | None = None
 
     @property
     def result(self) -> EvalResult:
@@ -133,6 +138,22 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+def _lineage(row: sqlite3.Row) -> dict[str, Any]:
+    """`purpose` and `parent` of a candidate row; a version-1 store opened read-only keeps them in notes."""
+    if "purpose" in row.keys():  # noqa: SIM118 - `in row` would look among the values
+        return {"purpose": Purpose(row["purpose"]), "parent": row["parent"]}
+    purpose, parent = lineage_from_notes(json.loads(row["notes"]))
+    return {"purpose": purpose, "parent": parent}
+
+
+def lineage_from_notes(notes: dict[str, Any]) -> tuple[Purpose, int | None]:
+    """The purpose and parent a version-1 store recorded as notes (`repair_of`, `final_of`)."""
+    for key, purpose in (("repair_of", Purpose.REPAIR), ("final_of", Purpose.FINAL)):
+        if notes.get(key):
+            return purpose, int(notes[key])
+    return Purpose.SEARCH, None
+
+
 class RunStore:
     """SQLite store of one run. Open one writer (the engine); any number of readers with `readonly=True`."""
 
@@ -148,9 +169,23 @@ class RunStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-            if self.get_meta("schema_version") is None:
-                self.set_meta("schema_version", str(SCHEMA_VERSION))
         self._db.row_factory = sqlite3.Row
+        if not readonly:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a store written by an older nasloop to `SCHEMA_VERSION` (a new store is already there)."""
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(candidates)")}
+        if "purpose" not in columns:  # version 1: purpose and parent lived in the notes, if anywhere
+            with self.transaction():
+                self._db.execute("ALTER TABLE candidates ADD COLUMN purpose TEXT NOT NULL DEFAULT 'search'")
+                self._db.execute("ALTER TABLE candidates ADD COLUMN parent INTEGER")
+                for row in self._db.execute("SELECT id, notes FROM candidates").fetchall():
+                    purpose, parent = lineage_from_notes(json.loads(row["notes"]))
+                    self._db.execute(
+                        "UPDATE candidates SET purpose = ?, parent = ? WHERE id = ?", (purpose.value, parent, row["id"])
+                    )
+        self.set_meta("schema_version", str(SCHEMA_VERSION))
 
     def close(self) -> None:
         self._db.close()
@@ -276,8 +311,8 @@ class RunStore:
         self._db.execute(
             "INSERT INTO candidates (id, iteration, created, code, architecture, space, hash, parent_ids,"
             " duplicate_of, notes, state, metrics, failure_kind, failure_message, failure_traceback, timings,"
-            " stage, curve, info, llm_call_ids, staleness)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " stage, curve, info, llm_call_ids, staleness, purpose, parent)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.id,
                 record.iteration,
@@ -300,6 +335,8 @@ class RunStore:
                 _dumps(record.info),
                 _dumps(list(record.llm_call_ids)),
                 record.staleness,
+                record.purpose.value,
+                record.parent,
             ),
         )
 
@@ -351,6 +388,7 @@ class RunStore:
             llm_call_ids=tuple(json.loads(row["llm_call_ids"])),
             staleness=row["staleness"],
             created=row["created"],
+            **_lineage(row),
         )
 
     # -- strategy state -----------------------------------------------------------------------------

@@ -38,21 +38,19 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from nasloop.candidate import Failure, Proposal, State
+from nasloop.candidate import Failure, Proposal, Purpose, State
 from nasloop.llm.base import Message
 from nasloop.objectives.constraints import format_value
-from nasloop.objectives.effectiveness import EffectivenessConfig, best_by_effectiveness, combined_effectiveness
+from nasloop.objectives.effectiveness import (
+    EffectivenessConfig,
+    best_by_effectiveness,
+    combined_effectiveness,
+    describe_normalisation,
+)
 from nasloop.registry import strategies
 from nasloop.store.sqlite import CandidateRecord
-from nasloop.strategies.base import (
-    Context,
-    FailedCodes,
-    Observation,
-    RepairOptions,
-    Strategy,
-    Task,
-    generate_code,
-)
+from nasloop.strategies.base import Context, Observation, Strategy, Task
+from nasloop.strategies.code_writer import FailedCodes, RepairOptions, cleanup_feedback, write_code
 from nasloop.strategies.expert_system import FiredRule, Resolution, Rule, fire, load_rules, resolve
 from nasloop.strategies.size_fix import size_fix_repair
 
@@ -223,37 +221,84 @@ class ExpertRules(Strategy):
         # Completed candidates with the metrics CM reads; `normalisation: run` rescales against them.
         self.scored: list[dict[str, Any]] = []
         self.failed_codes = FailedCodes()
-        self.repaired: int | None = None  # as in feedback-memory: one size fix per failure, even when pipelined
+        self.repaired: int | None = None  # as in feedback-memory: one repair per failure, even when pipelined
+        self.repair_tried = False  # the attempt under way was repaired by the LLM already
+
+    def takes_seed(self, *, explicit: bool) -> bool:
+        return True
 
     # -- propose ----------------------------------------------------------------------------------------
 
     def propose(self, ctx: Context) -> list[Proposal]:
-        sampling = {"temperature": self.opts.temperature, "top_p": self.opts.top_p, "max_tokens": self.opts.max_tokens}
         best = find_record(ctx.history, self.best["id"]) if self.best else None
         latest = find_record(ctx.history, self.latest_id)
         if latest is None:
-            return [generate_code(ctx, self._messages(ctx), self.failed_codes, self.opts, **sampling)]
-        subject = best if self.opts.feedback_on == "best" and best is not None else latest
+            return self._write(ctx, self._messages(ctx), parent=None)
         failure = latest.failure if latest.state is not State.COMPLETE else None
-        if failure is not None and self.opts.fix_sizes and latest.code and latest.id != self.repaired:
+        if failure is not None and latest.code and latest.id != self.repaired:
+            repair = self._repair(ctx, latest, failure, best)
+            if repair is not None:
+                return repair
+        # A failed latest candidate that was repaired already (or cannot be) is left behind: the next model
+        # starts from the best one, whose metrics the rules read, and the failure is only told.
+        if failure is not None:
+            subject, failure = (best, None) if best is not None else (latest, failure)
+        else:
+            subject = best if self.opts.feedback_on == "best" and best is not None else latest
+        fired, resolution = self.advise(subject, failure)
+        messages = self._messages(ctx, best=best, latest=latest, resolution=resolution, show_latest=subject is latest)
+        proposals = self._write(ctx, messages, parent=best if best is not None else None)
+        self._annotate(proposals, subject, fired, resolution)
+        for proposal in proposals:
+            proposal.parent_ids = tuple(dict.fromkeys(record.id for record in (best, latest) if record is not None))
+        return proposals
+
+    def _repair(
+        self, ctx: Context, latest: CandidateRecord, failure: Failure, best: CandidateRecord | None
+    ) -> list[Proposal] | None:
+        """The repair of the failed latest candidate: in code when the evaluator named the size to use, else
+        one LLM attempt per failed search candidate, with the rules' advice on the failure."""
+        if self.opts.fix_sizes:
             fixes = int(latest.notes.get("size_fixes") or 0)
-            repair = size_fix_repair(
-                latest.id, latest.code, failure, fixes, self.opts.max_size_fixes, self.failed_codes
-            )
+            repair = size_fix_repair(latest.id, latest.code or "", failure, fixes, self.opts.max_size_fixes,
+                                     self.failed_codes)  # fmt: skip
             if repair is not None:
                 self.repaired = latest.id
                 return [repair]  # the evaluator named the size to use: no LLM call, not an iteration
-        fired, resolution = self.advise(subject, failure)
-        messages = self._messages(ctx, best=best, latest=latest, resolution=resolution)
-        proposal = generate_code(ctx, messages, self.failed_codes, self.opts, **sampling)
-        proposal.parent_ids = tuple(dict.fromkeys(record.id for record in (best, latest) if record is not None))
-        proposal.notes.update(
-            feedback_on=subject.id, rules_fired=fired_notes(fired), instructions=list(resolution.instructions)
-        )
-        conflicts = conflict_notes(resolution)
-        if conflicts:
-            proposal.notes["conflicts"] = conflicts
-        return [proposal]
+        if self.repair_tried:
+            return None
+        self.repaired = latest.id
+        fired, resolution = self.advise(latest, failure)
+        messages = self._messages(ctx, best=best, latest=latest, resolution=resolution, show_latest=True, repair=True)
+        proposals = self._write(ctx, messages, parent=latest, purpose=Purpose.REPAIR)
+        self._annotate(proposals, latest, fired, resolution)
+        for proposal in proposals:
+            proposal.parent_ids = (latest.id,)
+        return proposals
+
+    def _write(
+        self,
+        ctx: Context,
+        messages: list[Message],
+        *,
+        parent: CandidateRecord | None,
+        purpose: Purpose = Purpose.SEARCH,
+    ) -> list[Proposal]:
+        sampling = {"temperature": self.opts.temperature, "top_p": self.opts.top_p, "max_tokens": self.opts.max_tokens}
+        return write_code(ctx, messages, self.failed_codes, self.opts, parent=parent, purpose=purpose, **sampling)
+
+    @staticmethod
+    def _annotate(
+        proposals: list[Proposal], subject: CandidateRecord, fired: list[FiredRule], resolution: Resolution
+    ) -> None:
+        """The rules fired, the instructions sent and the conflicts, in each proposal's notes."""
+        for proposal in proposals:
+            proposal.notes.update(
+                feedback_on=subject.id, rules_fired=fired_notes(fired), instructions=list(resolution.instructions)
+            )
+            conflicts = conflict_notes(resolution)
+            if conflicts:
+                proposal.notes["conflicts"] = conflicts
 
     def advise(self, subject: CandidateRecord, failure: Failure | None) -> tuple[list[FiredRule], Resolution]:
         """Fire the rules on `subject`'s metrics and the latest `failure`, and resolve the conflicts."""
@@ -271,17 +316,24 @@ class ExpertRules(Strategy):
         best: CandidateRecord | None = None,
         latest: CandidateRecord | None = None,
         resolution: Resolution | None = None,
+        show_latest: bool = True,
+        repair: bool = False,
     ) -> list[Message]:
         best_view = None
         if best is not None and self.best is not None:
-            best_view = {"id": best.id, "code": best.code or "", "cm": format_value(self.best["cm"]),
+            kind = "the seed network" if best.purpose is Purpose.SEED else f"candidate {best.id}"
+            best_view = {"id": best.id, "kind": kind, "code": best.code or "", "cm": format_value(self.best["cm"]),
                          "metrics": describe_metrics(best.metrics)}  # fmt: skip
+        edit_format = self.opts.resolved_edit_format(self.task.llm_model)
         latest_view = None
         if latest is not None:
-            show_code = best is None or latest.id != best.id
+            # With SEARCH/REPLACE edits the prompt holds one model only: the one the blocks refer to.
+            one_model = edit_format == "diff" and not repair
+            show_code = show_latest and not one_model and (best is None or latest.id != best.id)
+            notes = cleanup_feedback(latest)
             latest_view = {
                 "id": latest.id,
-                "outcome": outcome(latest),
+                "outcome": outcome(latest) + (f"\n{notes}" if notes else ""),
                 "code": (latest.code or "") if show_code else "",
             }
         context = {
@@ -291,6 +343,9 @@ class ExpertRules(Strategy):
             "targets": describe_targets(self.opts.targets),
             "instructions": resolution.prompt_text() if resolution is not None else "",
             "first": latest is None,
+            "repair": repair,
+            "parent": best_view if not repair else latest_view,
+            "edit_format": edit_format,
         }
         return [
             {"role": "system", "content": ctx.render("expert_generator_system").strip()},
@@ -306,11 +361,15 @@ class ExpertRules(Strategy):
             record = observation.record
             self.latest_id = record.id
             self.failed_codes.add(record)
+            if record.purpose is Purpose.SEARCH:
+                self.repair_tried = False
+            elif record.purpose is Purpose.REPAIR:  # a size fix too: after it the LLM repairs no more
+                self.repair_tried = True
             if record.state is not State.COMPLETE:
                 continue
             self.scored.append({"id": record.id, "metrics": self._cm_inputs(record.metrics)})
             run = [entry["metrics"] for entry in self.scored]
-            effectiveness = combined_effectiveness(record.metrics, self.opts.effectiveness, run=run)
+            effectiveness = combined_effectiveness(record.metrics, self.opts.effectiveness, run=run, seed=run[0])
             if effectiveness.value is None:
                 record.notes["cm_missing"] = effectiveness.reason
             else:
@@ -326,12 +385,22 @@ class ExpertRules(Strategy):
     def _update_best(self) -> None:
         # Recomputed over all scored candidates: under `normalisation: run` an older one can become best.
         points = [entry["metrics"] for entry in self.scored]
-        index = best_by_effectiveness(points, self.opts.effectiveness)
+        index = best_by_effectiveness(points, self.opts.effectiveness, seed=points[0])
         if index is None:
             self.best = None
             return
-        value = combined_effectiveness(points[index], self.opts.effectiveness, run=points).value
+        value = combined_effectiveness(points[index], self.opts.effectiveness, run=points, seed=points[0]).value
         self.best = {"id": self.scored[index]["id"], "cm": value, "metrics": dict(points[index])}
+
+    def summary(self) -> list[str]:
+        lines = []
+        if self.best is not None:
+            lines.append(
+                f"best by combined model effectiveness: candidate {self.best['id']}, CM = {self.best['cm']:.4f}"
+            )
+        reference = self.scored[0]["id"] if self.scored else None
+        lines.append("CM: " + describe_normalisation(self.opts.effectiveness, reference))
+        return lines
 
     # -- resume -----------------------------------------------------------------------------------------
 
@@ -341,6 +410,7 @@ class ExpertRules(Strategy):
             "latest_id": self.latest_id,
             "scored": self.scored,
             "failed_codes": self.failed_codes.entries,
+            "repair_tried": self.repair_tried,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -348,18 +418,21 @@ class ExpertRules(Strategy):
         self.latest_id = state.get("latest_id")
         self.scored = list(state.get("scored") or [])
         self.failed_codes = FailedCodes(state.get("failed_codes"))
+        self.repair_tried = bool(state.get("repair_tried", False))
 
 
 def rank_by_effectiveness(
     records: Sequence[CandidateRecord], config: EffectivenessConfig
 ) -> list[tuple[CandidateRecord, float]]:
-    """Completed candidates that have a CM, best first, with their CM (recomputed over `records`)."""
-    complete = [record for record in records if record.state is State.COMPLETE]
+    """Completed candidates that have a CM, best first, with their CM (recomputed over `records`; under
+    `normalisation: seed` against the first completed one, the seed network of a seeded run)."""
+    complete = sorted((record for record in records if record.state is State.COMPLETE), key=lambda r: r.id)
     points = [record.metrics for record in complete]
+    seed = points[0] if points else None
     scored = [
         (record, value)
         for record in complete
-        if (value := combined_effectiveness(record.metrics, config, run=points).value) is not None
+        if (value := combined_effectiveness(record.metrics, config, run=points, seed=seed).value) is not None
     ]
     return sorted(scored, key=lambda pair: (-pair[1], pair[0].id))
 

@@ -16,7 +16,8 @@ proposal, it observes the best candidate of the other islands if that one beats 
 `feedback-memory` that candidate becomes the island's reference ("best") and latest code. Islands then
 share their best design now and then while their memories stay apart.
 
-Every candidate's notes carry its `island`; the first proposal after a migration carries `migrated_from`
+Every island starts from the run's seed network (for strategies that take one), which the engine
+evaluates once. Every candidate's notes carry its `island`; the first proposal after a migration carries `migrated_from`
 (the candidate id). `state_dict` holds every island's state.
 """
 
@@ -25,12 +26,12 @@ from __future__ import annotations
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import Field
 
-from nasloop.candidate import Proposal, State
+from nasloop.candidate import Proposal, Purpose, State
 from nasloop.evaluate.job import Strict
 from nasloop.registry import strategies
 from nasloop.store.sqlite import CandidateRecord
@@ -59,6 +60,7 @@ class Island:
     since_migration: int = 0
     best: dict[str, Any] | None = None  # {id, score} of the best candidate it observed
     migrated_from: int | None = None  # noted on its next proposal
+    migrants: list[int] = field(default_factory=list)  # candidates of other islands it adopted (in its history)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +68,7 @@ class Island:
             "iterations": self.iterations,
             "since_migration": self.since_migration,
             "best": self.best,
+            "migrants": list(self.migrants),
         }
 
     def load(self, data: dict[str, Any]) -> None:
@@ -73,6 +76,7 @@ class Island:
         self.iterations = int(data.get("iterations", 0))
         self.since_migration = int(data.get("since_migration", 0))
         self.best = data.get("best")
+        self.migrants = [int(candidate) for candidate in data.get("migrants") or []]
         self.outstanding = 0
 
 
@@ -106,8 +110,8 @@ def record_score(record: CandidateRecord, metric: str) -> float | None:
 
 
 def proposal_counts_as_iteration(proposal: Proposal) -> bool:
-    """Repairs and finalists do not count towards an island's iterations (as in the engine's budget)."""
-    return not (proposal.notes.get("repair_of") or proposal.final_of is not None)
+    """Only search proposals count towards an island's iterations (as in the engine's budget)."""
+    return proposal.purpose is Purpose.SEARCH
 
 
 @strategies.register("islands")
@@ -166,8 +170,15 @@ class Islands(Strategy):
         return proposals
 
     def _island_context(self, island: Island, ctx: Context, seed: int) -> Context:
-        """`ctx` as the island sees it: its own candidates, its own RNG and iteration count."""
-        own = tuple(record for record in ctx.history if record.notes.get("island") == island.index)
+        """`ctx` as the island sees it: the seed, its own candidates and those it adopted, its own RNG and
+        iteration count."""
+        own = tuple(
+            record
+            for record in ctx.history
+            if record.notes.get("island") == island.index
+            or record.purpose is Purpose.SEED
+            or record.id in island.migrants
+        )
         return Context(
             llm=ctx.llm, history=own, rng=random.Random(seed), iteration=island.iterations, task=ctx.task,
             render=ctx.render, space=ctx.space,
@@ -191,12 +202,21 @@ class Islands(Strategy):
         island.strategy.observe([Observation(migrant, record)])
         island.best = dict(champion)
         island.migrated_from = record.id
+        island.migrants.append(record.id)
         self.migrations.append({"island": island.index, "candidate": record.id})
 
     # -- observing ----------------------------------------------------------------------------------
 
+    def takes_seed(self, *, explicit: bool) -> bool:
+        return self.islands[0].strategy.takes_seed(explicit=explicit)
+
     def observe(self, observations: list[Observation]) -> None:
         for observation in observations:
+            if observation.record.purpose is Purpose.SEED:  # every island starts from the run's seed
+                for island in self.islands:
+                    island.strategy.observe([observation])
+                    self._update_best(island, observation.record)
+                continue
             index = observation.proposal.notes.get("island")
             if not isinstance(index, int) or not 0 <= index < len(self.islands):
                 continue  # not proposed by an island (cannot happen through the engine)
@@ -208,9 +228,12 @@ class Islands(Strategy):
             if proposal_counts_as_iteration(observation.proposal):
                 island.iterations += 1
                 island.since_migration += 1
-            score = record_score(observation.record, self.task.metric)
-            if score is not None and (island.best is None or score > island.best["score"]):
-                island.best = {"id": observation.record.id, "score": score}
+            self._update_best(island, observation.record)
+
+    def _update_best(self, island: Island, record: CandidateRecord) -> None:
+        score = record_score(record, self.task.metric)
+        if score is not None and (island.best is None or score > island.best["score"]):
+            island.best = {"id": record.id, "score": score}
 
     def finalize(self, ctx: Context) -> list[Proposal]:
         proposals = []

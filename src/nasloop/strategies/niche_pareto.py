@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from nasloop.candidate import Failure, FailureKind, Proposal, State
+from nasloop.candidate import Failure, FailureKind, Proposal, Purpose, State
 from nasloop.evaluate.job import Strict
 from nasloop.llm.base import (
     ContextTooLong,
@@ -970,7 +970,7 @@ class NichePareto(Strategy):
         """Train the union front (best predicted accuracy first) when `train_front` is set, once each."""
         if not self.opts.train_front:
             return []
-        done = {record.notes.get("final_of") for record in ctx.history if record.notes.get("final_of")}
+        done = {record.parent for record in ctx.history if record.purpose is Purpose.FINAL}
         accuracy = next((o for o in self.objectives if o.metric == self.opts.accuracy_metric), None)
         front = self.union_front()
         if accuracy is not None:

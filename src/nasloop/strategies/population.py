@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
-from nasloop.candidate import Proposal, State
+from nasloop.candidate import Proposal, Purpose, State
 from nasloop.evaluate.job import STAGES, Strict
 from nasloop.spaces.base import SearchSpace
 from nasloop.store.sqlite import CandidateRecord
@@ -137,7 +137,7 @@ def finalists(history: Sequence[CandidateRecord], metric: str, top_k: int) -> li
             and record.architecture
             and metric in record.metrics
             and TRAINED_METRIC not in record.metrics
-            and not record.notes.get("final_of")
+            and record.purpose is not Purpose.FINAL
         ),
         key=lambda record: (-record.metrics[metric], record.id),
     )
@@ -156,7 +156,7 @@ def finalists(history: Sequence[CandidateRecord], metric: str, top_k: int) -> li
 def final_proposals(history: Sequence[CandidateRecord], metric: str, options: FinalizeOptions) -> list[Proposal]:
     """Re-evaluation proposals of the finalists (`finalists`), skipping those the run already
     re-evaluated (a resumed run does not train them twice)."""
-    done = {record.notes.get("final_of") for record in history if record.notes.get("final_of")}
+    done = {record.parent for record in history if record.purpose is Purpose.FINAL}
     return [
         Proposal(
             architecture=record.architecture,

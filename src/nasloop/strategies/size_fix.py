@@ -19,7 +19,7 @@ import re
 import tokenize
 from typing import TYPE_CHECKING
 
-from nasloop.candidate import Failure, FailureKind, Proposal
+from nasloop.candidate import Failure, FailureKind, Proposal, Purpose
 from nasloop.spaces.open_code import defines_net
 
 if TYPE_CHECKING:
@@ -67,16 +67,16 @@ def size_fix_repair(
     the candidate already is the `limit`-th fix of a chain (one fix can uncover the next wrong size), or
     when the fix would give code that has `failed` already (fixes that would alternate between two sizes).
 
-    Notes: `repair_of` (so it is not an iteration), `size_fix` ("layer.field=value") and `size_fixes`
-    (its place in the chain).
+    Its purpose is `repair` (not an iteration) with `candidate` as the parent; notes: `size_fix`
+    ("layer.field=value") and `size_fixes` (its place in the chain).
     """
     if fixes_so_far >= limit:
         return None
     fixed = size_fix(code, failure)
     if fixed is None or failed.match(fixed[0]) is not None:
         return None
-    notes = {"repair_of": candidate, "size_fix": fixed[1], "size_fixes": fixes_so_far + 1}
-    return Proposal(code=fixed[0], notes=notes, parent_ids=(candidate,))
+    notes = {"size_fix": fixed[1], "size_fixes": fixes_so_far + 1}
+    return Proposal(code=fixed[0], notes=notes, parent_ids=(candidate,), purpose=Purpose.REPAIR, parent=candidate)
 
 
 def net_name_fix(code: str) -> tuple[str, str] | None:
