@@ -78,6 +78,32 @@ class LatencyTable:
             raise LatencyTableError(f"{path}: no latencies for device {device!r}; the file has: {known}")
         return cls(device, per_device[device], str(path), canonical)
 
+    @classmethod
+    def from_benchmark(
+        cls, benchmark: str, dataset: str, device: str, *, table: str | Path | None = None
+    ) -> LatencyTable:
+        """The latencies of `device` in a tabular benchmark's device metrics, e.g. HW-NAS-Bench's via
+        `from_benchmark("nb201", "cifar10", "edgegpu")`; `table` is a device file of the user's in the
+        same layout instead of the packaged one (`nasloop.benchmarks.DeviceTable`).
+
+        Cells without a latency (missing from the benchmark's extract, or marked not available by the
+        benchmark) are not listed and raise LatencyNotFound; `BenchmarkTable.device_metric` tells the two
+        apart. Lookup is verbatim: the benchmarks measured dead edges too, so equivalent cells differ.
+        """
+        from nasloop.benchmarks import BenchmarkTableError  # the benchmark data is read only when asked for
+        from nasloop.registry import benchmarks
+
+        try:
+            devices = benchmarks.get(benchmark)().load_devices(dataset, table)
+        except BenchmarkTableError as error:
+            raise LatencyTableError(str(error)) from None
+        metric = f"{device}_latency_ms"
+        if metric not in devices.metrics:
+            latencies = [name for name in devices.metrics if name.endswith("_latency_ms")]
+            known = ", ".join(sorted(name.removesuffix("_latency_ms") for name in latencies))
+            raise LatencyTableError(f"{devices.source}: no latencies for device {device!r}; it has: {known or 'none'}")
+        return cls(device, devices.column(metric), devices.source)
+
     def get(self, arch: str) -> float | None:
         """The latency of `arch` in ms, or None when the table does not hold it."""
         key = _normalised(arch)
