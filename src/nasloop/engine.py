@@ -485,9 +485,15 @@ class Engine:
     def stop_reason(self, pending_iterations: int = 0) -> str | None:
         """Why the search must not start another candidate, or None."""
         budget = self.config.budget
-        totals = self.store.llm_totals()
         if budget.iterations is not None and self.iterations_done + pending_iterations >= budget.iterations:
             return f"iteration budget reached ({budget.iterations})"
+        return self.other_stop_reason()
+
+    def other_stop_reason(self) -> str | None:
+        """Why the search must stop for a budget other than its iterations (which still let the last
+        iteration's repair or retry run), or None."""
+        budget = self.config.budget
+        totals = self.store.llm_totals()
         if budget.wall_clock_s is not None and self.elapsed_s() >= budget.wall_clock_s:
             return f"wall-clock budget reached ({budget.wall_clock_s:g} s)"
         tokens = totals["prompt_tokens"] + totals["completion_tokens"]
@@ -521,6 +527,7 @@ class Engine:
         staleness = 0  # of the queued proposals: candidates unobserved when they were proposed
         progress = SearchProgress(self, enabled=self.show_progress)
         reason: str | None = None
+        exhausted = False  # a budget ran out inside an LLM call: nothing more starts
         try:
             self._evaluate_seed(executor, progress)
             while True:
@@ -529,17 +536,23 @@ class Engine:
                 # Queued proposals are not pending yet: each is submitted while the budget allows it.
                 reason = reason or self.stop_reason(pending_iterations=self._pending_iterations(in_flight, []))
                 room = len(in_flight) < self._max_in_flight()
-                if reason is None and room and (queued or self._may_propose(in_flight)):
-                    if not queued:
-                        staleness = len(in_flight)
-                        try:
-                            queued = self._propose(llm, staleness)
-                        except BudgetExhausted as exhausted:
-                            reason = str(exhausted)
-                            continue
-                    proposal = queued.pop(0)
-                    self._submit(proposal, executor, in_flight, progress, staleness=staleness)
+                # Once only the iterations are spent, a repair or retry still completes its iteration.
+                finishing = reason is not None and not exhausted and self.other_stop_reason() is None
+                if room and queued and (reason is None or (finishing and queued[0].purpose is not Purpose.SEARCH)):
+                    self._submit(queued.pop(0), executor, in_flight, progress, staleness=staleness)
                     continue
+                if (
+                    room
+                    and not queued
+                    and ((reason is None and self._may_propose(in_flight)) or (finishing and not in_flight))
+                ):
+                    staleness = len(in_flight)
+                    try:
+                        queued = self._propose(llm, staleness) if reason is None else self._finish(llm)
+                    except BudgetExhausted as error:
+                        reason, exhausted = str(error), True
+                    if queued or reason is None:
+                        continue
                 if not in_flight:
                     break
                 self._collect(in_flight, progress)
@@ -656,6 +669,11 @@ class Engine:
         if not proposals:
             raise RuntimeError(f"strategy {self.config.strategy!r} proposed nothing at iteration {iteration}")
         return proposals
+
+    def _finish(self, llm: RecordingLLM) -> list[Proposal]:
+        """The strategy's repairs and retries that complete the last iteration (`Strategy.finish`)."""
+        proposals = self.strategy.finish(self._context(llm, self.iterations_done))
+        return [proposal for proposal in proposals if proposal.purpose is not Purpose.SEARCH]
 
     def _code_for(self, proposal: Proposal) -> tuple[str | None, str | None, Failure | None]:
         """(code, canonical hash, failure) for a proposal."""

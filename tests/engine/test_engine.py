@@ -207,3 +207,36 @@ def test_finalists_are_evaluated_once_with_their_own_stages(tmp_path):
     resumed.strategy = WithFinal(resumed.strategy.options, resumed.task)
     resumed.run()
     assert len(resumed.history) == 3
+
+
+def test_a_wall_clock_budget_cuts_a_slow_llm_call_and_stops_on_time(tmp_path):
+    # Each call takes 3.5 s: the first ends at 3.5 s, the second gets the 2.5 s left and is cut at the budget.
+    config = one_shot_config(budget={"iterations": 50, "wall_clock_s": 6})
+    backend = ScriptedBackend(answers=[fenced(good_net(w)) for w in range(8, 20)], delay_s=3.5)
+    engine = Engine.start(config, tmp_path / "run", backend=backend, executor=FakeExecutor(), progress=False)
+    summary = engine.run()
+    assert summary.stop_reason == "wall-clock budget reached (6 s)"
+    assert summary.iterations == 1  # the cut call produced no candidate
+    calls = engine.store.llm_calls()
+    assert len(calls) == 2 and "wall-clock budget ended" in (calls[1].error or "")
+    assert engine.elapsed_s() < 6 * 1.05
+
+
+def test_a_call_that_cannot_start_in_time_is_not_started(tmp_path):
+    # 2.5 s calls against 6 s: at 5 s only 1 s is left, less than any call needs.
+    config = one_shot_config(budget={"iterations": 50, "wall_clock_s": 6})
+    backend = ScriptedBackend(answers=[fenced(good_net(w)) for w in range(8, 20)], delay_s=2.5)
+    engine = Engine.start(config, tmp_path / "run", backend=backend, executor=FakeExecutor(), progress=False)
+    summary = engine.run()
+    assert summary.stop_reason == "wall-clock budget reached (6 s)"
+    assert summary.iterations == 2 and len(backend.calls) == 2
+
+
+def test_a_token_budget_is_exceeded_by_at_most_one_answer(tmp_path):
+    max_tokens = 200
+    config = one_shot_config(budget={"iterations": 50, "llm_tokens": 1500}, strategy_options={"max_tokens": max_tokens})
+    engine = start(tmp_path, [fenced(good_net(w)) for w in range(8, 60)], config=config)
+    summary = engine.run()
+    totals = engine.store.llm_totals()
+    assert summary.stop_reason == "LLM token budget reached (1500)"
+    assert totals["calls"] >= 2 and totals["prompt_tokens"] + totals["completion_tokens"] <= 1500 + max_tokens

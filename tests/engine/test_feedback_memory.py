@@ -217,7 +217,8 @@ def test_diff_edits_are_applied_to_the_parent(tmp_path):
     widened = SEED_LINE.replace("32, kernel", "48, kernel")
     answer = edit(f"        {SEED_LINE}\n        self.bn1 = nn.BatchNorm2d(32)",
                   f"        {widened}\n        self.bn1 = nn.BatchNorm2d(48)")  # fmt: skip
-    answer += edit("        self.conv2 = nn.Conv2d(32, 64", "        self.conv2 = nn.Conv2d(48, 64")
+    conv2 = "        self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)"
+    answer += edit(conv2, conv2.replace("(32, 64", "(48, 64"))
     model = Model([answer])
     engine, _, _ = run(tmp_path, model, iterations=1, edit_format="diff")
     child = engine.history[1]

@@ -118,6 +118,12 @@ class Strategy(ABC):
     def observe(self, observations: list[Observation]) -> None:  # noqa: B027 - optional hook
         """Take the outcome of evaluated proposals into account."""
 
+    def finish(self, ctx: Context) -> list[Proposal]:
+        """Once the iteration budget is spent: the repairs or retries that complete the last iteration (a
+        failed last candidate still gets its repair). Proposals that are not repairs or retries are dropped;
+        the engine asks again after each result until this returns none."""
+        return []
+
     def finalize(self, ctx: Context) -> list[Proposal]:
         """Proposals to evaluate once after the budget is spent (e.g. train the top-k of a zero-cost
         search, with `Proposal.stages` and `Proposal.final_of` set). They do not count as iterations."""

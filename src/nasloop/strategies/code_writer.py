@@ -136,16 +136,17 @@ def ask_for_code(
 def apply_answer(parent: str, answer: str, *, truncated: bool = False) -> str | Failure | None:
     """The parent's code with the answer's SEARCH/REPLACE blocks applied; a `Failure` when a block does not
     apply (or the answer was cut off inside one); None when the answer holds no blocks."""
-    from nasloop.prompts.edits import apply_edits, parse_edits
+    from nasloop.prompts import edits
 
-    edits = parse_edits(answer)
-    if not edits:
+    result = edits.apply_answer(parent, answer)
+    if isinstance(result, str):
+        return result
+    if not result.attempted:
         return None
-    applied = apply_edits(parent, edits)
-    if isinstance(applied, Failure) and truncated:
-        message = "The answer was cut off before its last edit ended. " + applied.message
-        return Failure(applied.kind, message, applied.traceback)
-    return applied
+    failure = result.to_failure()
+    if truncated:
+        return Failure(failure.kind, "The answer was cut off before its last edit ended. " + failure.message)
+    return failure
 
 
 def tidied(proposal: Proposal, enabled: bool) -> Proposal:

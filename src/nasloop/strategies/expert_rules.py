@@ -253,6 +253,13 @@ class ExpertRules(Strategy):
             proposal.parent_ids = tuple(dict.fromkeys(record.id for record in (best, latest) if record is not None))
         return proposals
 
+    def finish(self, ctx: Context) -> list[Proposal]:
+        latest = find_record(ctx.history, self.latest_id)
+        if latest is None or latest.state is State.COMPLETE or latest.failure is None or latest.id == self.repaired:
+            return []
+        best = find_record(ctx.history, self.best["id"]) if self.best else None
+        return self._repair(ctx, latest, latest.failure, best) or []
+
     def _repair(
         self, ctx: Context, latest: CandidateRecord, failure: Failure, best: CandidateRecord | None
     ) -> list[Proposal] | None:

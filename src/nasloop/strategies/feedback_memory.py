@@ -267,6 +267,9 @@ class FeedbackMemory(Strategy):
         proposals[0].llm_call_ids = improver_call + proposals[0].llm_call_ids
         return proposals
 
+    def finish(self, ctx: Context) -> list[Proposal]:
+        return self._repair(ctx, self.current) or [] if self.current is not None else []
+
     def _parent(self, ctx: Context) -> CandidateRecord | None:
         """The model the next proposal edits: the latest when it is valid and `parent` is latest, else the best."""
         current = self.current
