@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # CI and these machines pin the CPU build of torch; the package itself accepts a range (pyproject.toml).
 TORCH_PIN ?= torch==2.13.0
-# llama-cpp-python compiles from source; skipping the multimodal part roughly halves the build.
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# llama-cpp-python compiles from source; skipping the multimodal part roughly halves the build. The build is
+# for AVX2 rather than this CPU's own instruction set (GGML_NATIVE=OFF): llama.cpp's AMX kernels, which a
+# native build enables on CPUs that have AMX, crash on the first generation (ggml-org/llama.cpp#20824).
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 PIP := $(BIN)/pip install --disable-pip-version-check -q
 
 .PHONY: demo test test-quick lint bench setup-test setup-demo system-deps clean

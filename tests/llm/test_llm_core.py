@@ -288,7 +288,8 @@ def test_code_from_a_looping_generation_is_an_extraction_failure_with_advice() -
 
     from nasloop.candidate import FailureKind
     from nasloop.llm.base import Completion, Usage
-    from nasloop.strategies.base import Context, Reply, Task, ask_for_code
+    from nasloop.strategies.base import Context, Reply, Task
+    from nasloop.strategies.code_writer import ask_for_code
 
     class LoopingLLM:
         def complete(self, role: str, messages: list, **options: object) -> Reply:

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from nasloop.llm import LLMConfig, make_backend
-from nasloop.llm import llama_cpp_backend
+from nasloop.llm import LLMConfig, llama_cpp_backend, make_backend
 from nasloop.llm.embedded import EMBEDDED_MODELS, is_installed
 from nasloop.llm.llama_cpp_backend import LlamaCppBackend, prompt_lookup_llama
 
@@ -149,7 +148,7 @@ def test_sampled_tokens_are_counted() -> None:
 # The real embedded model
 # ----------------------------------------------------------------------------------------------------
 
-PARENT = '''import torch
+PARENT = """import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -190,7 +189,7 @@ class Net(nn.Module):
         # (B, 64)
         return self.fc2(x)
         # (B, num_classes)
-'''
+"""
 EDIT_REQUEST = [
     {"role": "system", "content": "You are an expert PyTorch engineer. Answer with one ```python block only."},
     {

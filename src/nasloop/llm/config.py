@@ -55,7 +55,10 @@ class LLMConfig(Strict):
     # Embedded (llama-cpp) and transformers options.
     n_ctx: int = Field(default=8192, gt=0, description="context window in tokens")
     n_threads: int | None = Field(
-        default=None, gt=0, description="CPU threads; default: half the cores to decode, all to read the prompt"
+        default=None,
+        gt=0,
+        description="CPU threads; default: all cores to read the prompt, and to decode all cores in a search "
+        "that never evaluates during a generation (a sequential strategy), else half of them",
     )
     n_batch: int = Field(default=512, gt=0, description="prompt tokens evaluated per batch")
     repetition_limit: int | None = Field(
@@ -63,6 +66,22 @@ class LLMConfig(Strict):
         ge=2,
         description="llama-cpp: stop a generation whose last lines repeat one block of up to 4 lines this "
         "many times (finish_reason 'repetition'); None: never",
+    )
+    prompt_lookup: bool | None = Field(
+        default=None,
+        description="llama-cpp: prompt-lookup speculative decoding: guess the next tokens by copying what "
+        "followed an earlier occurrence of the last few tokens (in the prompt or the answer) and keep the "
+        "guesses the model itself picks; the same answers up to rounding, faster when an answer copies "
+        "code from its prompt; None: the backend's default",
+    )
+    prompt_lookup_tokens: int = Field(
+        default=10, gt=0, description="llama-cpp: tokens guessed per step with prompt lookup"
+    )
+    prompt_lookup_ngram: int = Field(
+        default=2,
+        gt=0,
+        description="llama-cpp: longest run of last tokens prompt lookup searches for (shorter runs are "
+        "tried when it is not found)",
     )
     n_gpu_layers: int | None = Field(default=None, description="layers offloaded; default -1 with a GPU build")
     device: str = Field(default="auto", description="transformers: auto, cpu, cuda or cuda:N")

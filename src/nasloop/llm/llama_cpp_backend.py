@@ -19,16 +19,26 @@
 * **Structured output.** A JSON-schema `response_format` becomes a grammar
   (`LlamaGrammar.from_json_schema`), so decoding can only produce JSON of that shape; it is validated
   afterwards all the same.
+* **Prompt lookup** (`llm.prompt_lookup`, default `PROMPT_LOOKUP_DEFAULT`). An edit answer copies most of
+  its parent's code from the prompt. llama-cpp-python's `LlamaPromptLookupDecoding` guesses the next
+  `prompt_lookup_tokens` tokens: it finds the first earlier occurrence of the last `prompt_lookup_ngram`
+  tokens (fewer if there is none) in the prompt and answer, and copies what followed it. One batch
+  evaluates the guesses, and `Llama.generate` keeps those the sampler itself picks, in order, up to the
+  first it does not. Every token is still the sampler's own draw from the model's logits at that
+  position (greedy, seeded sampling and grammars alike), so the answer is the one without prompt lookup,
+  up to the rounding differences of a batched evaluation; only the speed changes: faster when guesses
+  are accepted, a little slower when they are not.
 * Calls are serialised (one model, one KV cache); waiting for the model counts against the deadline.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +68,8 @@ INSTALL_HINT = "pip install 'nasloop[embedded]' (llama-cpp-python)"
 MIN_ANSWER_TOKENS = 16
 # Generated tokens between two checks for a loop (`repeating_tail`).
 REPETITION_CHECK_TOKENS = 8
+# Whether prompt lookup is on when `llm.prompt_lookup` is not set (see `benchmarks/llm.py`).
+PROMPT_LOOKUP_DEFAULT = False
 
 
 def import_llama_cpp() -> Any:
@@ -86,6 +98,46 @@ def default_threads() -> tuple[int, int]:
     return max(1, cores // 2), cores
 
 
+@functools.cache
+def prompt_lookup_llama(llama_class: Any) -> Any:
+    """A subclass of `llama_class` (`llama_cpp.Llama`) whose `eval` suits a draft model.
+
+    With a draft model, `Llama.eval` asks llama.cpp for the logits of every position, the prompt's
+    included, and copies them into `scores`, which has `n_batch` rows: past `n_batch` evaluated tokens
+    it fails (`could not broadcast`). `logits_all=True` would give `scores` `n_ctx` rows (4.6 GiB for
+    8192 x 151,936 floats) and still compute and copy the prompt's logits, a third more prefill work for
+    the 0.5B model. This `eval` asks for the logits `Llama.generate` samples from, the last position of
+    a prompt and every position of a batch of guesses, and leaves them in llama.cpp, where the sampler
+    reads them (`scores` only serves logprobs, which nasloop never asks for, and the stopping criteria's
+    second argument, which `_generate`'s criterion ignores).
+
+    It also counts the tokens it samples (`sampled_tokens`): after the generation, `_create_completion`
+    calls the stopping criteria once more with every evaluated token, and with prompt lookup those
+    include guesses that were never checked, so the criterion's view overcounts the answer.
+    """
+
+    class PromptLookupLlama(llama_class):
+        sampled_tokens = 0  # since the caller last set it to 0: one per token kept, guesses dropped excluded
+
+        def sample(self, *args: Any, **kwargs: Any) -> Any:
+            self.sampled_tokens += 1
+            return super().sample(*args, **kwargs)
+
+        def eval(self, tokens: Sequence[int]) -> None:
+            # A batch of guesses is the last sampled token and at most num_pred_tokens guesses.
+            guesses = len(tokens) <= self.draft_model.num_pred_tokens + 1
+            self._ctx.kv_cache_seq_rm(-1, self.n_tokens, -1)
+            for start in range(0, len(tokens), self.n_batch):
+                batch = tokens[start : start + self.n_batch]
+                self._batch.set_batch(batch=batch, n_past=self.n_tokens, logits_all=guesses)
+                self._ctx.decode(self._batch)
+                self.input_ids[self.n_tokens : self.n_tokens + len(batch)] = batch
+                self.n_tokens += len(batch)
+            self._requires_eval = False
+
+    return PromptLookupLlama
+
+
 @dataclass
 class _Generation:
     """The state of one call while it generates: the deadline, the clock checks and the token count."""
@@ -99,6 +151,7 @@ class _Generation:
     repetition_limit: int | None = None
     repeating: bool = False
     checked_at: int = 0
+    sampled_tokens: int | None = None  # counted by the model itself (prompt lookup), else from the sequence
 
     def in_a_loop(self) -> bool:
         """Whether the text so far ends in a loop; checked every `REPETITION_CHECK_TOKENS` tokens."""
@@ -115,6 +168,8 @@ class _Generation:
 
     @property
     def completion_tokens(self) -> int:
+        if self.sampled_tokens is not None:
+            return self.sampled_tokens
         # The stopping criterion sees every token but the newest one already in the sequence.
         return max(0, self.longest_sequence - self.prompt_tokens + 1) if self.generating else 0
 
@@ -149,6 +204,11 @@ class LlamaCppBackend(LLMBackend):
         """Whether this llama-cpp-python build can offload layers to a GPU."""
         return bool(self._llama_cpp.llama_supports_gpu_offload())
 
+    @property
+    def prompt_lookup(self) -> bool:
+        """Whether generation uses prompt-lookup speculative decoding (see the module docstring)."""
+        return PROMPT_LOOKUP_DEFAULT if self.config.prompt_lookup is None else self.config.prompt_lookup
+
     def _load(self) -> Any:
         gpu_layers = self.config.n_gpu_layers
         if gpu_layers is None:
@@ -156,14 +216,21 @@ class LlamaCppBackend(LLMBackend):
         decode_threads, prefill_threads = default_threads()
         if self.config.n_threads is not None:
             decode_threads = prefill_threads = self.config.n_threads
+        llama_class, draft_model = self._llama_cpp.Llama, None
+        if self.prompt_lookup:
+            llama_class = prompt_lookup_llama(llama_class)
+            draft_model = self._llama_cpp.llama_speculative.LlamaPromptLookupDecoding(
+                max_ngram_size=self.config.prompt_lookup_ngram, num_pred_tokens=self.config.prompt_lookup_tokens
+            )
         try:
-            return self._llama_cpp.Llama(
+            return llama_class(
                 model_path=str(self.model_path),
                 n_ctx=self.config.n_ctx,
                 n_batch=self.config.n_batch,
                 n_threads=decode_threads,
                 n_threads_batch=prefill_threads,
                 n_gpu_layers=gpu_layers,
+                draft_model=draft_model,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as error:
@@ -204,14 +271,16 @@ class LlamaCppBackend(LLMBackend):
         stop: list[str] | None = None,
         response_format: dict[str, Any] | None = None,
         top_p: float = 1.0,
+        deadline_s: float | None = None,
     ) -> Completion:
         validate_messages(messages)
         if self._llama is None:
             raise LLMConfigError(f"the llama-cpp backend for {self.model_name} was closed")
         started = time.monotonic()
-        deadline = started + self.config.deadline_s
+        allowed = self.call_deadline_s(self.config.deadline_s, deadline_s)
+        deadline = started + allowed
         schema = schema_of(response_format)
-        if not self._lock.acquire(timeout=self.config.deadline_s):
+        if not self._lock.acquire(timeout=allowed):
             raise DeadlineExceeded(
                 f"{self.model_name}: the model was busy with other calls for the whole deadline "
                 f"({self.config.deadline_s:g} s); lower the concurrency or raise llm.deadline_s"
@@ -272,6 +341,8 @@ class LlamaCppBackend(LLMBackend):
 
         self._current = generation
         self._set_abort_callback(enabled=True)
+        if self.prompt_lookup:
+            self._llama.sampled_tokens = 0
         finish_reason = "stop"
         try:
             for chunk in self._stream(tokens, StoppingCriteriaList([stop_at_deadline]), sampling):
@@ -285,6 +356,8 @@ class LlamaCppBackend(LLMBackend):
         finally:
             self._set_abort_callback(enabled=False)
             self._current = None
+            if self.prompt_lookup:
+                generation.sampled_tokens = self._llama.sampled_tokens
         if generation.deadline_hit:
             if not "".join(generation.chunks).strip():
                 raise DeadlineExceeded(
