@@ -62,6 +62,17 @@ class ExecutorConfig(Strict):
     cpus_per_job: float = Field(default=1.0, gt=0)
 
 
+class BenchmarkSpec(Strict):
+    """A tabular benchmark that scores the run's candidates instead of training them (`nasloop.benchmarks`)."""
+
+    name: str = Field(description="registered benchmark: nb201, nas-bench-macro, channel-bench-resnet")
+    dataset: str = Field(default="cifar10", description="the benchmark's dataset: cifar10, cifar100, ImageNet16-120")
+    table: str | None = Field(default=None, description="a table file in the shared JSON format instead of nasloop's")
+    device_table: str | None = Field(
+        default=None, description="device metrics in HW-NAS-Bench's layout instead of nasloop's (NB201 CIFAR-10)"
+    )
+
+
 class SearchConfig(Strict):
     """One search run."""
 
@@ -89,6 +100,11 @@ class SearchConfig(Strict):
     objectives: tuple[str, ...] = Field(default=(), description="multi-objective: 'val_acc:max', 'latency_ms:min'")
     constraints: tuple[str, ...] = Field(default=(), description="hard constraints such as 'params<=1e6'")
     space: str | None = Field(default=None, description="structured search space; None for open code")
+    benchmark: BenchmarkSpec | None = Field(
+        default=None,
+        description="score candidates from a tabular benchmark's table (their val_acc, test_acc, params, flops); "
+        "the space defaults to the benchmark's",
+    )
     space_options: dict[str, Any] = Field(
         default_factory=dict,
         description="arguments of the space (e.g. max_layers for macro); in_shape, "

@@ -33,13 +33,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from nasloop.benchmarks.evaluation import TABLE_METRICS, TabularEvaluator, merge
 from nasloop.candidate import EvalResult, Failure, FailureKind, Proposal, Purpose, State
 from nasloop.config import Budget, ConfigError, SearchConfig, dump_config, load_config
 from nasloop.evaluate.job import EvalJob, Limits
 from nasloop.executors.base import Executor
 from nasloop.llm.base import Completion, DeadlineExceeded, LLMBackend, LLMError, Message
+from nasloop.llm.config import LLMConfig
 from nasloop.llm.usage import UsageMeter
 from nasloop.registry import executors, spaces, strategies
+from nasloop.resolve import resolve_config
 from nasloop.spaces.seed import SeedModel, load_seed
 from nasloop.store import CandidateRecord, RunDir, RunStore
 from nasloop.strategies.base import Context, Observation, Reply, Strategy, Task
@@ -319,8 +322,9 @@ def _cut_by_budget(result: EvalResult) -> EvalResult:
     return replace(result, failure=Failure(failure.kind, message, failure.traceback))
 
 
-def _follow(future: Future[EvalResult]) -> Future[EvalResult]:
-    """A future that ends as `future` ends: with its result, its exception or its cancellation."""
+def _follow(future: Future[EvalResult], then: Callable[[EvalResult], EvalResult] | None = None) -> Future[EvalResult]:
+    """A future that ends as `future` ends: with its result (passed through `then`), its exception or
+    its cancellation."""
     follower: Future[EvalResult] = Future()
 
     def copy(done: Future[EvalResult]) -> None:
@@ -331,7 +335,7 @@ def _follow(future: Future[EvalResult]) -> Future[EvalResult]:
         elif done.exception() is not None:
             follower.set_exception(done.exception())
         else:
-            follower.set_result(done.result())
+            follower.set_result(then(done.result()) if then is not None else done.result())
 
     future.add_done_callback(copy)
     return follower
@@ -365,6 +369,7 @@ class Engine:
         self._backend = backend
         self._executor = executor
         self.show_progress = progress
+        self.tabular = self._make_tabular()
         self.task = self._make_task()
         self.space = self._make_space()
         strategy_class: type[Strategy] = strategies.get(config.strategy)
@@ -391,6 +396,7 @@ class Engine:
         layout = RunDir(Path(run_dir))
         if layout.exists():
             raise FileExistsError(f"{run_dir} already holds a run: use `nasloop resume {run_dir}`")
+        config = resolve_config(config)  # a contradiction fails here, before the run directory exists
         layout.create()
         config = config.model_copy(update={"run_dir": str(layout.root)})
         layout.config_path.write_text(dump_config(config))
@@ -410,20 +416,49 @@ class Engine:
     def _make_task(self) -> Task:
         from nasloop.data import load_splits
 
-        splits = load_splits(self.config.dataset)
         recipe = self.config.recipe
+        common = {
+            "metric": self.config.selection_metric,
+            "max_params": self.config.limits.max_params,
+            "objectives": tuple(self.config.objectives),
+            "constraints": tuple(self.config.constraints),
+            "llm_model": self.config.llm.model,
+        }
+        if self.tabular is not None:  # the benchmark's dataset: its shape, its table's training
+            in_shape, classes = self.tabular.shape
+            spec = self.tabular.table
+            recipe_text = f"the {spec.benchmark} benchmark's own training (figures from its table)"
+            return Task(dataset=spec.dataset, in_shape=in_shape, num_classes=classes, recipe=recipe_text, **common)
+        splits = load_splits(self.config.dataset)
         return Task(
             dataset=self.config.dataset.name,
             in_shape=splits.in_shape,
             num_classes=splits.num_classes,
-            metric=self.config.selection_metric,
-            max_params=self.config.limits.max_params,
             recipe=f"{recipe.name} recipe, {recipe.epochs:g} epoch(s)",
             train_images=len(splits.train_y),
-            objectives=tuple(self.config.objectives),
-            constraints=tuple(self.config.constraints),
-            llm_model=self.config.llm.model,
+            **common,
         )
+
+    def _make_tabular(self) -> TabularEvaluator | None:
+        """The run's benchmark table as its evaluator, when the run names one (`benchmark`)."""
+        spec = self.config.benchmark
+        if spec is None:
+            return None
+        from nasloop.benchmarks import BenchmarkError
+        from nasloop.registry import benchmarks
+
+        try:
+            table = benchmarks.get(spec.name)().load(spec.dataset, spec.table, device_table=spec.device_table)
+        except BenchmarkError as error:
+            raise ConfigError(f"benchmark: {error}") from None
+        wanted = set(self.config.objectives) | {self.config.selection_metric}
+        wants_devices = table.has_devices and any(item.split(":")[0] not in TABLE_METRICS for item in wanted)
+        return TabularEvaluator(table, devices=wants_devices)
+
+    @property
+    def table_only(self) -> bool:
+        """Whether the run's benchmark table answers everything, so no sandbox is needed."""
+        return self.tabular is not None and self.tabular.sandbox_stages(self.config.stages) is None
 
     def _make_space(self) -> Any:
         """The configured structured space, told the run's input shape, classes and parameter budget."""
@@ -458,10 +493,24 @@ class Engine:
         if self._backend is None:
             from nasloop.llm import make_backend
 
-            self._backend = make_backend(self.config.llm)
+            self._backend = make_backend(self._llm_config())
         return self._backend
 
+    def _llm_config(self) -> LLMConfig:
+        """The LLM config, with an embedded model's decode threads chosen for this run when unset: every
+        core when no evaluation can run during a generation (a sequential strategy, no proposals ahead),
+        else the backend's default, which leaves cores to the training beside it."""
+        llm = self.config.llm
+        overlaps = not self.strategy.sequential or self.config.executor.max_stale > 0
+        if llm.backend != "llama-cpp" or llm.n_threads is not None or overlaps:
+            return llm
+        from nasloop.llm.llama_cpp_backend import available_cores
+
+        return llm.model_copy(update={"n_threads": available_cores()})
+
     def _make_executor(self) -> Executor:
+        if self._executor is None and self.table_only:  # the table answers: no sandbox is started
+            self._executor = TableOnly()
         if self._executor is None:
             settings = self.config.executor
             executor_class = executors.get(settings.name)
@@ -750,10 +799,23 @@ class Engine:
                 measure=self.config.measure,
                 seed=derived_seed(self.config.seed, "evaluation"),
             )
-            future, duplicate_of = executor.submit(job, self.pruner.callback()), None
+            future, duplicate_of = self._evaluate(proposal, job, executor), None
         in_flight[future] = _InFlight(
             candidate_id, iteration, proposal, code, code_hash, staleness, time.time(), duplicate_of, limits.timeout_s
         )
+
+    def _evaluate(self, proposal: Proposal, job: EvalJob, executor: Executor) -> Future[EvalResult]:
+        """The job's result to come: from the sandbox, from the benchmark's table, or from both."""
+        if self.tabular is None or proposal.architecture is None:
+            return executor.submit(job, self.pruner.callback())
+        from_table = self.tabular.evaluate(proposal.architecture)
+        stages = self.tabular.sandbox_stages(job.stages)
+        if stages is None or from_table.state is not State.COMPLETE:
+            done: Future[EvalResult] = Future()
+            done.set_result(from_table)
+            return done
+        sandbox = executor.submit(job.model_copy(update={"stages": stages}), None)
+        return _follow(sandbox, lambda result: merge(from_table, result))
 
     def _limits(self) -> Limits:
         """The evaluation limits, with the timeout shortened to what the wall-clock budget leaves."""
@@ -834,6 +896,18 @@ class Engine:
         self.pruner.update(self.history)
         if code is not None:
             self.run_dir.candidate_file(candidate_id).write_text(code)
+
+
+class TableOnly(Executor):
+    """The executor of a run whose benchmark table answers every candidate: it runs nothing."""
+
+    capacity = 1
+
+    def submit(self, job: EvalJob, on_progress: Any = None) -> Future[EvalResult]:
+        raise RuntimeError("a table-only run submitted a sandbox job")
+
+    def shutdown(self) -> None:
+        pass
 
 
 class _NoLLM(LLMBackend):

@@ -169,4 +169,7 @@ def dataset_writers() -> dict[str, Writer]:
         "imagenette": write_image_folder,
         "imagenet16-120": write_imagenet16,
         "digits": lambda root: root,  # bundled with scikit-learn
+        "synthetic-cifar10": lambda root: root,  # generated, no files
+        "synthetic-cifar100": lambda root: root,
+        "synthetic-imagenet16-120": lambda root: root,
     }

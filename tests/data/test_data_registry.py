@@ -22,6 +22,9 @@ EXPECTED = {  # name: (in_shape, num_classes, horizontal_flip)
     "imagenette": ((3, 160, 160), 3, True),
     "imagenet16-120": ((3, 16, 16), 120, True),
     "digits": ((1, 8, 8), 10, False),
+    "synthetic-cifar10": ((3, 32, 32), 10, False),
+    "synthetic-cifar100": ((3, 32, 32), 100, False),
+    "synthetic-imagenet16-120": ((3, 16, 16), 120, False),
 }
 
 
@@ -32,7 +35,8 @@ def test_every_registered_dataset_has_a_writer_and_expectations(dataset_writers:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_registered_dataset_loads_and_splits(name: str, dataset_writers: dict, tmp_path: Path) -> None:
     root = dataset_writers[name](tmp_path / name)
-    spec = DatasetSpec(name=name, root=None if name == "digits" else str(root), val_fraction=0.2)
+    bundled = name == "digits" or name.startswith("synthetic-")
+    spec = DatasetSpec(name=name, root=None if bundled else str(root), val_fraction=0.2)
     splits = load_splits(spec)
     in_shape, num_classes, flip = EXPECTED[name]
 

@@ -82,9 +82,11 @@ def test_unweighted_terms_need_no_metric() -> None:
 
 def test_config_rejects_weighted_terms_without_reference_values() -> None:
     with pytest.raises(ValidationError, match="needs reference_fps"):
-        EffectivenessConfig(fps_weight=1.0)
+        EffectivenessConfig(fps_weight=1.0, normalisation="reference")
     with pytest.raises(ValidationError, match="reference_train_energy_j, reference_val_energy_j"):
-        EffectivenessConfig(energy_weight=1.0)
+        EffectivenessConfig(energy_weight=1.0, normalisation="reference")
+    assert EffectivenessConfig(fps_weight=1.0).normalisation == "seed"  # the default needs no reference
+    assert EffectivenessConfig(fps_weight=1.0, reference_fps=5.0).normalisation == "reference"  # implied
     EffectivenessConfig(fps_weight=1.0, energy_weight=1.0, normalisation="run")  # no references needed
     with pytest.raises(ValidationError, match="accuracy_weight"):
         EffectivenessConfig(accuracy_weight=-1.0)
@@ -139,3 +141,28 @@ def test_best_by_effectiveness() -> None:
     assert best_by_effectiveness(points, config) == 1
     assert best_by_effectiveness([{"val_acc": 0.5}], config) is None
     assert best_by_effectiveness([], config) is None
+
+
+SEED_CONFIG = EffectivenessConfig(fps_weight=0.5, energy_weight=0.25)
+SEED = _candidate(0.8, 1000.0, 100.0, 10.0)
+
+
+def test_seed_normalisation_by_hand_and_the_cap() -> None:
+    faster = _candidate(0.7, 1500.0, 50.0, 20.0)
+    # 0.7 + 0.7 + 0.5·1500/1000 − 0.25·(50/100 + 20/10)
+    assert combined_effectiveness(faster, SEED_CONFIG, seed=SEED).value == pytest.approx(1.4 + 0.75 - 0.625)
+    assert combined_effectiveness(SEED, SEED_CONFIG, seed=SEED).value == pytest.approx(1.6 + 0.5 - 0.5)
+    tiny = _candidate(0.24, 169_000.0, 10.0, 1.0)  # 169x the seed's FPS counts as 2x
+    assert combined_effectiveness(tiny, SEED_CONFIG, seed=SEED).terms["normalised_fps"] == 2.0
+    # so a tiny, inaccurate network no longer wins on speed alone
+    seed_cm = combined_effectiveness(SEED, SEED_CONFIG, seed=SEED).value
+    assert combined_effectiveness(tiny, SEED_CONFIG, seed=SEED).value < seed_cm
+    uncapped = SEED_CONFIG.model_copy(update={"ratio_cap": None})
+    assert combined_effectiveness(tiny, uncapped, seed=SEED).terms["normalised_fps"] == pytest.approx(169.0)
+
+
+def test_seed_normalisation_without_a_seed_figure_gives_a_reason() -> None:
+    assert combined_effectiveness(SEED, SEED_CONFIG).reason == "no seed network to normalise FPS against"
+    slow_seed = {key: value for key, value in SEED.items() if key != "throughput_ips"}
+    result = combined_effectiveness(SEED, SEED_CONFIG, seed=slow_seed)
+    assert result.value is None and "the seed network's FPS is unknown" in result.reason

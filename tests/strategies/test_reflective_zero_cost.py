@@ -396,10 +396,13 @@ def test_macro_space_search_runs(tmp_path):
     assert all(engine.space.validate(record.architecture) is None for record in search_records(engine))
 
 
-def test_missing_proxy_metric_stops_the_run_with_the_fix(tmp_path):
-    with pytest.raises(MissingMetricError, match=r"stages: \[static, build, zero-cost\]"):
+def test_stages_without_the_fitness_proxy_fail_before_the_run_with_the_fix(tmp_path):
+    from nasloop.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"stages: add zero-cost, the stage that computes l2_norm"):
         run_config = config(iterations=4, proxy="l2_norm", stages=("static", "build"))
         run(tmp_path, Model(), run_config, InProcessZeroCost(run_config.dataset))
+    assert not (tmp_path / "run").exists()  # nothing was started
 
 
 def test_a_proxy_error_is_an_outcome_not_a_configuration_error():

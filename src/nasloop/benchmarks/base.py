@@ -171,6 +171,11 @@ class BenchmarkTable:
         return isinstance(arch, str) and self._find(arch) is not None
 
     @property
+    def space(self) -> SearchSpace:
+        """The benchmark's space with its standard options: the networks the table measured."""
+        return self._space
+
+    @property
     def where(self) -> str:
         """How messages name this table: benchmark, dataset and file."""
         return f"{self.benchmark} {self.dataset} table {self.source}"

@@ -430,3 +430,72 @@ def sklearn_data_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise MissingDependency("the digits dataset needs scikit-learn: pip install nasloop[data]")
     return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+
+
+# ----------------------------------------------------------------------------------- synthetic stand-ins
+
+
+class SyntheticImages(DatasetSource):
+    """Random images in the shape of a dataset whose files are not here, with random labels.
+
+    A run on a tabular benchmark (`benchmark: {name: nb201, dataset: cifar10}`) takes its accuracies
+    from the table; the stages that still run in the sandbox (zero-cost proxies, hardware measurements)
+    need inputs of the benchmark's shape, and these stand in for the real images when those are not
+    installed. They carry no information about the task: data-dependent proxies computed on them measure
+    the network's response to noise, and a network trained on them learns nothing. Deterministic: the
+    same images every time. Nothing is read or downloaded.
+    """
+
+    in_shape: ClassVar[tuple[int, int, int]]
+    num_classes: ClassVar[int]
+    train_images: ClassVar[int] = 2048
+    test_images: ClassVar[int] = 512
+
+    def default_roots(self) -> list[Path]:
+        return [nasloop_cache_root() / "raw" / self.name]
+
+    def required_paths(self, root: Path) -> list[Path]:
+        return []
+
+    def fetch(self, root: str | Path | None = None, *, mirror: str | None = None, progress: bool = True) -> Path:
+        return self.default_roots()[0]
+
+    def decode(self, root: Path) -> RawDataset:
+        rng = np.random.default_rng(0)
+
+        def images(count: int) -> np.ndarray:
+            pixels = rng.normal(128.0, 48.0, size=(count, *self.in_shape))
+            return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
+        train_x, test_x = images(self.train_images), images(self.test_images)
+        train_y = (np.arange(self.train_images) % self.num_classes).astype(np.int64)
+        test_y = (np.arange(self.test_images) % self.num_classes).astype(np.int64)
+        classes = tuple(f"class {index}" for index in range(self.num_classes))
+        return RawDataset(train_x, rng.permutation(train_y), test_x, rng.permutation(test_y), classes)
+
+
+@datasets.register("synthetic-cifar10")
+class SyntheticCifar10(SyntheticImages):
+    """Random 3x32x32 images, 10 classes: CIFAR-10's shape (see `SyntheticImages`)."""
+
+    name = "synthetic-cifar10"
+    in_shape = (3, 32, 32)
+    num_classes = 10
+
+
+@datasets.register("synthetic-cifar100")
+class SyntheticCifar100(SyntheticImages):
+    """Random 3x32x32 images, 100 classes: CIFAR-100's shape (see `SyntheticImages`)."""
+
+    name = "synthetic-cifar100"
+    in_shape = (3, 32, 32)
+    num_classes = 100
+
+
+@datasets.register("synthetic-imagenet16-120")
+class SyntheticImageNet16(SyntheticImages):
+    """Random 3x16x16 images, 120 classes: ImageNet16-120's shape (see `SyntheticImages`)."""
+
+    name = "synthetic-imagenet16-120"
+    in_shape = (3, 16, 16)
+    num_classes = 120

@@ -164,12 +164,20 @@ def _terms(
             ("normalised_val_energy", config.val_energy_metric, config.reference_val_energy_j),
         ):
             if config.normalisation == "seed":
-                reference = _seed_value(seed, lambda seed_metrics, name=metric: _valid_or_none(seed_metrics, name, 0.0),
-                                        metric)  # fmt: skip
+                reference = _seed_value(seed, _reader(metric), metric)
             energy = _energy(metrics, metric)
             others = [_valid_or_none(other, metric, minimum=0.0) for other in run]
             terms[term] = _normalised(energy, others, reference, config)
     return terms
+
+
+def _reader(metric: str) -> Callable[[Mapping[str, float]], float | None]:
+    """Reads a non-negative `metric` from a candidate's metrics."""
+
+    def read(metrics: Mapping[str, float]) -> float | None:
+        return _valid_or_none(metrics, metric, minimum=0.0)
+
+    return read
 
 
 def _seed_value(

@@ -105,6 +105,19 @@ class Strategy(ABC):
     #: whether the strategy needs a structured space (`space` config key)
     needs_space: ClassVar[bool] = False
 
+    @classmethod
+    def resolve_options(cls, options: dict[str, Any], config: Any) -> dict[str, Any]:
+        """The strategy's options (`strategy_options`, as the user wrote them) with defaults that depend on
+        the run (a `SearchConfig`) filled in; called once, before the run starts (`nasloop.resolve`)."""
+        return options
+
+    @classmethod
+    def needs(cls, options: Any, config: Any) -> dict[str, str]:
+        """The metrics every candidate must carry for this strategy, each with the option that asks for
+        it (for error messages); the run's stages and proxies are chosen to produce them. By default the
+        run's selection metric."""
+        return {config.selection_metric: "objective"}
+
     def __init__(self, options: Strict, task: Task, *, space: Any = None, seed: int = 0) -> None:
         self.options = options
         self.task = task

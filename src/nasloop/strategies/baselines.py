@@ -46,6 +46,12 @@ class RandomSearch(Strategy):
     uses_llm = False
     needs_space = True
 
+    @classmethod
+    def needs(cls, options: Any, config: Any) -> dict[str, str]:
+        if options.metric:
+            return {options.metric: "strategy_options.metric"}
+        return super().needs(options, config)
+
     def __init__(self, options: Any, task: Task, *, space: Any = None, seed: int = 0) -> None:
         super().__init__(options, task, space=space, seed=seed)
         self.opts: RandomSearchOptions = options
@@ -97,6 +103,8 @@ class RegularizedEvolution(Strategy):
     sequential = False
     uses_llm = False
     needs_space = True
+
+    needs = RandomSearch.needs
 
     def __init__(self, options: Any, task: Task, *, space: Any = None, seed: int = 0) -> None:
         super().__init__(options, task, space=space, seed=seed)

@@ -227,6 +227,15 @@ class ExpertRules(Strategy):
     def takes_seed(self, *, explicit: bool) -> bool:
         return True
 
+    @classmethod
+    def needs(cls, options: Any, config: Any) -> dict[str, str]:
+        """The selection metric, and what a weighted CM term reads (FPS: the hardware stage)."""
+        cm = options.effectiveness
+        needed = {config.selection_metric: "objective", cm.val_accuracy_metric: "strategy_options.effectiveness"}
+        if cm.fps_weight > 0:
+            needed[cm.latency_metric or cm.fps_metric] = "strategy_options.effectiveness.fps_weight"
+        return needed
+
     # -- propose ----------------------------------------------------------------------------------------
 
     def propose(self, ctx: Context) -> list[Proposal]:
@@ -291,7 +300,11 @@ class ExpertRules(Strategy):
         parent: CandidateRecord | None,
         purpose: Purpose = Purpose.SEARCH,
     ) -> list[Proposal]:
-        sampling = {"temperature": self.opts.temperature, "top_p": self.opts.top_p, "max_tokens": self.opts.max_tokens}
+        sampling: dict[str, Any] = {
+            "temperature": self.opts.temperature,
+            "top_p": self.opts.top_p,
+            "max_tokens": self.opts.max_tokens,
+        }
         return write_code(ctx, messages, self.failed_codes, self.opts, parent=parent, purpose=purpose, **sampling)
 
     @staticmethod

@@ -229,7 +229,8 @@ class FeedbackMemory(Strategy):
             return "stopped early: its training loss was far behind the best models" + (
                 f" at step {int(step)}" if step is not None else ""
             )
-        failure: Failure = record.failure
+        failure = record.failure
+        assert failure is not None  # neither complete nor pruned: failed
         if self.opts.precise_errors:
             tail = failure.traceback.strip().splitlines()[-6:] if failure.traceback else []
             text = f"error ({failure.kind.value}): {failure.message}" + ("\n" + "\n".join(tail) if tail else "")
@@ -490,7 +491,11 @@ class OneShot(Strategy):
             messages = prompt_messages(
                 ctx, "feedback_generator", self.task, system="feedback_system", parent=view, edit_format=edit_format
             )
-        sampling = {"temperature": self.opts.temperature, "top_p": self.opts.top_p, "max_tokens": self.opts.max_tokens}
+        sampling: dict[str, Any] = {
+            "temperature": self.opts.temperature,
+            "top_p": self.opts.top_p,
+            "max_tokens": self.opts.max_tokens,
+        }
         return write_code(ctx, messages, FailedCodes(), self.opts, parent=seed, **sampling)
 
     def observe(self, observations: list[Observation]) -> None:

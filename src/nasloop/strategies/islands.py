@@ -121,6 +121,11 @@ class Islands(Strategy):
     Options = IslandsOptions
     sequential = False
 
+    @classmethod
+    def needs(cls, options: Any, config: Any) -> dict[str, str]:
+        inner_class: type[Strategy] = strategies.get(options.strategy)
+        return inner_class.needs(inner_class.Options.model_validate(options.strategy_options), config)
+
     def __init__(self, options: Any, task: Task, *, space: Any = None, seed: int = 0) -> None:
         super().__init__(options, task, space=space, seed=seed)
         self.opts: IslandsOptions = options

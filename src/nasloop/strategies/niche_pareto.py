@@ -454,6 +454,29 @@ class NichePareto(Strategy):
     sequential = True
     needs_space = True
 
+    @classmethod
+    def resolve_options(cls, options: dict[str, Any], config: Any) -> dict[str, Any]:
+        """On a tabular benchmark the accuracy is the table's, measured, not predicted (unless set)."""
+        if config.benchmark is not None and "predictor" not in options:
+            return {**options, "predictor": "measured"}
+        return options
+
+    @classmethod
+    def needs(cls, options: Any, config: Any) -> dict[str, str]:
+        texts = options.objectives or tuple(config.objectives) or DEFAULT_OBJECTIVES
+        source = "strategy_options.objectives" if options.objectives else "objectives"
+        needed: dict[str, str] = {}
+        for objective in parse_objectives(",".join(texts)):
+            if objective.metric != options.accuracy_metric or options.predictor == "measured":
+                needed[objective.metric] = source
+            elif options.predictor == "regression":
+                needed.update(dict.fromkeys(options.regression_proxies, "strategy_options.regression_proxies"))
+            else:
+                needed[options.predictor] = "strategy_options.predictor"
+        if options.latency_table is not None:
+            needed.pop(options.latency_metric, None)  # the latency table gives it
+        return needed
+
     def __init__(self, options: Any, task: Task, *, space: Any = None, seed: int = 0) -> None:
         super().__init__(options, task, space=space, seed=seed)
         self.opts: NicheParetoOptions = options

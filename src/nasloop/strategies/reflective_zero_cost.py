@@ -99,6 +99,11 @@ class ReflectiveZeroCostOptions(FinalizeOptions):
     """Options of `reflective-zero-cost` (see the module docstring for what each step does)."""
 
     proxy: str = Field(default="synflow", description="registered zero-cost proxy used as the fitness")
+    fitness: str | None = Field(
+        default=None,
+        description="the metric the population ranks by; None: `proxy` (or the run's objective when the config "
+        "sets one, e.g. the table's val_acc on a benchmark)",
+    )
     population_size: int = Field(default=100, ge=2, description="N (100 for NB201 in RZ-NAS, 256 for larger)")
     initial_batch_size: int = Field(
         default=8, ge=1, description="random initial members per proposal batch (evaluated in parallel)"
@@ -146,6 +151,13 @@ def proxy_definition(name: str) -> str:
         raise ValueError(f"reflective-zero-cost option proxy: {error}") from None
     first_paragraph = (proxy.__doc__ or name).strip().split("\n\n")[0]
     return " ".join(first_paragraph.split())
+
+
+def score_definition(metric: str) -> str:
+    """What a fitness that is not a zero-cost proxy means, for prompts."""
+    if metric == "val_acc":
+        return "The network's validation accuracy after full training (a fraction; higher is better)."
+    return f"The evaluation's {metric} of the network (higher is better)."
 
 
 def mutation_schema(space: SearchSpace, reasoning_chars: int, *, constrain_pattern: bool) -> dict[str, Any]:
@@ -212,11 +224,28 @@ class ReflectiveZeroCost(Strategy):
     sequential = True
     needs_space = True
 
+    @classmethod
+    def resolve_options(cls, options: dict[str, Any], config: Any) -> dict[str, Any]:
+        """The run's objective becomes the fitness when the config names one (`objective: val_acc` on a
+        benchmark ranks by the table's accuracy), unless the options say otherwise."""
+        if "fitness" not in options and "objective" in config.model_fields_set:
+            return {**options, "fitness": config.objective}
+        return options
+
+    @classmethod
+    def needs(cls, options: Any, config: Any) -> dict[str, str]:
+        if options.fitness is not None:
+            source = "objective" if options.fitness == config.objective else "strategy_options.fitness"
+            return {options.fitness: source}
+        return {options.proxy: "strategy_options.proxy"}
+
     def __init__(self, options: Any, task: Task, *, space: Any = None, seed: int = 0) -> None:
         super().__init__(options, task, space=space, seed=seed)
         self.opts: ReflectiveZeroCostOptions = options
-        self.proxy = options.proxy
-        self.proxy_text = proxy_definition(options.proxy)  # fails early on an unknown proxy
+        # `proxy` names the fitness in prompts and notes; it is the zero-cost proxy unless `fitness` says else.
+        self.proxy = options.fitness or options.proxy
+        self.zero_cost = options.fitness is None or options.fitness == options.proxy
+        self.proxy_text = proxy_definition(options.proxy) if self.zero_cost else score_definition(self.proxy)
         self.population: list[Member] = []
         self.notes: list[str] = []  # reflection lessons, oldest first
         self.unreflected: dict[str, Any] | None = None  # the latest mutation's outcome, for the reflector
@@ -231,6 +260,7 @@ class ReflectiveZeroCost(Strategy):
             space_description=self.space.describe(),
             proxy=self.proxy,
             proxy_definition=self.proxy_text,
+            zero_cost=self.zero_cost,
             example=example_for(self.space),
         )
         return {"role": "system", "content": content.strip()}

@@ -23,7 +23,7 @@ from nasloop.candidate import Failure, FailureKind, Proposal, Purpose
 from nasloop.spaces.open_code import defines_net
 
 if TYPE_CHECKING:
-    from nasloop.strategies.base import FailedCodes
+    from nasloop.strategies.code_writer import FailedCodes
 
 SIZE_MESSAGE = re.compile(
     r"It failed in layer `(?P<layer>[\w.]+)` = \w+\(.*?set (?P<field>in_features|in_channels|num_features)="
