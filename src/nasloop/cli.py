@@ -75,7 +75,11 @@ def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _print_summary(summary: Any) -> None:
     print(f"\nstopped: {summary.stop_reason}")
-    print(f"iterations: {summary.iterations}, valid: {summary.valid} ({100 * summary.valid_rate:.0f}%)")
+    rate = 100 * summary.valid_after_repair / summary.iterations if summary.iterations else 0.0
+    print(
+        f"iterations: {summary.iterations}, valid: {summary.valid} ({100 * summary.valid_rate:.0f}%), "
+        f"{summary.valid_after_repair} after repairs ({rate:.0f}%)"
+    )
     tokens = summary.llm_totals.get("prompt_tokens", 0) + summary.llm_totals.get("completion_tokens", 0)
     seconds = summary.llm_totals.get("latency_s", 0.0)
     print(f"LLM: {int(summary.llm_totals.get('calls', 0))} calls, {int(tokens)} tokens, {seconds:.0f} s")

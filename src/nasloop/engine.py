@@ -27,7 +27,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -282,7 +282,8 @@ class Pruner:
 
 @dataclass
 class RunSummary:
-    """What a finished (or stopped) search reports."""
+    """What a finished (or stopped) search reports. `valid`: iterations whose own candidate completed;
+    `valid_after_repair`: those whose candidate, or a repair or retry of it, completed."""
 
     run_dir: Path
     candidates: int
@@ -294,6 +295,7 @@ class RunSummary:
     llm_totals: dict[str, float] = field(default_factory=dict)
     seed: CandidateRecord | None = None  # the network the search started from, if it had one
     notes: tuple[str, ...] = ()  # the strategy's own summary lines
+    valid_after_repair: int = 0
 
     @property
     def valid_rate(self) -> float:
@@ -339,6 +341,31 @@ def _follow(future: Future[EvalResult], then: Callable[[EvalResult], EvalResult]
 
     future.add_done_callback(copy)
     return follower
+
+
+def valid_after_repair(history: Sequence[CandidateRecord]) -> int:
+    """Iterations whose search candidate, or a repair or retry of it, completed. A repair belongs to the
+    iteration of the candidate it repairs; a retry (asked right after its iteration's failed answer) to
+    the latest search candidate before it."""
+    iteration_of: dict[int, int] = {}  # candidate -> the search candidate of its iteration
+    valid: set[int] = set()
+    latest: int | None = None
+    for record in sorted(history, key=lambda candidate: candidate.id):
+        root: int | None
+        if record.purpose is Purpose.SEARCH:
+            root = latest = record.id
+        elif record.purpose is Purpose.REPAIR:
+            root = iteration_of.get(record.parent, latest) if record.parent is not None else latest
+        elif record.purpose is Purpose.RETRY:
+            root = latest
+        else:
+            continue
+        if root is None:
+            continue
+        iteration_of[record.id] = root
+        if record.state is State.COMPLETE:
+            valid.add(root)
+    return len(valid)
 
 
 def counts_as_iteration(record: CandidateRecord) -> bool:
@@ -671,6 +698,7 @@ class Engine:
             llm_totals=self.store.llm_totals(),
             seed=next((record for record in self.history if record.purpose is Purpose.SEED), None),
             notes=tuple(self.strategy.summary()),
+            valid_after_repair=valid_after_repair(self.history),
         )
 
     def _max_in_flight(self) -> int:

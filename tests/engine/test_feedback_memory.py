@@ -85,7 +85,7 @@ def test_the_improver_and_generator_prompts_share_their_start(tmp_path):
     model = Model()
     run(tmp_path, model, iterations=1)
     (_, improver), (_, generator) = model.prompts
-    shared = os.path.commonprefix([improver, generator])
+    shared = os.path.commonprefix([improver, generator])  # noqa: RUF071 - strings, not paths
     assert shared.startswith("## Task") and BUILTIN_SEED.strip() + "\n```" in shared  # the whole model too
 
 
@@ -119,7 +119,9 @@ def test_a_seed_file_that_is_not_a_candidate_fails_before_the_run(tmp_path):
 def test_paper_style_and_seed_none_keep_the_cold_start(tmp_path):
     for name, options in (("paper", {"prompt_style": "paper"}), ("none", {})):
         model = Model()
-        engine, _, _ = run(tmp_path / name, model, iterations=2, seed_model="none" if name == "none" else None, **options)
+        engine, _, _ = run(
+            tmp_path / name, model, iterations=2, seed_model="none" if name == "none" else None, **options
+        )
         assert not any(record.purpose is Purpose.SEED for record in engine.history)
         assert model.prompts[0][0] == "generator" and SEED_LINE not in model.prompts[0][1]
 
@@ -359,3 +361,67 @@ def test_filtered_sentences_are_recorded_in_notes(tmp_path):
     notes = engine.history[1].notes
     assert notes["suggestion"] == "Add batch normalisation after each convolution."
     assert notes["filtered"] == "Use a cosine scheduler."
+
+
+# -- keeping the search moving -------------------------------------------------------------------------
+
+
+def test_code_repeating_a_completed_candidate_is_sent_back_once_with_its_score(tmp_path):
+    model = Model([good_net(8), good_net(8), good_net(9)])
+    engine, _, _ = run(tmp_path, model, iterations=2)
+    second = engine.history[2]
+    assert (
+        second.notes["repeat_of"] == 2 and second.state is State.COMPLETE and second.code.strip() == good_net(9).strip()
+    )
+    follow_up = model.generator_prompts()[2]
+    score = f"{engine.history[1].metrics['val_acc']:.4f}"
+    assert f"same model as candidate 2, which was evaluated already (val_acc = {score})" in follow_up
+
+
+def test_the_improver_is_offered_a_few_ideas_drawn_each_iteration(tmp_path):
+    from nasloop.strategies.feedback_memory import IDEAS
+
+    model = Model()
+    run(tmp_path, model, iterations=3)
+    offered = [[idea for idea in IDEAS if f"- {idea}" in prompt] for prompt in model.improver_prompts()]
+    assert all(len(ideas) == 3 for ideas in offered) and len({tuple(ideas) for ideas in offered}) > 1
+    model = Model()
+    run(tmp_path / "none", model, iterations=1, ideas=0)
+    assert "Ideas you may use" not in model.improver_prompts()[0]
+
+
+def test_a_change_that_was_not_made_is_told_so(tmp_path):
+    # the same network written differently trains to the same figures (FakeExecutor scores by code hash,
+    # so the stand-in here gives the parent's metrics to a reformatted copy)
+    class SameFigures(FakeExecutor):
+        def submit(self, job, on_progress=None):
+            future = super().submit(job)
+            if "# reformatted" in job.code:
+                seed_result = super().submit(self.jobs[0])
+                self.jobs.pop()
+                return seed_result
+            return future
+
+    from nasloop.spaces.seed import BUILTIN_SEED as SEED
+
+    model = Model([SEED + "\n# reformatted\nx_unused = 1\n"])
+    config = build_config({"strategy": "feedback-memory", "dataset": {"name": "digits"}, "budget": {"iterations": 2},
+                           "llm": {"backend": "scripted", "model": "scripted"},
+                           "strategy_options": {"tidy_code": False}})  # fmt: skip
+    engine = Engine.start(config, tmp_path / "run", backend=ScriptedBackend(answers=model), executor=SameFigures(),
+                          progress=False)  # fmt: skip
+    engine.run()
+    assert engine.history[1].metrics == engine.history[0].metrics
+    assert "the same network as candidate 1, which it was to change" in model.improver_prompts()[1]
+
+
+def test_the_summary_counts_iterations_valid_after_their_repair(tmp_path):
+    model = Model([SHAPE_BROKEN_NET, good_net(9), good_net(10)])
+    engine, summary, _ = run(tmp_path, model, iterations=2)
+    assert [record.purpose for record in engine.history] == [
+        Purpose.SEED,
+        Purpose.SEARCH,
+        Purpose.REPAIR,
+        Purpose.SEARCH,
+    ]
+    assert summary.valid == 1 and summary.valid_after_repair == 2

@@ -35,7 +35,8 @@ def test_report_writes_an_offline_page_with_everything_escaped(feedback_run, tmp
     assert INJECTION in details["4"]["code"]  # intact as data, escaped in the page (\u003c...)
     assert details["4"]["diff"]["parent"] == 3 and ["add", f"+# {INJECTION}"] in details["4"]["diff"]["lines"]
     assert details["4"]["calls"][1]["completion"].startswith("<b>Here</b>")
-    assert details["2"]["failure"]["kind"] == "shape" and details["3"]["notes"] == [["purpose", "repair"], ["parent", "2"]]
+    assert details["2"]["failure"]["kind"] == "shape"
+    assert details["3"]["notes"] == [["purpose", "repair"], ["parent", "2"]]
 
 
 def candidate_details(page: str) -> dict:

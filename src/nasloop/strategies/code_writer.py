@@ -10,8 +10,8 @@ it
    module-level code `Net` does not use are removed, each removal a note (`cleanups`), and a softmax on
    the logits is named (`warnings`); nothing `Net` uses is ever removed (`nasloop.spaces.cleanup`);
 3. renames a lone network class to `Net` when the model called it something else (`fix_class_name`);
-4. when the code repeats a failed candidate's, fixes a wrong layer size in code or asks once more with
-   a note (`retry_repeats`, `fix_sizes`);
+4. when the code repeats an evaluated candidate's, asks once more with a note saying how that code ended
+   (`retry_repeats`), or, when it failed on a wrong layer size, fixes the size in code (`fix_sizes`);
 5. when an edit did not apply, records that answer as a failed proposal and asks once more, in the same
    conversation, for the complete module: a second proposal with purpose `retry`.
 
@@ -71,7 +71,7 @@ class RepairOptions(EditOptions):
     """nasloop's handling of failed code, shared by the open-code strategies that feed failures back."""
 
     retry_repeats: bool = Field(
-        default=True, description="re-ask once when the generator repeats the code of a failed candidate"
+        default=True, description="re-ask once when the generator repeats the code of an evaluated candidate"
     )
     repeat_temperature: float = Field(default=1.0, ge=0, description="sampling temperature of that re-ask")
     fix_sizes: bool = Field(
@@ -188,68 +188,87 @@ def cleanup_feedback(record: CandidateRecord) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
-class FailedCodes:
-    """The canonical hashes of failed candidates' code, to catch an LLM that answers with one of them again.
+class EvaluatedCodes:
+    """The canonical hashes of evaluated candidates' code, to catch an LLM that answers with one of them again.
 
-    Small models asked to fix an error often return the failing code unchanged; evaluating it again only
-    records a duplicate. Each entry maps a hash to `{id, failure}`: the first candidate that failed with
-    that code and its failure (`Failure.to_dict`). JSON-able, for the strategy's state.
+    Small models asked to change a model often return it unchanged, or return one they wrote before;
+    evaluating it again only records a duplicate. Each entry maps a hash to `{id, failure, score}`: the
+    first candidate evaluated with that code, its failure (`Failure.to_dict`, None when it completed) and
+    its score (`metric`, when it has one). JSON-able, for the strategy's state.
     """
 
-    def __init__(self, entries: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, entries: dict[str, dict[str, Any]] | None = None, metric: str = "val_acc") -> None:
         self.entries: dict[str, dict[str, Any]] = dict(entries or {})
+        self.metric = metric
 
     def add(self, record: CandidateRecord) -> None:
-        """Remember `record`'s code if the candidate failed (a duplicate of a failed one included)."""
+        """Remember `record`'s code: the candidate it first came from and how that ended."""
         from nasloop.spaces.canonical import canonical_hash
 
-        if not record.code or record.state is State.COMPLETE or record.failure is None:
+        if not record.code:
             return
-        entry = {"id": record.duplicate_of or record.id, "failure": record.failure.to_dict()}
+        failed = record.state is not State.COMPLETE and record.failure is not None
+        if not failed and record.state not in (State.COMPLETE, State.DUPLICATE):
+            return  # pruned: its score is no score
+        score = record.metrics.get(self.metric)
+        entry = {"id": record.duplicate_of or record.id, "failure": record.failure.to_dict() if failed else None,
+                 "score": float(score) if score is not None and not failed else None}  # fmt: skip
         self.entries.setdefault(canonical_hash(record.code), entry)
 
     def match(self, code: str | None) -> dict[str, Any] | None:
-        """The entry of the failed candidate with `code`, if one failed with it."""
+        """The entry of the candidate evaluated with `code`, if any."""
         from nasloop.spaces.canonical import canonical_hash
 
         return self.entries.get(canonical_hash(code)) if code else None
+
+    def failed(self, code: str | None) -> dict[str, Any] | None:
+        """The entry of the failed candidate with `code`, if one failed with it."""
+        entry = self.match(code)
+        return entry if entry is not None and entry.get("failure") else None
 
 
 def ask_for_new_code(
     ctx: Context,
     role: str,
     messages: list[Message],
-    failed: FailedCodes,
+    codes: EvaluatedCodes,
     options: RepairOptions,
     *,
     edit_of: str | None = None,
     **sampling: Any,
 ) -> Proposal:
-    """`ask_for_code`; if the answer repeats a failed candidate's code, that code fixed or one re-ask.
+    """`ask_for_code`; if the answer repeats an evaluated candidate's code, that code fixed or one re-ask.
 
-    With `fix_sizes`, a repeat whose failure named a wrong layer size is fixed mechanically (notes
-    `size_fix`) and no more LLM calls are made. Otherwise, with `retry_repeats`, the re-ask shows the
-    model its answer and the failure, and samples at `repeat_temperature`; its code is what the engine
-    records (the first answer's code when the re-ask yields none). Notes say `repeat_of` the failed
-    candidate, and the proposal carries every call made.
+    With `fix_sizes`, a repeat of failed code whose failure named a wrong layer size is fixed mechanically
+    (notes `size_fix`) and no more LLM calls are made. Otherwise, with `retry_repeats`, the re-ask shows
+    the model its answer and how that code ended (its failure, or its score: the same network again
+    teaches nothing), and samples at `repeat_temperature`; its code is what the engine records (the first
+    answer's code when the re-ask yields none). Notes say `repeat_of` the evaluated candidate, and the
+    proposal carries every call made.
     """
     from nasloop.strategies.size_fix import size_fix
 
     first = ask_for_code(ctx, role, messages, edit_of=edit_of, tidy_code=options.tidy_code, **sampling)
     proposal = named_net(first, options.fix_class_name)
-    repeated = failed.match(proposal.code) if options.retry_repeats else None
+    repeated = codes.match(proposal.code) if options.retry_repeats else None
     if repeated is None or proposal.code is None:
         return proposal
-    failure = Failure.from_dict(repeated["failure"])
     notes = {**proposal.notes, "repeat_of": repeated["id"]}
-    fixed = size_fix(proposal.code, failure) if options.fix_sizes else None
-    if fixed is not None:
-        return Proposal(code=fixed[0], notes={**notes, "size_fix": fixed[1]}, llm_call_ids=proposal.llm_call_ids)
-    error = f"{failure.kind.value}: {failure.message}".splitlines()[0]
+    if repeated.get("failure"):
+        failure = Failure.from_dict(repeated["failure"])
+        fixed = size_fix(proposal.code, failure) if options.fix_sizes else None
+        if fixed is not None:
+            return Proposal(code=fixed[0], notes={**notes, "size_fix": fixed[1]}, llm_call_ids=proposal.llm_call_ids)
+        error = f"{failure.kind.value}: {failure.message}".splitlines()[0]
+        again = ctx.render("repeated_code", id=repeated["id"], error=error)
+    else:
+        score = repeated.get("score")
+        outcome = f"{codes.metric} = {score:.4f}" if score is not None else "a complete evaluation"
+        again = ctx.render("repeated_model", id=repeated["id"], outcome=outcome)
     follow_up: list[Message] = [
         *messages,
         {"role": "assistant", "content": f"```python\n{proposal.code.strip()}\n```"},
-        {"role": "user", "content": ctx.render("repeated_code", id=repeated["id"], error=error).strip()},
+        {"role": "user", "content": again.strip()},
     ]
     retry_sampling = {**sampling, "temperature": options.repeat_temperature}
     again = ask_for_code(ctx, role, follow_up, tidy_code=options.tidy_code, **retry_sampling)
@@ -276,7 +295,7 @@ def _no_repairs(options: EditOptions) -> RepairOptions:
 def write_code(
     ctx: Context,
     messages: list[Message],
-    failed: FailedCodes,
+    codes: EvaluatedCodes,
     options: EditOptions,
     *,
     parent: CandidateRecord | None = None,
@@ -290,7 +309,7 @@ def write_code(
     edit_format = options.resolved_edit_format(ctx.task.llm_model)
     edit_of = parent.code if parent is not None and parent.code and edit_format == "diff" else None
     repair = options if isinstance(options, RepairOptions) else _no_repairs(options)
-    proposal = ask_for_new_code(ctx, role, messages, failed, repair, edit_of=edit_of, **sampling)
+    proposal = ask_for_new_code(ctx, role, messages, codes, repair, edit_of=edit_of, **sampling)
     proposals = [proposal]
     if proposal.notes.get("edit") == "failed":
         answer = proposal.notes.pop("edit_answer")
@@ -300,7 +319,7 @@ def write_code(
             {"role": "assistant", "content": answer},
             {"role": "user", "content": ctx.render("edit_failed", error=proposal.failure.message).strip()},
         ]
-        retry = ask_for_new_code(ctx, role, follow_up, failed, repair, **sampling)
+        retry = ask_for_new_code(ctx, role, follow_up, codes, repair, **sampling)
         retry.purpose = Purpose.RETRY
         retry.notes["edit"] = "full"
         proposals.append(retry)
@@ -318,7 +337,7 @@ __all__ = [
     "PAPER_OFF",
     "REPETITION_MESSAGE",
     "EditOptions",
-    "FailedCodes",
+    "EvaluatedCodes",
     "RepairOptions",
     "apply_answer",
     "ask_for_code",

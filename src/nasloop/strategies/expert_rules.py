@@ -50,7 +50,7 @@ from nasloop.objectives.effectiveness import (
 from nasloop.registry import strategies
 from nasloop.store.sqlite import CandidateRecord
 from nasloop.strategies.base import Context, Observation, Strategy, Task
-from nasloop.strategies.code_writer import FailedCodes, RepairOptions, cleanup_feedback, write_code
+from nasloop.strategies.code_writer import EvaluatedCodes, RepairOptions, cleanup_feedback, write_code
 from nasloop.strategies.expert_system import FiredRule, Resolution, Rule, fire, load_rules, resolve
 from nasloop.strategies.size_fix import size_fix_repair
 
@@ -220,7 +220,7 @@ class ExpertRules(Strategy):
         self.latest_id: int | None = None
         # Completed candidates with the metrics CM reads; `normalisation: run` rescales against them.
         self.scored: list[dict[str, Any]] = []
-        self.failed_codes = FailedCodes()
+        self.evaluated_codes = EvaluatedCodes(metric=task.metric)
         self.repaired: int | None = None  # as in feedback-memory: one repair per failure, even when pipelined
         self.repair_tried = False  # the attempt under way was repaired by the LLM already
 
@@ -277,7 +277,7 @@ class ExpertRules(Strategy):
         if self.opts.fix_sizes:
             fixes = int(latest.notes.get("size_fixes") or 0)
             repair = size_fix_repair(latest.id, latest.code or "", failure, fixes, self.opts.max_size_fixes,
-                                     self.failed_codes)  # fmt: skip
+                                     self.evaluated_codes)  # fmt: skip
             if repair is not None:
                 self.repaired = latest.id
                 return [repair]  # the evaluator named the size to use: no LLM call, not an iteration
@@ -305,7 +305,7 @@ class ExpertRules(Strategy):
             "top_p": self.opts.top_p,
             "max_tokens": self.opts.max_tokens,
         }
-        return write_code(ctx, messages, self.failed_codes, self.opts, parent=parent, purpose=purpose, **sampling)
+        return write_code(ctx, messages, self.evaluated_codes, self.opts, parent=parent, purpose=purpose, **sampling)
 
     @staticmethod
     def _annotate(
@@ -380,7 +380,7 @@ class ExpertRules(Strategy):
         for observation in observations:
             record = observation.record
             self.latest_id = record.id
-            self.failed_codes.add(record)
+            self.evaluated_codes.add(record)
             if record.purpose is Purpose.SEARCH:
                 self.repair_tried = False
             elif record.purpose is Purpose.REPAIR:  # a size fix too: after it the LLM repairs no more
@@ -429,7 +429,7 @@ class ExpertRules(Strategy):
             "best": self.best,
             "latest_id": self.latest_id,
             "scored": self.scored,
-            "failed_codes": self.failed_codes.entries,
+            "evaluated_codes": self.evaluated_codes.entries,
             "repair_tried": self.repair_tried,
         }
 
@@ -437,7 +437,9 @@ class ExpertRules(Strategy):
         self.best = state.get("best")
         self.latest_id = state.get("latest_id")
         self.scored = list(state.get("scored") or [])
-        self.failed_codes = FailedCodes(state.get("failed_codes"))
+        self.evaluated_codes = EvaluatedCodes(
+            state.get("evaluated_codes") or state.get("failed_codes"), self.task.metric
+        )
         self.repair_tried = bool(state.get("repair_tried", False))
 
 

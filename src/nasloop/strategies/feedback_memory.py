@@ -57,7 +57,7 @@ from nasloop.strategies.base import Context, Observation, Strategy, Task
 from nasloop.strategies.code_writer import (
     PAPER_OFF,
     EditOptions,
-    FailedCodes,
+    EvaluatedCodes,
     RepairOptions,
     cleanup_feedback,
     write_code,
@@ -69,6 +69,17 @@ IMPROVEMENT_SCHEMA: dict[str, Any] = {
     "properties": {"problem": {"type": "string"}, "suggestion": {"type": "string"}},
     "required": ["problem", "suggestion"],
 }
+
+
+def improvement_schema(problem_chars: int, suggestion_chars: int) -> dict[str, Any]:
+    """The improver's answer with bounded fields: a constrained decoder closes the JSON in time, so an
+    answer is never cut off by `max_tokens` half-way through a sentence."""
+    properties = {
+        "problem": {"type": "string", "maxLength": problem_chars},
+        "suggestion": {"type": "string", "maxLength": suggestion_chars},
+    }
+    return {**IMPROVEMENT_SCHEMA, "properties": properties}
+
 
 # Failures a repair prompt can fix; a timeout or an out-of-memory usually needs a different design instead.
 REPAIRABLE = {
@@ -90,6 +101,24 @@ RECIPE_TERMS = re.compile(
     re.IGNORECASE,
 )
 
+# Architectural changes the improver is offered, a few drawn at random each iteration (nasloop form): a
+# small model left to itself suggests "add layers or channels" every time and its generator then writes
+# the same network again; a concrete, varied menu keeps the search moving.
+IDEAS = (
+    "add a third convolution block (convolution, batch normalisation, ReLU) before the classifier",
+    "widen the convolutions (more output channels), keeping the layer sizes consistent",
+    "add a hidden fully connected layer with ReLU between the features and the output layer",
+    "add dropout before the output layer",
+    "add a residual connection around a convolution block",
+    "use two stacked 3x3 convolutions in a block instead of one",
+    "use a 5x5 kernel in the first convolution",
+    "replace a max pooling by a stride-2 convolution",
+    "add batch normalisation after the hidden fully connected layer",
+    "use LeakyReLU or GELU activations instead of ReLU",
+    "remove the first pooling so the next convolution sees the full resolution",
+    "make the network narrower and deeper at the same number of parameters",
+)
+
 IMPROVER_SOFT_ERRORS = (InvalidStructuredResponse, EmptyResponse, TruncatedResponse, DeadlineExceeded, ContextTooLong)
 
 
@@ -104,6 +133,9 @@ class FeedbackMemoryOptions(RepairOptions):
     )
     history_size: int = Field(default=5, ge=0, description="K: memory entries shown to the improver")
     improver: bool = Field(default=True, description="False: the paper's 'no improver' ablation")
+    ideas: int = Field(
+        default=3, ge=0, description="nasloop form: architectural ideas offered to the improver, drawn anew each time"
+    )
     reference_code: bool = Field(
         default=True, description="paper form: show the best model beside the latest (False: the ablation)"
     )
@@ -113,8 +145,11 @@ class FeedbackMemoryOptions(RepairOptions):
     temperature: float = Field(default=0.7, ge=0)
     top_p: float = Field(default=0.9, gt=0, le=1)
     max_tokens: int = Field(default=2048, gt=0)
-    improver_max_tokens: int = Field(default=160, gt=0)
-    suggestion_chars: int = Field(default=300, gt=0, description="suggestions are cut to this in prompts")
+    improver_max_tokens: int = Field(default=200, gt=0)
+    problem_chars: int = Field(default=160, gt=0, description="nasloop form: the improver's problem, at most")
+    suggestion_chars: int = Field(
+        default=300, gt=0, description="suggestions are cut to this in prompts (nasloop form: and written at most)"
+    )
     error_chars: int = Field(default=200, gt=0, description="errors are cut to this when precise_errors is off")
 
     @model_validator(mode="before")
@@ -122,7 +157,8 @@ class FeedbackMemoryOptions(RepairOptions):
     def _published_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("prompt_style") == "paper":
             changes = ("precise_errors", "repair", "filter_suggestions", *PAPER_OFF)
-            data = {"improver_max_tokens": 300, "edit_format": "full", **dict.fromkeys(changes, False), **data}
+            published = {"improver_max_tokens": 300, "edit_format": "full", "ideas": 0}
+            data = {**published, **dict.fromkeys(changes, False), **data}
         return data
 
 
@@ -148,6 +184,7 @@ def prompt_messages(
         "memory": [],
         "failed": False,
         "edit_format": "full",
+        "ideas": [],
     }
     values.update(context)
     return [
@@ -166,6 +203,14 @@ def describe_score(record: CandidateRecord, metric: str) -> str:
     text = f"{metric} = {score:.4f}" if score is not None else "completed"
     params = record.metrics.get("params")
     return text + (f", {int(params):,} parameters" if params is not None else "")
+
+
+def training_fingerprint(record: CandidateRecord) -> list[float] | None:
+    """What identifies a completed candidate's network and training: its parameters and validation score,
+    and its final training loss where there is one; None for a candidate that did not train."""
+    if record.state is not State.COMPLETE or not {"params", "val_acc"} <= set(record.metrics):
+        return None
+    return [float(record.metrics[name]) for name in ("params", "val_acc", "train_loss") if name in record.metrics]
 
 
 def model_view(record: CandidateRecord, metric: str, *, repair: bool = False) -> dict[str, str]:
@@ -190,7 +235,7 @@ class FeedbackMemory(Strategy):
         self.current: dict[str, Any] | None = None  # the latest candidate: {id, code, outcome, failure, ...}
         self.memory: list[dict[str, Any]] = []  # {problem, suggestion, outcome, candidate}
         self.pending: dict[str, str] | None = None  # the suggestion the latest proposal applied
-        self.failed_codes = FailedCodes()
+        self.evaluated_codes = EvaluatedCodes(metric=task.metric)
         # Whether the attempt under way (a search candidate with its repairs and retries) was repaired by
         # the LLM already: a failed repair is not repaired again.
         self.repair_tried = False
@@ -223,6 +268,11 @@ class FeedbackMemory(Strategy):
             text = describe_score(record, metric) if not self.paper else self._paper_score(record)
             if record.duplicate_of:
                 text += f" (duplicate of candidate {record.duplicate_of})"
+            elif not self.paper and self._same_as_parent(record):
+                text += (
+                    f"; the same network as candidate {record.parent}, which it was to change (identical "
+                    "parameters and training): the change was not made"
+                )
             return text + (f"\n{notes}" if notes else "")
         if record.state is State.PRUNED:
             step = record.metrics.get("pruned_at_step")
@@ -241,6 +291,13 @@ class FeedbackMemory(Strategy):
                 )
             return text + (f"\n{notes}" if notes else "")
         return "error: " + _cut(failure.message, self.opts.error_chars)
+
+    def _same_as_parent(self, record: CandidateRecord) -> bool:
+        """Whether a completed candidate trained exactly like its parent: code written differently that
+        computes the same network (training is seeded, so the same network gives the same figures)."""
+        known = {entry["id"]: entry.get("fingerprint") for entry in (self.best, self.current) if entry}
+        fingerprint = known.get(record.parent) if record.parent is not None else None
+        return fingerprint is not None and fingerprint == training_fingerprint(record)
 
     def _paper_score(self, record: CandidateRecord) -> str:
         score = record.metrics.get(self.task.metric)
@@ -262,7 +319,8 @@ class FeedbackMemory(Strategy):
             return self._propose_paper(ctx, current)
         parent = self._parent(ctx)
         view = model_view(parent, self.task.metric) if parent is not None else None
-        suggestion, improver_call = self._improve(ctx, parent=view)
+        ideas = ctx.rng.sample(IDEAS, min(self.opts.ideas, len(IDEAS))) if parent is not None else []
+        suggestion, improver_call = self._improve(ctx, parent=view, ideas=ideas)
         messages = self._messages(ctx, "generator", parent=view, suggestion=suggestion)
         proposals = self._generate(ctx, messages, parent=parent)
         proposals[0].llm_call_ids = improver_call + proposals[0].llm_call_ids
@@ -290,7 +348,7 @@ class FeedbackMemory(Strategy):
         if self.opts.fix_sizes:  # the evaluator named the size to use: no LLM call needed
             fixes = int(current.get("size_fixes") or 0)
             repair = size_fix_repair(
-                current["id"], current["code"], failure, fixes, self.opts.max_size_fixes, self.failed_codes
+                current["id"], current["code"], failure, fixes, self.opts.max_size_fixes, self.evaluated_codes
             )
             if repair is not None:
                 self.repaired = current["id"]
@@ -333,7 +391,7 @@ class FeedbackMemory(Strategy):
         purpose: Purpose = Purpose.SEARCH,
     ) -> list[Proposal]:
         proposals = write_code(
-            ctx, messages, self.failed_codes, self.opts, parent=parent, purpose=purpose, **self._sampling()
+            ctx, messages, self.evaluated_codes, self.opts, parent=parent, purpose=purpose, **self._sampling()
         )
         for proposal in proposals:
             if parent is not None and not proposal.parent_ids:
@@ -341,6 +399,11 @@ class FeedbackMemory(Strategy):
             if self.pending and purpose is Purpose.SEARCH:
                 proposal.notes.update(self.pending)
         return proposals
+
+    def _improvement_schema(self) -> dict[str, Any]:
+        if self.paper:
+            return IMPROVEMENT_SCHEMA
+        return improvement_schema(self.opts.problem_chars, self.opts.suggestion_chars)
 
     def _improve(self, ctx: Context, **context: Any) -> tuple[str, tuple[int, ...]]:
         """Ask the improver for (problem, suggestion); it becomes the pending memory entry."""
@@ -361,7 +424,7 @@ class FeedbackMemory(Strategy):
                 max_tokens=self.opts.improver_max_tokens,
                 response_format={
                     "type": "json_schema",
-                    "json_schema": {"name": "improvement", "schema": IMPROVEMENT_SCHEMA},
+                    "json_schema": {"name": "improvement", "schema": self._improvement_schema()},
                 },
             )
         except IMPROVER_SOFT_ERRORS:
@@ -385,10 +448,11 @@ class FeedbackMemory(Strategy):
             record = observation.record
             outcome = self._outcome(record)
             self._remember(record, outcome)
-            self.failed_codes.add(record)
+            self.evaluated_codes.add(record)
             self.current = {
                 "id": record.id,
                 "code": record.code or "",
+                "fingerprint": training_fingerprint(record),
                 "outcome": outcome,
                 "failure": record.failure.to_dict() if record.failure and record.state is not State.COMPLETE else None,
                 "purpose": record.purpose.value,
@@ -400,7 +464,12 @@ class FeedbackMemory(Strategy):
                 and score is not None
                 and (self.best is None or score > self.best["score"])
             ):
-                self.best = {"id": record.id, "code": record.code or "", "score": float(score)}
+                self.best = {
+                    "id": record.id,
+                    "code": record.code or "",
+                    "score": float(score),
+                    "fingerprint": training_fingerprint(record),
+                }
 
     def _remember(self, record: CandidateRecord, outcome: str) -> None:
         """Fill in the memory: a search candidate's outcome completes the pending entry; a repair's or a
@@ -431,7 +500,7 @@ class FeedbackMemory(Strategy):
             "current": self.current,
             "memory": self.memory,
             "pending": self.pending,
-            "failed_codes": self.failed_codes.entries,
+            "evaluated_codes": self.evaluated_codes.entries,
             "repair_tried": self.repair_tried,
         }
 
@@ -440,7 +509,9 @@ class FeedbackMemory(Strategy):
         self.current = state.get("current")
         self.memory = list(state.get("memory") or [])
         self.pending = state.get("pending")
-        self.failed_codes = FailedCodes(state.get("failed_codes"))
+        self.evaluated_codes = EvaluatedCodes(
+            state.get("evaluated_codes") or state.get("failed_codes"), self.task.metric
+        )
         self.repair_tried = bool(state.get("repair_tried", False))
 
 
@@ -496,7 +567,7 @@ class OneShot(Strategy):
             "top_p": self.opts.top_p,
             "max_tokens": self.opts.max_tokens,
         }
-        return write_code(ctx, messages, FailedCodes(), self.opts, parent=seed, **sampling)
+        return write_code(ctx, messages, EvaluatedCodes(metric=self.task.metric), self.opts, parent=seed, **sampling)
 
     def observe(self, observations: list[Observation]) -> None:
         for observation in observations:

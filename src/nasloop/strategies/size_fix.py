@@ -23,7 +23,7 @@ from nasloop.candidate import Failure, FailureKind, Proposal, Purpose
 from nasloop.spaces.open_code import defines_net
 
 if TYPE_CHECKING:
-    from nasloop.strategies.code_writer import FailedCodes
+    from nasloop.strategies.code_writer import EvaluatedCodes
 
 SIZE_MESSAGE = re.compile(
     r"It failed in layer `(?P<layer>[\w.]+)` = \w+\(.*?set (?P<field>in_features|in_channels|num_features)="
@@ -61,7 +61,7 @@ def size_fix(code: str, failure: Failure) -> tuple[str, str] | None:
 
 
 def size_fix_repair(
-    candidate: int, code: str, failure: Failure, fixes_so_far: int, limit: int, failed: FailedCodes
+    candidate: int, code: str, failure: Failure, fixes_so_far: int, limit: int, failed: EvaluatedCodes
 ) -> Proposal | None:
     """The repair of failed `candidate` made by `size_fix`, without the LLM; None when there is none, when
     the candidate already is the `limit`-th fix of a chain (one fix can uncover the next wrong size), or
@@ -73,7 +73,7 @@ def size_fix_repair(
     if fixes_so_far >= limit:
         return None
     fixed = size_fix(code, failure)
-    if fixed is None or failed.match(fixed[0]) is not None:
+    if fixed is None or failed.failed(fixed[0]) is not None:
         return None
     notes = {"size_fix": fixed[1], "size_fixes": fixes_so_far + 1}
     return Proposal(code=fixed[0], notes=notes, parent_ids=(candidate,), purpose=Purpose.REPAIR, parent=candidate)
