@@ -20,6 +20,8 @@ def describe_candidate(record: Any, metric: str) -> str:
     }[record.purpose]
     if record.architecture and record.purpose is Purpose.SEARCH:
         made = record.architecture
+    if record.purpose is Purpose.REPAIR and record.notes.get("size_fix"):
+        made = f"size fix of #{record.parent} ({record.notes['size_fix']})"
     if record.state is State.DUPLICATE:
         outcome = f"duplicate of #{record.duplicate_of}"
     elif record.failure is not None and record.state is not State.COMPLETE:

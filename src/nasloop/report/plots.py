@@ -175,3 +175,30 @@ def _fronts_figure(comparison: Comparison, path: Path) -> Path:
     _legend(axis, "lower right")
     axis.grid(alpha=0.3)
     return _save(figure, path)
+
+
+def anytime_figure(
+    curves: dict[str, tuple[list[int], list[float], list[float]]],
+    path: Path,
+    *,
+    title: str,
+    optimum: float | None = None,
+    ylabel: str = "test accuracy of the best by validation (%)",
+) -> Path:
+    """Best so far against queries: one line per strategy (the mean over seeds) in a band of one standard
+    deviation, and the optimum as a dashed line."""
+    figure, axes = _figure(8, 4.8)
+    plot = axes[0][0]
+    for index, (label, (xs, means, stds)) in enumerate(curves.items()):
+        color = PALETTE[index % len(PALETTE)]
+        plot.plot(xs, means, color=color, label=label)
+        plot.fill_between(xs, [m - s for m, s in zip(means, stds, strict=True)],
+                          [m + s for m, s in zip(means, stds, strict=True)], color=color, alpha=0.15)  # fmt: skip
+    if optimum is not None:
+        plot.axhline(optimum, color="#555555", linestyle="--", linewidth=1, label=f"optimum {optimum:.2f}")
+    plot.set_xscale("log")
+    plot.set_xlabel("queries")
+    plot.set_ylabel(ylabel)
+    plot.set_title(title)
+    _legend(plot, "lower right")
+    return _save(figure, path)

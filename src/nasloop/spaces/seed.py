@@ -2,10 +2,11 @@
 
 A search that starts from a working model shows the LLM a network that trains and its score in the very
 first prompt, so a small model edits something that works instead of inventing a module from nothing.
-The built-in seed is a small, plain convolutional network that derives every size from `in_shape` (the
-classifier's input is computed from the image size after two 2x2 poolings), so it is valid for every
-registered dataset's shape, down to 8x8 images, and it shows the LLM how to size a layer from
-`in_shape`. It flattens instead of pooling globally because nasloop's proxy training is short: on a
+The built-in seed is a small, plain convolutional network that derives every size from `in_shape`: its
+feature layers are one `nn.Sequential`, and the classifier's input size is measured on a blank image of
+`in_shape`, so it is valid for every registered dataset's shape, down to 8x8 images, and stays right
+whatever an edit does to the feature layers (a hand-written size is the most common error of small
+models). It flattens instead of pooling globally because nasloop's proxy training is short: on a
 6,000-image Fashion-MNIST subset (the `fast` recipe, one epoch) it reaches a validation accuracy of
 0.75-0.77, the same network with global average pooling 0.45-0.49. `seed_model: none` gives the cold start.
 """
@@ -20,26 +21,34 @@ from nasloop.spaces.open_code import check_code
 
 NO_SEED = "none"
 
-BUILTIN_SEED = """import torch.nn as nn
-import torch.nn.functional as F
+BUILTIN_SEED = """import torch
+import torch.nn as nn
 
 
 class Net(nn.Module):
     def __init__(self, in_shape, num_classes):
         super().__init__()
-        channels, height, width = in_shape
-        self.conv1 = nn.Conv2d(channels, 32, kernel_size=3, padding=1)
-        self.bn1 = nn.BatchNorm2d(32)
-        self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
-        self.bn2 = nn.BatchNorm2d(64)
-        self.pool = nn.MaxPool2d(2)
-        self.fc = nn.Linear(64 * (height // 4) * (width // 4), num_classes)
+        channels = in_shape[0]
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 32, kernel_size=3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, kernel_size=3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        # The classifier's input size, measured on one blank image of in_shape: it stays right
+        # whatever the feature layers become.
+        with torch.no_grad():
+            features = self.features(torch.zeros(1, *in_shape)).numel()
+        self.classifier = nn.Linear(features, num_classes)
 
     def forward(self, x):
-        x = self.pool(F.relu(self.bn1(self.conv1(x))))  # (B, 32, H/2, W/2)
-        x = self.pool(F.relu(self.bn2(self.conv2(x))))  # (B, 64, H/4, W/4)
+        x = self.features(x)  # (B, 64, H/4, W/4)
         x = x.flatten(1)  # (B, 64 * H/4 * W/4)
-        return self.fc(x)  # (B, num_classes)
+        return self.classifier(x)  # (B, num_classes)
 """
 
 
