@@ -1,15 +1,20 @@
-"""Feedback-memory, published form vs nasloop's default, and the one-shot baseline, on the same budget.
+"""Feedback-memory, published form vs nasloop's default and its variants, and one-shot, on the same budget.
 
-Runs three real searches with the embedded model on a Fashion-MNIST subset, all with the same seed,
-budget and training recipe, and prints for each: the valid-candidate rate, the best validation
-accuracy, seconds per iteration split into LLM and evaluation time, and tokens per iteration.
+Runs real searches with the embedded model on a Fashion-MNIST subset, all with the same seed, budget and
+training recipe, and prints for each: the valid rate before and after repair (an iteration is valid
+after repair when its candidate or a repair or retry of it completed), the best validation accuracy and
+its gain over the seed network, the distinct architectures among the valid candidates (canonical hash),
+seconds per iteration split into LLM and evaluation time, and tokens per iteration.
 
     python benchmarks/feedback_memory.py --iterations 20 --model qwen2.5-coder-1.5b --json
 
-(a) `paper`: the published prompts and loop (nasloop's changes below off)
-(b) `nasloop`: nasloop's defaults (precise errors, one repair attempt, wrong layer sizes fixed in code,
-    repeats of failed code sent back once, recipe suggestions filtered)
-(c) `one-shot`: the generator alone, no feedback
+(a) `paper`: the published prompts and loop, a cold start (nasloop's changes below off)
+(b) `nasloop`: nasloop's defaults: the seed network first, edits of the best valid model, one repair
+    attempt (wrong layer sizes fixed in code), repeats of evaluated code sent back once, clean-ups,
+    architectural ideas for the improver, recipe suggestions filtered
+(c) `cold`: (b) without a seed network (`seed_model: none`): what the seed is worth
+(d) `one-shot`: the generator alone, no feedback (independent edits of the seed network)
+(e) `diff`: (b) with `edit_format: diff` (SEARCH/REPLACE edits instead of complete modules)
 
 The variants may run in separate processes (`--variants one-shot` with the same `--run-root`), and
 `--report-only --run-root DIR` prints the table from the runs stored there.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -26,15 +32,19 @@ from pathlib import Path
 from typing import Any
 
 import nasloop
-from nasloop.candidate import State
+from nasloop.candidate import Purpose, State
 from nasloop.config import build_config
-from nasloop.engine import counts_as_iteration
+from nasloop.engine import counts_as_iteration, valid_after_repair
 from nasloop.store import RunDir, RunStore
+
+EDIT_OUTCOMES = ("diff", "full", "failed")  # notes["edit"]: how an answer to a diff request was used
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "paper": {"strategy": "feedback-memory", "strategy_options": {"prompt_style": "paper"}},
     "nasloop": {"strategy": "feedback-memory", "strategy_options": {}},
+    "cold": {"strategy": "feedback-memory", "strategy_options": {}, "seed_model": "none"},
     "one-shot": {"strategy": "one-shot", "strategy_options": {}},
+    "diff": {"strategy": "feedback-memory", "strategy_options": {"edit_format": "diff"}},
 }
 
 
@@ -47,6 +57,7 @@ def run_variant(name: str, args: argparse.Namespace, root: Path) -> dict[str, An
                 "model": args.model,
                 "deadline_s": args.llm_deadline,
                 "n_threads": args.llm_threads,
+                "prompt_lookup": None if args.prompt_lookup is None else args.prompt_lookup == "on",
             },
             "dataset": {"name": "fashion-mnist", "train_subset": args.train_subset},
             "recipe": {"name": "fast", "epochs": 1, "threads": args.train_threads},
@@ -76,7 +87,11 @@ def measure(run_dir: RunDir, wall_s: float, best_val_acc: float | None) -> dict[
     iterations = [c for c in candidates if counts_as_iteration(c)]
     count = max(len(iterations), 1)
     valid = sum(1 for c in iterations if c.state is State.COMPLETE)
-    repaired = sum(1 for c in candidates if c.notes.get("repair_of") and c.state is State.COMPLETE)
+    seed = next((c for c in candidates if c.purpose is Purpose.SEED), None)
+    seed_val = seed.metrics.get("val_acc") if seed is not None and seed.state is State.COMPLETE else None
+    searched = [c for c in candidates if c.purpose is not Purpose.SEED and c.state is State.COMPLETE]
+    distinct = len({c.hash for c in searched})
+    best_searched = max((c.metrics["val_acc"] for c in searched if "val_acc" in c.metrics), default=None)
     resent = sum(1 for c in candidates if c.notes.get("repeat_of"))
     size_fixes = sum(1 for c in candidates if c.notes.get("size_fix"))
     duplicates = sum(1 for c in candidates if c.state is State.DUPLICATE)
@@ -91,8 +106,15 @@ def measure(run_dir: RunDir, wall_s: float, best_val_acc: float | None) -> dict[
         "iterations": len(iterations),
         "candidates": len(candidates),
         "valid_rate": valid / count,
-        "valid_after_repair": (valid + repaired) / count,
+        "valid_after_repair": valid_after_repair(candidates) / count,
+        "valid_candidates": len(searched),
+        "distinct_valid": distinct,
         "best_val_acc": best_val_acc,
+        "seed_val_acc": seed_val,
+        "gain_over_seed": best_searched - seed_val if best_searched is not None and seed_val is not None else None,
+        "edits": {
+            kind: sum(1 for c in candidates if c.notes.get("edit") == kind) for kind in ("diff", "full", "failed")
+        },
         "llm_s_per_iteration": llm_s / count,
         "eval_s_per_iteration": eval_s / count,
         "wall_s_per_iteration": wall_s / count,
@@ -113,7 +135,8 @@ def main() -> int:
     parser.add_argument("--llm-deadline", type=float, default=300.0)
     parser.add_argument("--llm-threads", type=int, help="llama.cpp threads (default: its own choice)")
     parser.add_argument("--train-threads", type=int, help="threads per evaluation (default: cores per worker)")
-    parser.add_argument("--variants", default="paper,nasloop,one-shot")
+    parser.add_argument("--variants", default="paper,nasloop,cold,one-shot,diff")
+    parser.add_argument("--prompt-lookup", choices=["on", "off"], help="embedded backend: prompt-lookup decoding")
     parser.add_argument("--run-root", type=Path, help="keep the runs here (default: a temporary directory)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quiet", action="store_true")
@@ -122,6 +145,7 @@ def main() -> int:
     if args.report_only and args.run_root is None:
         parser.error("--report-only needs --run-root DIR")
     root = args.run_root or Path(tempfile.mkdtemp(prefix="nasloop-bench-fm-"))
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}", flush=True)
     names = args.variants.split(",")
     if args.report_only:
         results = {name: stored_result(RunDir(root / name)) for name in names if RunDir(root / name).exists()}
@@ -135,20 +159,24 @@ def main() -> int:
         )
         return 0
     header = (
-        f"{'variant':<10} {'valid':>6} {'+repair':>7} {'best val':>9} {'LLM s/it':>9} {'eval s/it':>9} {'tok/it':>7}"
+        f"{'variant':<10} {'valid':>6} {'+repair':>7} {'best val':>9} {'vs seed':>8} {'distinct':>9} "
+        f"{'LLM s/it':>9} {'eval s/it':>9} {'tok/it':>7}"
     )
     print(f"model {args.model}, {args.iterations} iterations, Fashion-MNIST subset {args.train_subset}; runs in {root}")
     print(header)
     for name, row in results.items():
         best = f"{row['best_val_acc']:.4f}" if row["best_val_acc"] is not None else "-"
+        gain = f"{row['gain_over_seed']:+.4f}" if row.get("gain_over_seed") is not None else "-"
+        distinct = f"{row['distinct_valid']}/{row['valid_candidates']}"
         print(
-            f"{name:<10} {row['valid_rate']:>6.0%} {row['valid_after_repair']:>7.0%} {best:>9} "
-            f"{row['llm_s_per_iteration']:>9.1f} {row['eval_s_per_iteration']:>9.1f} "
+            f"{name:<10} {row['valid_rate']:>6.0%} {row['valid_after_repair']:>7.0%} {best:>9} {gain:>8} "
+            f"{distinct:>9} {row['llm_s_per_iteration']:>9.1f} {row['eval_s_per_iteration']:>9.1f} "
             f"{row['tokens_per_iteration']:>7.0f}"
         )
         print(
             f"{'':<10} failures: {row['failures']}; duplicates recorded: {row['duplicates']}; "
-            f"repeats caught: {row['repeats_resent']}; layer sizes fixed in code: {row['size_fixes']}"
+            f"repeats caught: {row['repeats_resent']}; layer sizes fixed in code: {row['size_fixes']}; "
+            f"edits: {row['edits']}"
         )
     return 0
 

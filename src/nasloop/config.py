@@ -44,6 +44,11 @@ class Pruning(Strict):
     min_fraction: float = Field(default=0.3, ge=0, le=1)
     margin: float = Field(default=0.25, ge=0)
     min_completed: int = Field(default=3, ge=1, description="completed candidates needed before pruning starts")
+    min_steps: int = Field(
+        default=100,
+        ge=0,
+        description="never prune a training of fewer steps: it costs less than the score an early stop loses",
+    )
 
 
 class ExecutorConfig(Strict):

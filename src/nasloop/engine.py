@@ -254,6 +254,8 @@ class Pruner:
         reference = [list(curve) for curve in self.reference]
         total_steps = max(curve[-1][0] for curve in reference)
         settings = self.settings
+        if total_steps < settings.min_steps:
+            return None
         seen: list[tuple[int, float]] = []
 
         def should_stop(step: int, loss: float) -> bool:

@@ -139,6 +139,14 @@ def test_pruner_stops_a_clearly_worse_curve():
     assert not any(fine(step, 2.0 - step / 100) for step in range(0, 101, 10))
 
 
+def test_a_short_training_is_never_pruned():
+    pruner = Pruner(build_config({"pruning": {"min_completed": 2, "min_steps": 50}}))
+    short = [(step, 2.0 - step / 100) for step in range(0, 31, 5)]  # 30 steps: a small subset, one epoch
+    pruner.update([CandidateRecord(id=i, iteration=i, state=State.COMPLETE, metrics={"val_acc": 0.8}, curve=short)
+                   for i in range(3)])  # fmt: skip
+    assert pruner.callback() is None
+
+
 def test_pruning_is_off_in_the_paper_protocol():
     pruner = Pruner(build_config({"protocol": "paper"}))
     curve = [(0, 1.0), (100, 0.5)]

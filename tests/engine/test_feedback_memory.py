@@ -385,7 +385,7 @@ def test_the_improver_is_offered_a_few_ideas_drawn_each_iteration(tmp_path):
     assert all(len(ideas) == 3 for ideas in offered) and len({tuple(ideas) for ideas in offered}) > 1
     model = Model()
     run(tmp_path / "none", model, iterations=1, ideas=0)
-    assert "Ideas you may use" not in model.improver_prompts()[0]
+    assert "Choose one of these changes" not in model.improver_prompts()[0]
 
 
 def test_a_change_that_was_not_made_is_told_so(tmp_path):

@@ -6,6 +6,7 @@ from nasloop.strategies import feedback_memory as feedback_memory
 from nasloop.strategies import islands as islands
 from nasloop.strategies import llm_history as llm_history
 from nasloop.strategies import niche_pareto as niche_pareto
+from nasloop.strategies import nsga2 as nsga2
 from nasloop.strategies import reflective_zero_cost as reflective_zero_cost
 from nasloop.strategies.base import Context, Observation, Strategy, Task
 

@@ -106,17 +106,17 @@ RECIPE_TERMS = re.compile(
 # the same network again; a concrete, varied menu keeps the search moving.
 IDEAS = (
     "add a third convolution block (convolution, batch normalisation, ReLU) before the classifier",
-    "widen the convolutions (more output channels), keeping the layer sizes consistent",
+    "double the output channels of every convolution, keeping the layer sizes consistent",
     "add a hidden fully connected layer with ReLU between the features and the output layer",
+    "add batch normalisation (nn.BatchNorm1d) of the flattened features before the classifier",
     "add dropout before the output layer",
     "add a residual connection around a convolution block",
     "use two stacked 3x3 convolutions in a block instead of one",
     "use a 5x5 kernel in the first convolution",
     "replace a max pooling by a stride-2 convolution",
-    "add batch normalisation after the hidden fully connected layer",
     "use LeakyReLU or GELU activations instead of ReLU",
     "remove the first pooling so the next convolution sees the full resolution",
-    "make the network narrower and deeper at the same number of parameters",
+    "add a 1x1 convolution that mixes the channels before the classifier",
 )
 
 IMPROVER_SOFT_ERRORS = (InvalidStructuredResponse, EmptyResponse, TruncatedResponse, DeadlineExceeded, ContextTooLong)

@@ -929,9 +929,10 @@ class NichePareto(Strategy):
         return f"{values}; {'joined the Pareto front of the niche' if on_front else 'dominated in the niche'}"
 
     def _proxy_failures(self, record: CandidateRecord) -> str:
-        """The evaluator's errors for the needed proxies it could not compute on this network (a NASWOT
-        kernel that is singular, for example): such a candidate stays out of the archive. Empty if none."""
-        errors = record.info.get("proxy_errors") or {}
+        """The evaluator's errors for the needed metrics it could not give for this network (a NASWOT
+        kernel that is singular; a device latency the benchmark's table lacks for the cell): such a
+        candidate stays out of the archive, failed on that objective. Empty if none."""
+        errors = {**(record.info.get("proxy_errors") or {}), **(record.info.get("missing_metrics") or {})}
         missing = [name for name in self._needed_metrics() if name not in record.metrics and name in errors]
         return "; ".join(f"{name}: {str(errors[name])[:200]}" for name in missing)
 

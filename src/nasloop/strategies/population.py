@@ -80,9 +80,10 @@ def record_score(record: CandidateRecord, metric: str) -> float | None:
 
 
 def metric_error(record: CandidateRecord, metric: str) -> str | None:
-    """Why the sandbox could not compute the proxy `metric` for this candidate (its `zero-cost` stage
-    keeps a completed result and names the proxies that failed in `info["proxy_errors"]`), or None."""
-    errors = record.info.get("proxy_errors") or {}
+    """Why the evaluation could not give `metric` for this candidate, or None: the `zero-cost` stage keeps
+    a completed result and names the proxies that failed in `info["proxy_errors"]`, a benchmark's table
+    the device metrics it lacks in `info["missing_metrics"]`."""
+    errors = {**(record.info.get("proxy_errors") or {}), **(record.info.get("missing_metrics") or {})}
     return str(errors[metric]) if metric in errors else None
 
 

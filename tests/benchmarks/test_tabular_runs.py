@@ -1,0 +1,170 @@
+"""Searches scored from a tabular benchmark: table-only runs, user tables, the harness, config resolution."""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+
+import pytest
+
+from nasloop.benchmarks.harness import Variant, exact_random_search, run_variant, summarise, trace_of, write_results
+from nasloop.candidate import FailureKind, Purpose, State
+from nasloop.config import ConfigError, build_config
+from nasloop.engine import Engine
+from nasloop.llm.scripted import ScriptedBackend
+from nasloop.registry import benchmarks, executors, spaces
+from nasloop.resolve import resolve_config
+
+NB201 = {"name": "nb201", "dataset": "cifar10"}
+
+
+def table_run(tmp_path, strategy="random", iterations=20, benchmark=NB201, **extra):
+    data = {"strategy": strategy, "benchmark": benchmark, "objective": "val_acc", "budget": {"iterations": iterations},
+            "strategy_options": {"final_top_k": 0} if strategy in ("random", "evolution") else {}, **extra}  # fmt: skip
+    engine = Engine.start(build_config(data), tmp_path / "run", progress=False)
+    return engine, engine.run()
+
+
+def test_a_table_only_run_takes_every_figure_from_the_table_and_starts_no_sandbox(tmp_path, monkeypatch):
+    def no_sandbox(name):
+        raise AssertionError(f"a table-only run asked for the {name!r} executor")
+
+    monkeypatch.setattr(executors, "get", no_sandbox)
+    engine, summary = table_run(tmp_path, iterations=30)
+    table = benchmarks.get("nb201")().load("cifar10")
+    assert summary.iterations == 30 and summary.valid == 30 and engine.config.space == "nb201"
+    assert engine.config.stages == ("static", "build")  # nothing left for the sandbox to do
+    for record in engine.history:
+        truth = table.query(record.architecture)
+        assert record.metrics["val_acc"] == truth["val_acc"] and record.metrics["test_acc"] == truth["test_acc"]
+        cost = spaces.get("nb201")().cost(record.architecture, (3, 32, 32), 10)
+        assert record.metrics["params"] == cost.params and record.stage == "table"
+    assert summary.best.metrics["val_acc"] == max(record.metrics["val_acc"] for record in engine.history)
+    assert engine.task.in_shape == (3, 32, 32) and engine.task.num_classes == 10
+
+
+@pytest.mark.parametrize(("name", "classes"), [("nas-bench-macro", 10), ("channel-bench-resnet", 10)])
+def test_evolution_searches_the_other_two_benchmarks(tmp_path, name, classes):
+    engine, summary = table_run(tmp_path, strategy="evolution", iterations=40, benchmark={"name": name})
+    table = benchmarks.get(name)().load("cifar10")
+    assert summary.iterations == 40 and engine.config.space == name and engine.task.num_classes == classes
+    assert all(record.metrics["params"] == table.query(record.architecture)["params"] for record in engine.history)
+
+
+def test_a_user_table_works_and_a_missing_point_fails_naming_the_point_and_the_table(tmp_path):
+    full = benchmarks.get("nas-bench-macro")().load("cifar10")
+    kept = dict(list(full.rows())[:40])
+    user = tmp_path / "mine.json"
+    user.write_text(json.dumps({arch: {"mean_acc": 100 * m["val_acc"], "params": m["params"], "flops": m["flops"]}
+                                for arch, m in kept.items()}))  # fmt: skip
+    spec = {"name": "nas-bench-macro", "dataset": "cifar10", "table": str(user)}
+    engine, _ = table_run(tmp_path, iterations=12, benchmark=spec)
+    listed = [record for record in engine.history if record.state is State.COMPLETE]
+    missing = [record for record in engine.history if record.state is State.FAILED]
+    assert listed and missing and len(listed) + len(missing) == 12  # random points, most not in 40 rows
+    for record in listed:
+        assert record.metrics["val_acc"] == pytest.approx(kept[full.key(record.architecture)]["val_acc"])
+    failure = missing[0].failure
+    assert failure.kind is FailureKind.BUILD and missing[0].architecture in failure.message
+    assert str(user) in failure.message and "40 architectures" in failure.message
+
+
+def test_random_search_agrees_with_an_exact_computation_from_the_table(tmp_path):
+    table = benchmarks.get("nb201")().load("cifar10")
+    space = spaces.get("nb201")()
+    canonical = [(arch, metrics) for arch, metrics in table.rows() if space.canonical(arch) == arch]
+    assert len(canonical) == 9445  # nasloop's random search draws distinct networks uniformly
+    expected = exact_random_search(canonical, 10)
+    values = []
+    for seed in range(60):
+        trace = run_variant(Variant.parse("random"), benchmark=NB201, budget=10, seed=seed, root=tmp_path)
+        values.append(trace.at(10))
+    mean, error = statistics.fmean(values), statistics.stdev(values) / len(values) ** 0.5
+    assert abs(mean - expected) < 4 * error, (mean, expected, error)
+    assert 0.925 < expected < 0.935  # the README's anchor: RS 93.03 at 10 queries (300 repeats)
+
+
+def test_the_harness_writes_its_table_and_plot_with_the_scripted_llm(tmp_path):
+    space = spaces.get("nb201")()
+    rng = random.Random(0)
+
+    def answer(messages):
+        return json.dumps({"architecture": space.sample(rng)})
+
+    backend = ScriptedBackend(answers=answer)
+    runs = [(label, seed) for label in ("random", "llm-history") for seed in (0, 1)]
+    root = tmp_path / "runs"
+    traces = [
+        run_variant(Variant.parse(label), benchmark=NB201, budget=6, seed=seed, root=root, backend=backend)
+        for label, seed in runs
+    ]
+    assert all(trace.queries == 6 for trace in traces)
+    history = next(trace for trace in traces if trace.variant == "llm-history")
+    assert history.llm_tokens > 0 and len(backend.calls) >= 12
+    optimum = benchmarks.get("nb201")().load("cifar10").optimum().best_test_acc
+    rows = summarise(traces, [2, 6], optimum, threshold=0.90)
+    assert {(row.variant, row.budget) for row in rows} == {(v, b) for v in ("random", "llm-history") for b in (2, 6)}
+    assert all(row.seeds == 2 and row.regret is not None and row.regret >= 0 for row in rows)
+    written = write_results(traces, rows, tmp_path / "out", title="test", optimum=optimum, threshold=0.9, options={})
+    names = {path.name for path in written}
+    assert {"search_quality.txt", "search_quality.json"} <= names
+    pytest.importorskip("matplotlib")
+    assert "search_quality.png" in names and (tmp_path / "out" / "search_quality.png").stat().st_size > 5000
+    assert "llm-history" in (tmp_path / "out" / "search_quality.txt").read_text()
+
+
+def test_trace_reads_the_best_by_validation_and_counts_repeats():
+    from nasloop.store import CandidateRecord
+
+    def record(id, val, test, state=State.COMPLETE, purpose=Purpose.SEARCH, hash=None):
+        return CandidateRecord(id=id, iteration=id, state=state, metrics={"val_acc": val, "test_acc": test},
+                               hash=hash or str(id), purpose=purpose)  # fmt: skip
+
+    records = [record(1, 0.5, 0.6), record(2, 0.7, 0.65), record(3, 0.6, 0.9), record(4, 0.7, 0.65, hash="2"),
+               record(5, 0.9, 0.8, purpose=Purpose.FINAL)]  # fmt: skip
+    best_val, best_test, duplicates = trace_of(records)
+    assert best_val == [0.5, 0.7, 0.7, 0.7] and best_test == [0.6, 0.65, 0.65, 0.65] and duplicates == 1
+
+
+# -- configuration resolved before the run -------------------------------------------------------------
+
+
+def resolved(**data):
+    return resolve_config(build_config(data))
+
+
+def test_strategies_get_the_stages_and_proxies_they_need():
+    rz = resolved(strategy="reflective-zero-cost", space="nb201", dataset={"name": "digits"})
+    assert rz.stages == ("static", "build", "zero-cost") and rz.proxies == ("synflow",) and rz.objective == "synflow"
+    niche = resolved(strategy="niche-pareto", space="nb201", objectives=["val_acc:max", "latency_ms:min"],
+                     dataset={"name": "digits"})  # fmt: skip
+    assert niche.stages == ("static", "build", "hardware", "zero-cost") and niche.proxies == ("naswot",)
+    on_table = resolved(strategy="reflective-zero-cost", benchmark=NB201, objective="val_acc")
+    assert on_table.strategy_options["fitness"] == "val_acc" and on_table.stages == ("static", "build")
+    assert on_table.space == "nb201" and on_table.dataset.name == "synthetic-cifar10"
+    objectives = ["val_acc:max", "edgegpu_latency_ms:min"]
+    pareto_table = resolved(strategy="niche-pareto", benchmark=NB201, objectives=objectives)
+    assert pareto_table.strategy_options["predictor"] == "measured" and pareto_table.stages == ("static", "build")
+    proxy_on_table = resolved(strategy="random", benchmark=NB201, objective="synflow")
+    assert proxy_on_table.stages == ("static", "build", "zero-cost") and proxy_on_table.proxies == ("synflow",)
+    assert resolved(strategy="feedback-memory").stages == ("static", "build", "train")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"strategy": "reflective-zero-cost", "space": "nb201", "stages": ["static", "build"]},
+         "stages: add zero-cost, the stage that computes synflow"),
+        ({"strategy": "reflective-zero-cost", "space": "nb201", "proxies": ["naswot"]},
+         "proxies: add synflow"),
+        ({"strategy": "niche-pareto", "space": "nb201", "objectives": ["val_acc:max", "edgegpu_latency_ms:min"]},
+         "edgegpu_latency_ms is a device measurement from HW-NAS-Bench"),
+        ({"strategy": "random", "space": "macro", "benchmark": NB201}, "space: 'macro' is not the space of benchmark"),
+        ({"strategy": "random", "benchmark": {"name": "nb201", "dataset": "cifar1000"}}, "benchmark.dataset"),
+        ({"strategy": "random", "benchmark": {"name": "nb2O1"}}, "Did you mean nb201"),
+    ],
+)  # fmt: skip
+def test_contradictions_fail_at_load_naming_the_option(data, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        resolved(**data)
