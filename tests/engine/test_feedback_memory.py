@@ -14,7 +14,7 @@ from nasloop.llm.scripted import ScriptedBackend
 from nasloop.spaces.seed import BUILTIN_SEED
 from nasloop.strategies.feedback_memory import filter_suggestion
 
-SEED_LINE = "nn.Conv2d(channels, 32, kernel_size=3, padding=1),"  # a line of the built-in seed
+SEED_LINE = "self.conv1 = nn.Conv2d(channels, 32, kernel_size=3, padding=1)"  # a line of the built-in seed
 
 
 def is_improver(messages) -> bool:
@@ -216,8 +216,8 @@ def edit(search: str, replace: str) -> str:
 
 
 def test_diff_edits_are_applied_to_the_parent(tmp_path):
-    first = "            nn.Conv2d(channels, 32, kernel_size=3, padding=1),\n            nn.BatchNorm2d(32),"
-    second = "            nn.Conv2d(32, 64, kernel_size=3, padding=1),"
+    first = f"        {SEED_LINE}\n        self.bn1 = nn.BatchNorm2d(32)"
+    second = "        self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)"
     answer = edit(first, first.replace("32", "48")) + edit(second, second.replace("(32,", "(48,"))
     model = Model([answer])
     engine, _, _ = run(tmp_path, model, iterations=1, edit_format="diff")

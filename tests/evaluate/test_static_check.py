@@ -328,3 +328,24 @@ def test_training_imports_get_an_actionable_message() -> None:
     failure = check_code("import torch.nn as nn\nfrom torch.optim import Adam\n\nclass Net(nn.Module):\n    pass\n")
     assert failure is not None and failure.kind.value == "import"
     assert "line 2" in failure.message and "keep only the model" in failure.message
+
+
+def test_a_layer_with_weights_built_inside_forward_is_a_build_failure():
+    code = """
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.head = nn.Linear(in_shape[0], num_classes)
+
+    def forward(self, x):
+        x = nn.ReLU()(x)  # no weights: fine
+        x = nn.Conv2d(1, 1, 3, padding=1)(x)
+        return self.head(x.mean((2, 3)))
+"""
+    failure = check_code(code)
+    assert failure is not None and failure.kind is FailureKind.BUILD
+    assert failure.message.startswith("line 12: `nn.Conv2d(...)` is created inside forward")
+    assert "ReLU" not in failure.message

@@ -67,8 +67,9 @@ class TabularEvaluator:
         if self.devices:
             missing = self.table.missing_metrics(architecture)
             if missing:
+                source = self.table.devices.source
                 info["missing_metrics"] = {
-                    name: f"{name} of {architecture} in {self.table.where}: {absence.value}"
+                    name: f"{name} of {architecture} in the device table {source}: {absence.value}"
                     for name, absence in missing.items()
                 }
         timings = {"table_s": time.perf_counter() - started}

@@ -93,6 +93,9 @@ class Trace:
     llm_seconds: float
     wall_seconds: float
     run_dir: str
+    points: list[dict[str, float]] = field(default_factory=list)  # each query's accuracies and latencies
+    architectures: list[str] = field(default_factory=list)  # each query's network
+    llm_calls: int = 0
 
     def at(self, budget: int) -> float | None:
         """The best-by-validation network's test accuracy after `budget` queries (the last one if fewer)."""
@@ -144,7 +147,8 @@ def run_variant(
     fitness: str = "val_acc",
     extra: dict[str, Any] | None = None,
 ) -> Trace:
-    """One search of `variant` on the benchmark with `budget` queries; its trace."""
+    """One search of `variant` on the benchmark with `budget` queries; its trace (`extra`: more config
+    keys, e.g. `objectives` for a multi-objective search)."""
     from nasloop.config import build_config
     from nasloop.engine import Engine
 
@@ -172,11 +176,25 @@ def run_variant(
         records = store.candidates()
         totals = store.llm_totals()
     best_val, best_test, duplicates = trace_of(records)
+    searched = [record for record in sorted(records, key=lambda candidate: candidate.id)
+                if record.purpose is Purpose.SEARCH]  # fmt: skip
+    points = [_point(record) for record in searched]
     return Trace(
         variant=variant.label, seed=seed, best_val=best_val, best_test=best_test, duplicates=duplicates,
         queries=len(best_test), llm_tokens=totals["prompt_tokens"] + totals["completion_tokens"],
-        llm_seconds=totals["latency_s"], wall_seconds=wall, run_dir=str(run_dir),
+        llm_seconds=totals["latency_s"], wall_seconds=wall, run_dir=str(run_dir), points=points,
+        architectures=[record.architecture or "" for record in searched], llm_calls=int(totals["calls"]),
     )  # fmt: skip
+
+
+def _point(record: CandidateRecord) -> dict[str, float]:
+    """The figures of a query the summaries read: accuracies and latencies (none when it did not complete)."""
+    completed = record.state is State.COMPLETE or (record.state is State.DUPLICATE and record.failure is None)
+    if not completed:
+        return {}
+    return {
+        name: value for name, value in record.metrics.items() if name in ("val_acc", "test_acc") or name.endswith("_ms")
+    }
 
 
 def _slug(label: str) -> str:
@@ -357,3 +375,63 @@ __all__ = [
     "trace_of",
     "write_results",
 ]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Multi-objective quality against the true front
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrueFront:
+    """The table's true Pareto front for (test accuracy: max, `latency`: min) over every network with both
+    figures, its normalisation (the front's own ideal and nadir) and its hypervolume."""
+
+    latency: str
+    points: list[dict[str, float]]
+    members: frozenset[str]
+    bounds: Any
+    hypervolume: float
+    reference_point: float
+
+
+def true_front(table: Any, latency: str, reference_point: float = 1.1) -> TrueFront:
+    """The true front of `table` for test accuracy against the device metric `latency`."""
+    from nasloop.objectives import Bounds, hypervolume, pareto_front, parse_objectives
+
+    objectives = parse_objectives(f"test_acc:max,{latency}:min")
+    rows = [(arch, table.query(arch, devices=True)) for arch in table]
+    rows = [(arch, metrics) for arch, metrics in rows if latency in metrics]
+    front = pareto_front([metrics for _, metrics in rows], objectives)
+    points = [rows[index][1] for index in front]
+    bounds = Bounds.from_points(points, objectives)
+    volume = hypervolume(points, objectives, bounds, reference_point)
+    return TrueFront(latency, points, frozenset(rows[index][0] for index in front), bounds, volume, reference_point)
+
+
+@dataclass(frozen=True)
+class FrontScore:
+    """A run's front after some queries, against the true front."""
+
+    hv_fraction: float
+    igd: float | None
+    true_points_found: int
+    front: list[dict[str, float]]
+
+
+def front_score(trace: Trace, truth: TrueFront, budget: int) -> FrontScore:
+    """The run's front after `budget` queries: its candidates' non-dominated set by validation accuracy
+    and latency (what the search could select), placed at their test accuracy; its HV as a fraction of
+    the true front's (same normalisation and reference point), its IGD to the true front, and how many of
+    its queried networks are members of the true front."""
+    from nasloop.objectives import hypervolume, inverted_generational_distance, pareto_front, parse_objectives
+
+    latency = truth.latency
+    queried = [point for point in trace.points[:budget] if {"val_acc", "test_acc", latency} <= set(point)]
+    selected = pareto_front(queried, parse_objectives(f"val_acc:max,{latency}:min")) if queried else []
+    front = [queried[index] for index in selected]
+    reporting = parse_objectives(f"test_acc:max,{latency}:min")
+    hv = hypervolume(front, reporting, truth.bounds, truth.reference_point) if front else 0.0
+    igd = inverted_generational_distance(front, truth.points, reporting, truth.bounds) if front else None
+    found = len({arch for arch in trace.architectures[:budget] if arch in truth.members})
+    return FrontScore(hv / truth.hypervolume, igd, found, front)

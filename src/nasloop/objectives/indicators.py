@@ -15,12 +15,12 @@ HV is the volume of the normalised minimisation space dominated by the set and b
 point, by default (1.1, …, 1.1): slightly beyond the nadir so that the extreme points of the front still
 contribute (the common choice; Ishibuchi et al. 2018 discuss it). For points within the bounds HV is
 then at most 1.1^M for M objectives; divide by `reference_box_volume` to report a fraction.
-HV is exact: a sweep for two objectives and slicing along the last objective (recursively, down to the
-two-objective sweep) for three or more, which is fast for the fronts of a NAS run (hundreds of points,
-2-3 objectives).
+HV is exact, computed by pymoo (`pymoo.indicators.hv.HV`).
 
 IGD is the mean, over the reference front's points, of the Euclidean distance to the nearest point of
-the set, in the same normalised space (lower is better, 0 when the set covers the reference front).
+the set, in the same normalised space (lower is better, 0 when the set covers the reference front),
+computed by pymoo (`pymoo.indicators.igd.IGD`). nasloop only normalises, validates and names things:
+both indicators need pymoo (`pip install 'nasloop[moo]'`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
-from nasloop.objectives.pareto import Objective, dominates, minimisation_matrix, objective_vector
+from nasloop.objectives.pareto import Objective, dominates, minimisation_matrix, objective_vector, pymoo_module
 
 DEFAULT_REFERENCE_POINT = 1.1
 
@@ -96,7 +96,7 @@ def _reference_vector(reference_point: float | Sequence[float], dimensions: int)
 
 
 def hypervolume_of_matrix(points: ArrayLike, reference_point: float | Sequence[float]) -> float:
-    """Exact hypervolume of an (N, M) minimisation-space array bounded by `reference_point`.
+    """Exact hypervolume of an (N, M) minimisation-space array bounded by `reference_point` (pymoo's HV).
 
     Points not strictly better than the reference point in every coordinate contribute nothing.
     """
@@ -105,46 +105,14 @@ def hypervolume_of_matrix(points: ArrayLike, reference_point: float | Sequence[f
         raise ValueError(f"points must be an (N, M) array, got shape {matrix.shape}")
     reference = _reference_vector(reference_point, matrix.shape[1])
     inside = matrix[np.all(matrix < reference, axis=1)]
-    return _hypervolume(_non_dominated_rows(inside), reference)
-
-
-def _non_dominated_rows(matrix: np.ndarray) -> np.ndarray:
-    """The distinct non-dominated rows; dropping the rest speeds up the slicing without changing the HV."""
-    unique = np.unique(matrix, axis=0)
-    keep = [not np.any(np.all(unique <= row, axis=1) & np.any(unique < row, axis=1)) for row in unique]
-    return unique[np.array(keep, dtype=bool)] if len(unique) else unique
-
-
-def _hypervolume(matrix: np.ndarray, reference: np.ndarray) -> float:
-    if len(matrix) == 0:
+    if len(inside) == 0:
         return 0.0
-    if matrix.shape[1] == 1:
-        return float(reference[0] - matrix[:, 0].min())
-    if matrix.shape[1] == 2:
-        return _hypervolume_two(matrix, reference)
-    # Slice along the last objective: between consecutive last-coordinate values, the dominated region
-    # is the (M-1)-dimensional hypervolume of the points already passed, times the slice's depth.
-    ordered = matrix[np.argsort(matrix[:, -1], kind="stable")]
-    upper = np.append(ordered[1:, -1], reference[-1])
-    volume = 0.0
-    for count in range(1, len(ordered) + 1):
-        depth = upper[count - 1] - ordered[count - 1, -1]
-        if depth > 0:
-            volume += _hypervolume(ordered[:count, :-1], reference[:-1]) * depth
-    return volume
-
-
-def _hypervolume_two(matrix: np.ndarray, reference: np.ndarray) -> float:
-    # Sweep by the first objective: each point adds the strip between its second objective and the
-    # best second objective seen so far, reaching to the reference point in the first objective.
-    ordered = matrix[np.lexsort((matrix[:, 1], matrix[:, 0]))]
-    best_before = np.minimum.accumulate(np.concatenate(([reference[1]], ordered[:-1, 1])))
-    heights = np.clip(best_before - ordered[:, 1], 0.0, None)
-    return float(np.sum((reference[0] - ordered[:, 0]) * heights))
+    return float(pymoo_module("pymoo.indicators.hv").HV(ref_point=reference)(inside))
 
 
 def igd_of_matrix(points: ArrayLike, reference_front: ArrayLike) -> float:
-    """Mean distance from each reference-front row to its nearest row of `points` (both (N, M) arrays)."""
+    """Mean distance from each reference-front row to its nearest row of `points` (both (N, M) arrays;
+    pymoo's IGD)."""
     matrix = np.asarray(points, dtype=np.float64)
     reference = np.asarray(reference_front, dtype=np.float64)
     if len(reference) == 0:
@@ -153,8 +121,7 @@ def igd_of_matrix(points: ArrayLike, reference_front: ArrayLike) -> float:
         raise ValueError("IGD of an empty set is undefined: no candidate has every objective metric")
     if matrix.shape[1] != reference.shape[1]:
         raise ValueError(f"points have {matrix.shape[1]} objectives, the reference front {reference.shape[1]}")
-    nearest = [float(np.min(np.linalg.norm(matrix - row, axis=1))) for row in reference]
-    return float(np.mean(nearest))
+    return float(pymoo_module("pymoo.indicators.igd").IGD(reference)(matrix))
 
 
 def hypervolume(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -108,11 +108,11 @@ def dominates(first: Sequence[float], second: Sequence[float]) -> bool:
 
 
 def non_dominated_fronts(points: Sequence[Mapping[str, float]], objectives: Sequence[Objective]) -> list[list[int]]:
-    """Fast non-dominated sort (Deb et al., NSGA-II): the indices of `points`, front by front.
+    """Non-dominated sorting (Deb et al., NSGA-II; pymoo's `NonDominatedSorting`): the indices of
+    `points`, front by front.
 
     Front 0 is the Pareto front; front k holds the points dominated only by points of fronts < k.
     Points lacking an objective metric are in no front. Indices within a front are ascending.
-    Cost: O(M·N²) comparisons, vectorised one row at a time so memory stays O(N).
     """
     if not objectives:
         raise ValueError("non-dominated sorting needs at least one objective")
@@ -120,27 +120,22 @@ def non_dominated_fronts(points: Sequence[Mapping[str, float]], objectives: Sequ
     if not indices:
         return []
     matrix = minimisation_matrix([points[index] for index in indices], objectives)
-    # dominated_by_count[j]: how many points dominate j; dominated_sets[i]: the points i dominates.
-    dominated_by_count = np.zeros(len(indices), dtype=np.int64)
-    dominated_sets: list[np.ndarray] = []
-    for row in matrix:
-        no_worse = np.all(row <= matrix, axis=1)
-        strictly_better = np.any(row < matrix, axis=1)
-        dominated = np.flatnonzero(no_worse & strictly_better)
-        dominated_sets.append(dominated)
-        dominated_by_count[dominated] += 1
-    fronts: list[list[int]] = []
-    current = np.flatnonzero(dominated_by_count == 0)
-    while current.size:
-        fronts.append([indices[position] for position in sorted(current.tolist())])
-        following: list[int] = []
-        for position in current:
-            for dominated_position in dominated_sets[position]:
-                dominated_by_count[dominated_position] -= 1
-                if dominated_by_count[dominated_position] == 0:
-                    following.append(int(dominated_position))
-        current = np.array(following, dtype=np.int64)
-    return fronts
+    sorting = pymoo_module("pymoo.util.nds.non_dominated_sorting").NonDominatedSorting()
+    return [sorted(indices[int(position)] for position in front) for front in sorting.do(matrix)]
+
+
+def pymoo_module(name: str) -> Any:
+    """A pymoo module (pymoo computes nasloop's non-dominated sorting, hypervolume and IGD); ImportError
+    saying how to install it when it is missing."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ImportError(
+            "Pareto fronts, hypervolume and IGD are computed by pymoo, which is not installed: "
+            "pip install 'nasloop[moo]'"
+        ) from None
 
 
 def minimisation_matrix(points: Sequence[Mapping[str, float]], objectives: Sequence[Objective]) -> np.ndarray:

@@ -202,3 +202,26 @@ def anytime_figure(
     plot.set_title(title)
     _legend(plot, "lower right")
     return _save(figure, path)
+
+
+def fronts_figure(
+    fronts: dict[str, list[tuple[float, float]]], path: Path, *, title: str, xlabel: str, ylabel: str
+) -> Path:
+    """Pareto fronts as step lines of (cost, score) points, one per label (the first drawn dashed, grey:
+    the reference, e.g. the true front)."""
+    figure, axes = _figure(8, 5)
+    plot = axes[0][0]
+    for index, (label, points) in enumerate(fronts.items()):
+        ordered = sorted(points)
+        xs, ys = [x for x, _ in ordered], [y for _, y in ordered]
+        if index == 0:
+            plot.step(xs, ys, where="post", color="#555555", linestyle="--", label=label)
+        else:
+            color = PALETTE[(index - 1) % len(PALETTE)]
+            plot.step(xs, ys, where="post", color=color, alpha=0.8)
+            plot.scatter(xs, ys, s=14, color=color, label=label, zorder=3)
+    plot.set_xlabel(xlabel)
+    plot.set_ylabel(ylabel)
+    plot.set_title(title)
+    _legend(plot, "lower right")
+    return _save(figure, path)

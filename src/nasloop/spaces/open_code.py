@@ -215,10 +215,41 @@ def failure_from_violations(violations: list[Violation]) -> Failure:
     return Failure(ordered[0].kind, "\n".join(lines))
 
 
+# Layers with weights: one built inside `forward` is new, untrained and thrown away on every call.
+WEIGHTED_LAYERS = frozenset(
+    f"torch.nn.{name}"
+    for name in (
+        "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Linear",
+        "Bilinear", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm", "InstanceNorm1d",
+        "InstanceNorm2d", "InstanceNorm3d", "Embedding", "LSTM", "GRU", "RNN", "MultiheadAttention", "PReLU",
+    )
+)  # fmt: skip
+
+
+def layers_built_in_forward(tree: ast.Module, aliases: dict[str, str]) -> list[Violation]:
+    """A layer with weights constructed inside a `forward` method (`nn.Conv2d(64, 64, 3)(x)`): its weights
+    are created anew on every call and never trained, and they live outside the model's parameters."""
+    violations = []
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef) or function.name != "forward":
+            continue
+        for node in ast.walk(function):
+            if isinstance(node, ast.Call) and resolve_path(node.func, aliases) in WEIGHTED_LAYERS:
+                shown = _shown(node.func, True)
+                message = (
+                    f"{shown} is created inside forward, so its weights are new and untrained on every call: "
+                    "create the layer once in __init__ (self.layer = ...) and call self.layer(x) in forward"
+                )
+                violations.append(Violation(node.lineno, node.col_offset, FailureKind.BUILD, message))
+    return violations
+
+
 def find_violations(tree: ast.Module) -> list[Violation]:
     """Every violation of the open-code contract in a parsed module, in no particular order."""
-    checker = _Checker(collect_aliases(tree))
+    aliases = collect_aliases(tree)
+    checker = _Checker(aliases)
     checker.visit(tree)
+    checker.violations.extend(layers_built_in_forward(tree, aliases))
     if not defines_net(tree):
         checker.violations.append(
             Violation(

@@ -1,0 +1,156 @@
+"""Multi-objective search quality against the true Pareto front: NB201 accuracy vs HW-NAS-Bench latency.
+
+Runs real nasloop searches for `val_acc:max` and a device latency (`edgegpu_latency_ms:min`,
+`raspi4_latency_ms:min`, ...) scored from the packaged NB201 CIFAR-10 table and HW-NAS-Bench's device
+metrics (no training, no sandbox), each strategy over several seeds, and compares each run's front with
+the true front of the whole space (every cell's test accuracy and latency):
+
+- HV as a fraction of the true front's HV, both normalised by the true front's ideal and nadir, with the
+  reference point (1.1, 1.1) in that normalised space;
+- IGD from the true front to the run's front (same normalisation; lower is better);
+- the number of the true front's networks the run queried.
+
+A run's front is the non-dominated set of its candidates by validation accuracy and latency (what the
+search could pick), placed at their test accuracy (selection on validation, reporting on test). Figures
+are given after the LLM strategies' 120 LLM calls (the paper's 10 generations x 6 niches: niche-pareto
+makes two calls per candidate) and at equal candidate counts. Writes a table (text, JSON) and a PNG of
+found vs true front per device to --out.
+
+    python benchmarks/pareto_quality.py --devices edgegpu,raspi4 --llm-seeds 3 --seeds 10 \\
+        --model qwen2.5-coder-1.5b --out runs/pq
+
+Variants are `;`-separated strategies with options (`niche-pareto:partition=false`); the defaults are
+niche-pareto (full), its no-partition and no-LLM ablations, random and NSGA-II. Traces are appended to
+--out/traces.jsonl, so variants may run in separate invocations (`--report-only` only summarises).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+from nasloop.benchmarks.harness import Trace, TrueFront, Variant, front_score, run_variant, true_front
+from nasloop.registry import benchmarks
+
+DEFAULT_VARIANTS = "niche-pareto;niche-pareto:partition=false;niche-pareto:llm=false;random;nsga2"
+# initial_per_niche 1 (6 random cells), then one LLM turn of two calls per candidate: 6 + 60 = 66
+# candidates make 120 LLM calls.
+LLM_CANDIDATES = 66
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", default="edgegpu,raspi4")
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS)
+    parser.add_argument("--candidates", default="20,66,200", help="budgets reported (queries)")
+    parser.add_argument("--seeds", type=int, default=10, help="seeds of strategies without an LLM")
+    parser.add_argument("--llm-seeds", type=int, default=3)
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}", flush=True)
+    table = benchmarks.get("nb201")().load("cifar10")
+    variants = [Variant.parse(text.strip()) for text in args.variants.split(";") if text.strip()]
+    budgets = sorted(int(value) for value in args.candidates.split(","))
+    args.out.mkdir(parents=True, exist_ok=True)
+    traces_file = args.out / "traces.jsonl"
+    devices = args.devices.split(",")
+    if not args.report_only:
+        run_all(variants, devices, budgets, args, traces_file)
+    traces = [json.loads(line) for line in traces_file.read_text().splitlines() if line.strip()]
+    report = []
+    for device in devices:
+        truth = true_front(table, f"{device}_latency_ms")
+        mine = [Trace(**trace["trace"]) for trace in traces if trace["device"] == device]
+        report.append(summary(device, truth, mine, budgets))
+        plot_fronts(device, truth, mine, args.out / f"fronts_{device}.png")
+    text = "\n\n".join(report)
+    (args.out / "pareto_quality.txt").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def run_all(variants: list[Variant], devices: list[str], budgets: list[int], args: argparse.Namespace,
+            traces_file: Path) -> None:  # fmt: skip
+    backend = None
+    llm = {"backend": "llama-cpp", "model": args.model, "deadline_s": 300}
+    if any(variant.uses_llm for variant in variants):
+        from nasloop.llm import make_backend
+        from nasloop.llm.config import LLMConfig
+        from nasloop.llm.llama_cpp_backend import available_cores
+
+        backend = make_backend(LLMConfig(**llm, n_threads=available_cores()))
+    for device in devices:
+        objectives = ["val_acc:max", f"{device}_latency_ms:min"]
+        for variant in variants:
+            count = args.llm_seeds if variant.uses_llm else args.seeds
+            budget = LLM_CANDIDATES if variant.uses_llm else max(budgets)
+            for seed in range(count):
+                trace = run_variant(
+                    variant, benchmark={"name": "nb201", "dataset": "cifar10"}, budget=budget, seed=seed,
+                    root=args.out / "runs" / device, backend=backend, llm=llm if variant.uses_llm else None,
+                    extra={"objectives": objectives},
+                )  # fmt: skip
+                with traces_file.open("a") as handle:
+                    handle.write(json.dumps({"device": device, "trace": trace.__dict__}) + "\n")
+                print(f"{device} {variant.label} seed {seed}: {trace.queries} candidates, {trace.llm_calls} LLM calls, "
+                      f"{trace.wall_seconds:.0f} s", flush=True)  # fmt: skip
+    if backend is not None:
+        backend.close()
+
+
+def summary(device: str, truth: TrueFront, traces: list[Trace], budgets: list[int]) -> str:
+    lines = [
+        f"{device}: true front of {len(truth.points)} cells (test accuracy vs {truth.latency}); HV normalised by "
+        f"the true front's ideal/nadir, reference point (1.1, 1.1); true front HV {truth.hypervolume:.4f}",
+        f"{'strategy':<34} {'N':>4} {'seeds':>5} {'HV / true HV':>16} {'IGD':>15} {'true pts':>9} {'LLM calls':>9}",
+    ]
+    by_variant: dict[str, list[Trace]] = {}
+    for trace in traces:
+        by_variant.setdefault(trace.variant, []).append(trace)
+    for variant, runs in by_variant.items():
+        for budget in sorted({*budgets, min(LLM_CANDIDATES, max(run.queries for run in runs))}):
+            if budget > max(run.queries for run in runs):
+                continue
+            scores = [front_score(run, truth, budget) for run in runs]
+            hv = [score.hv_fraction for score in scores]
+            igd = [score.igd for score in scores if score.igd is not None]
+            found = statistics.fmean(score.true_points_found for score in scores)
+            calls = statistics.fmean(run.llm_calls * min(budget, run.queries) / max(1, run.queries) for run in runs)
+            lines.append(
+                f"{variant[:34]:<34} {budget:>4} {len(runs):>5} {_mean_std(hv):>16} {_mean_std(igd):>15} "
+                f"{found:>9.1f} {calls:>9.0f}"
+            )
+    return "\n".join(lines)
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3f} ± {spread:.3f}"
+
+
+def plot_fronts(device: str, truth: TrueFront, traces: list[Trace], path: Path) -> None:
+    """The true front and, per strategy, seed 0's front at its largest budget, in test accuracy vs latency."""
+    from nasloop.report.plots import fronts_figure, matplotlib_missing
+
+    if matplotlib_missing() is not None:
+        return
+    latency = truth.latency
+    curves = {"true front": [(p[latency], 100 * p["test_acc"]) for p in truth.points]}
+    for trace in traces:
+        if trace.seed == 0:
+            front = front_score(trace, truth, trace.queries).front
+            curves[trace.variant] = [(p[latency], 100 * p["test_acc"]) for p in front]
+    fronts_figure(curves, path, title=f"NB201 CIFAR-10 on {device}: fronts found (seed 0) vs the true front",
+                  xlabel=f"{latency}", ylabel="test accuracy (%)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
