@@ -98,6 +98,7 @@ def run_all(variants: list[Variant], args: argparse.Namespace, budgets: list[int
             trace = run_variant(
                 variant, benchmark=spec, budget=budget, seed=seed, root=args.out / "runs",
                 backend=backend, llm=llm if variant.uses_llm else None, fitness=args.fitness,
+                extra={"objectives": [f"{args.fitness}:max"]},  # one objective (niche-pareto reads it)
             )  # fmt: skip
             with traces_file.open("a") as handle:
                 handle.write(json.dumps(trace.__dict__) + "\n")

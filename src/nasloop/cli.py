@@ -42,7 +42,13 @@ def _add_search(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=float, help="proxy-training epochs")
     parser.add_argument("--iterations", type=int, help="iteration budget")
     parser.add_argument("--space", help="structured search space (nb201, macro)")
+    parser.add_argument("--objective", help="the metric the search maximises, e.g. val_acc or synflow")
     parser.add_argument("--objectives", help="multi-objective, e.g. val_acc:max,latency_ms:min")
+    parser.add_argument("--seed-model", help="open code: the .py file the search starts from, or 'none'")
+    parser.add_argument(
+        "--benchmark", help="score candidates from a tabular benchmark: NAME or NAME:DATASET (e.g. nb201:cifar100)"
+    )
+    parser.add_argument("--benchmark-table", type=Path, help="your own table for --benchmark (the shared JSON format)")
     parser.add_argument("--workers", type=int, help="parallel evaluation workers")
     parser.add_argument("--executor", help="executor: local or ray")
     parser.add_argument("--ray-address", help="Ray cluster address (auto or HOST:PORT)")
@@ -53,7 +59,15 @@ def _add_search(parser: argparse.ArgumentParser) -> None:
 
 def _search_overrides(args: argparse.Namespace) -> dict[str, Any]:
     objectives = tuple(args.objectives.split(",")) if args.objectives else None
+    benchmark, _, dataset = (args.benchmark or "").partition(":")
+    if args.benchmark_table and not benchmark:
+        raise UsageError("--benchmark-table needs --benchmark NAME[:DATASET]")
     return {
+        "objective": args.objective,
+        "seed_model": args.seed_model,
+        "benchmark.name": benchmark or None,
+        "benchmark.dataset": dataset or None,
+        "benchmark.table": str(args.benchmark_table) if args.benchmark_table else None,
         "strategy": args.strategy,
         "llm.backend": args.backend,
         "llm.model": args.model,

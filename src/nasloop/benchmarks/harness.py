@@ -41,6 +41,7 @@ BUDGET_OPTIONS: dict[str, dict[str, Any]] = {
     "random": {"final_top_k": 0},
     "evolution": {"final_top_k": 0, "population_size": 20, "sample_size": 5},
     "reflective-zero-cost": {"final_top_k": 0, "population_size": 10, "initial_batch_size": 1},
+    # single-objective on the accuracy table (pareto_quality.py sets the device objectives itself)
     "niche-pareto": {"initial_per_niche": 1},
     "llm-history": {},
 }

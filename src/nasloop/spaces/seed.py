@@ -2,15 +2,17 @@
 
 A search that starts from a working model shows the LLM a network that trains and its score in the very
 first prompt, so a small model edits something that works instead of inventing a module from nothing.
-The built-in seed is a small, plain convolutional network that derives every size from `in_shape`: its
-layers are written out one by one (what a small model edits best), its `features` method runs them, and
-the classifier's input size is measured by passing a blank image of `in_shape` through `features`, so it
-is valid for every registered dataset's shape, down to 8x8 images, and stays right whatever an edit does
-to the feature layers (a hand-written size is the most common error of small models; one `nn.Sequential`
-of all layers was tried and made residual and multi-branch edits harder for them). It flattens instead
-of pooling globally because nasloop's proxy training is short: on a 6,000-image Fashion-MNIST subset
-(the `fast` recipe, one epoch) it reaches a validation accuracy of 0.75-0.77, the same network with
-global average pooling 0.45-0.49. `seed_model: none` gives the cold start.
+The built-in seed is a small, plain convolutional network that derives every size from `in_shape` (the
+classifier's input is computed from the image size after two 2x2 poolings), so it is valid for every
+registered dataset's shape, down to 8x8 images, and it shows the LLM how to size a layer from
+`in_shape`. Its layers are written out one by one, what a small model edits best: an edit that changes
+the poolings but not that size fails with a message naming the size to use, which nasloop then sets in
+code (`strategies.size_fix`). (Two other seeds were tried with the 1.5B model: one `nn.Sequential` of
+all layers, and a `features` method whose output sizes the classifier; both drew edits that broke in
+ways no mechanical repair can mend.) It flattens instead of pooling globally because nasloop's proxy
+training is short: on a 6,000-image Fashion-MNIST subset (the `fast` recipe, one epoch) it reaches a
+validation accuracy of 0.75-0.77, the same network with global average pooling 0.45-0.49.
+`seed_model: none` gives the cold start.
 """
 
 from __future__ import annotations
@@ -23,33 +25,25 @@ from nasloop.spaces.open_code import check_code
 
 NO_SEED = "none"
 
-BUILTIN_SEED = """import torch
-import torch.nn as nn
+BUILTIN_SEED = """import torch.nn as nn
 import torch.nn.functional as F
 
 
 class Net(nn.Module):
     def __init__(self, in_shape, num_classes):
         super().__init__()
-        channels = in_shape[0]
+        channels, height, width = in_shape
         self.conv1 = nn.Conv2d(channels, 32, kernel_size=3, padding=1)
         self.bn1 = nn.BatchNorm2d(32)
         self.conv2 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
         self.bn2 = nn.BatchNorm2d(64)
         self.pool = nn.MaxPool2d(2)
-        # The classifier's input size, measured on one blank image of in_shape: it stays right
-        # whatever the feature layers become.
-        with torch.no_grad():
-            features = self.features(torch.zeros(1, *in_shape)).numel()
-        self.fc = nn.Linear(features, num_classes)
-
-    def features(self, x):
-        x = self.pool(F.relu(self.bn1(self.conv1(x))))  # (B, 32, H/2, W/2)
-        x = self.pool(F.relu(self.bn2(self.conv2(x))))  # (B, 64, H/4, W/4)
-        return x
+        self.fc = nn.Linear(64 * (height // 4) * (width // 4), num_classes)
 
     def forward(self, x):
-        x = self.features(x).flatten(1)  # (B, 64 * H/4 * W/4)
+        x = self.pool(F.relu(self.bn1(self.conv1(x))))  # (B, 32, H/2, W/2)
+        x = self.pool(F.relu(self.bn2(self.conv2(x))))  # (B, 64, H/4, W/4)
+        x = x.flatten(1)  # (B, 64 * H/4 * W/4)
         return self.fc(x)  # (B, num_classes)
 """
 

@@ -105,18 +105,16 @@ RECIPE_TERMS = re.compile(
 # small model left to itself suggests "add layers or channels" every time and its generator then writes
 # the same network again; a concrete, varied menu keeps the search moving.
 IDEAS = (
-    "add a third convolution block (convolution, batch normalisation, ReLU) before the classifier",
+    "add a third convolution block (convolution, batch normalisation, ReLU, pooling) to the features",
     "double the output channels of every convolution, keeping the layer sizes consistent",
     "add a hidden fully connected layer with ReLU between the features and the output layer",
     "add batch normalisation (nn.BatchNorm1d) of the flattened features before the classifier",
     "add dropout before the output layer",
-    "add a residual connection around a convolution block",
-    "use two stacked 3x3 convolutions in a block instead of one",
+    "use two 3x3 convolutions (each with batch normalisation and ReLU) before each pooling",
     "use a 5x5 kernel in the first convolution",
-    "replace a max pooling by a stride-2 convolution",
-    "use LeakyReLU or GELU activations instead of ReLU",
-    "remove the first pooling so the next convolution sees the full resolution",
-    "add a 1x1 convolution that mixes the channels before the classifier",
+    "use LeakyReLU activations instead of ReLU",
+    "remove the first pooling so the second convolution sees the full resolution",
+    "replace the second max pooling by a stride-2 convolution",
 )
 
 IMPROVER_SOFT_ERRORS = (InvalidStructuredResponse, EmptyResponse, TruncatedResponse, DeadlineExceeded, ContextTooLong)
@@ -142,7 +140,10 @@ class FeedbackMemoryOptions(RepairOptions):
     precise_errors: bool = True
     repair: bool = True
     filter_suggestions: bool = True
-    temperature: float = Field(default=0.7, ge=0)
+    temperature: float = Field(
+        default=0.3, ge=0, description="the generator's: it carries out the suggestion (paper: 0.7 for both roles)"
+    )
+    improver_temperature: float = Field(default=0.8, ge=0, description="the improver's: it chooses the change")
     top_p: float = Field(default=0.9, gt=0, le=1)
     max_tokens: int = Field(default=2048, gt=0)
     improver_max_tokens: int = Field(default=200, gt=0)
@@ -157,7 +158,8 @@ class FeedbackMemoryOptions(RepairOptions):
     def _published_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("prompt_style") == "paper":
             changes = ("precise_errors", "repair", "filter_suggestions", *PAPER_OFF)
-            published = {"improver_max_tokens": 300, "edit_format": "full", "ideas": 0}
+            published = {"improver_max_tokens": 300, "edit_format": "full", "ideas": 0, "temperature": 0.7,
+                         "improver_temperature": 0.7}  # fmt: skip
             data = {**published, **dict.fromkeys(changes, False), **data}
         return data
 
@@ -419,7 +421,7 @@ class FeedbackMemory(Strategy):
             reply = ctx.llm.complete(
                 "improver",
                 messages,
-                temperature=self.opts.temperature,
+                temperature=self.opts.improver_temperature,
                 top_p=self.opts.top_p,
                 max_tokens=self.opts.improver_max_tokens,
                 response_format={
