@@ -211,6 +211,8 @@ def cmd_show(args: argparse.Namespace) -> int:
                 "metrics": c.metrics,
                 "failure": c.failure.to_dict() if c.failure else None,
                 "parent_ids": list(c.parent_ids),
+                "purpose": c.purpose.value,
+                "parent": c.parent,
                 "duplicate_of": c.duplicate_of,
                 "architecture": c.architecture,
             }
@@ -229,7 +231,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             )
         )
         return EXIT_OK
-    print(f"{'id':>5} {'iter':>4} {'state':<9} {metric:>9} {'params':>11} {'train_s':>8}  failure")
+    print(f"{'id':>5} {'iter':>4} {'made as':<14} {'state':<9} {metric:>9} {'params':>11} {'train_s':>8}  failure")
     for c in candidates[: args.limit]:
         score = f"{c.metrics[metric]:.4f}" if metric in c.metrics else "-"
         params = f"{int(c.metrics['params']):,}" if "params" in c.metrics else "-"
@@ -237,7 +239,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         failure = f"{c.failure.kind.value}: {c.failure.message[:60]}" if c.failure else ""
         if c.duplicate_of:
             failure = f"duplicate of {c.duplicate_of}"
-        print(f"{c.id:>5} {c.iteration:>4} {c.state.value:<9} {score:>9} {params:>11} {train_s:>8}  {failure}")
+        made = c.purpose.value + (f" of {c.parent}" if c.parent is not None else "")
+        print(
+            f"{c.id:>5} {c.iteration:>4} {made:<14} {c.state.value:<9} {score:>9} {params:>11} {train_s:>8}  {failure}"
+        )
     totals = store.llm_totals()
     valid = sum(1 for c in candidates if c.state.value == "complete")
     print(

@@ -423,3 +423,17 @@ def test_the_summary_counts_iterations_valid_after_their_repair(tmp_path):
         Purpose.SEARCH,
     ]
     assert summary.valid == 1 and summary.valid_after_repair == 2
+
+
+def test_show_draws_each_candidates_purpose_and_parent(tmp_path, capsys):
+    from nasloop.cli import main
+
+    model = Model([SHAPE_BROKEN_NET, good_net(9)])
+    engine, _, _ = run(tmp_path, model, iterations=2)
+    engine.store.close()
+    assert main(["show", str(tmp_path / "run")]) == 0
+    table = capsys.readouterr().out
+    assert "seed" in table and "search of 1" in table and "repair of 2" in table
+    assert main(["show", str(tmp_path / "run"), "--json"]) == 0
+    rows = {row["id"]: row for row in json.loads(capsys.readouterr().out)["candidates"]}
+    assert rows[1]["purpose"] == "seed" and rows[3] == {**rows[3], "purpose": "repair", "parent": 2}

@@ -73,11 +73,14 @@ def test_prompt_lookup_on_passes_the_draft_model_and_its_sizes() -> None:
     assert (draft.num_pred_tokens, draft.max_ngram_size) == (6, 3)
 
 
-@pytest.mark.parametrize("default", [False, True])
-def test_unset_prompt_lookup_follows_the_backend_default(default: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(llama_cpp_backend, "PROMPT_LOOKUP_DEFAULT", default)
-    llama = loaded_llama(LLMConfig())
-    assert (llama.kwargs["draft_model"] is not None) is default
+@pytest.mark.parametrize(("threads", "on"), [(1, True), (4, False)])
+def test_unset_prompt_lookup_is_on_when_decoding_leaves_cores_idle(
+    threads: int, on: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(llama_cpp_backend, "available_cores", lambda: 4)
+    llama = loaded_llama(LLMConfig(n_threads=threads))
+    assert (llama.kwargs["draft_model"] is not None) is on
+    assert llama_cpp_backend.prompt_lookup_default(2) and not llama_cpp_backend.prompt_lookup_default(4)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -19,15 +19,19 @@
 * **Structured output.** A JSON-schema `response_format` becomes a grammar
   (`LlamaGrammar.from_json_schema`), so decoding can only produce JSON of that shape; it is validated
   afterwards all the same.
-* **Prompt lookup** (`llm.prompt_lookup`, default `PROMPT_LOOKUP_DEFAULT`). An edit answer copies most of
+* **Prompt lookup** (`llm.prompt_lookup`; default `prompt_lookup_default`). An edit answer copies most of
   its parent's code from the prompt. llama-cpp-python's `LlamaPromptLookupDecoding` guesses the next
   `prompt_lookup_tokens` tokens: it finds the first earlier occurrence of the last `prompt_lookup_ngram`
   tokens (fewer if there is none) in the prompt and answer, and copies what followed it. One batch
   evaluates the guesses, and `Llama.generate` keeps those the sampler itself picks, in order, up to the
   first it does not. Every token is still the sampler's own draw from the model's logits at that
   position (greedy, seeded sampling and grammars alike), so the answer is the one without prompt lookup,
-  up to the rounding differences of a batched evaluation; only the speed changes: faster when guesses
-  are accepted, a little slower when they are not.
+  up to the rounding differences of a batched evaluation (measured with the 1.5B model on three edit
+  prompts: 4 of 6 greedy answers identical, the others parting at a near-tie); only the speed changes.
+  It pays only when decoding leaves cores idle, since checking the guesses is batched work: on 2 cores,
+  decoding on 1 thread went from 7.9 to 12.8 tokens/s with it (1.61x), on 2 threads from 12.6 to 12.2
+  (0.97x; `benchmarks/llm.py --prompt-lookup-compare`), so it is on by default when the decode threads
+  are fewer than the cores.
 * Calls are serialised (one model, one KV cache); waiting for the model counts against the deadline.
 """
 
@@ -68,8 +72,12 @@ INSTALL_HINT = "pip install 'nasloop[embedded]' (llama-cpp-python)"
 MIN_ANSWER_TOKENS = 16
 # Generated tokens between two checks for a loop (`repeating_tail`).
 REPETITION_CHECK_TOKENS = 8
-# Whether prompt lookup is on when `llm.prompt_lookup` is not set (see `benchmarks/llm.py`).
-PROMPT_LOOKUP_DEFAULT = False
+
+
+def prompt_lookup_default(decode_threads: int) -> bool:
+    """Whether prompt lookup is on when `llm.prompt_lookup` is not set: when decoding leaves cores idle
+    (see the module docstring for the measurements)."""
+    return decode_threads < available_cores()
 
 
 def import_llama_cpp() -> Any:
@@ -205,17 +213,24 @@ class LlamaCppBackend(LLMBackend):
         return bool(self._llama_cpp.llama_supports_gpu_offload())
 
     @property
+    def threads(self) -> tuple[int, int]:
+        """(decode threads, prefill threads): `llm.n_threads` for both, else `default_threads()`."""
+        if self.config.n_threads is not None:
+            return self.config.n_threads, self.config.n_threads
+        return default_threads()
+
+    @property
     def prompt_lookup(self) -> bool:
         """Whether generation uses prompt-lookup speculative decoding (see the module docstring)."""
-        return PROMPT_LOOKUP_DEFAULT if self.config.prompt_lookup is None else self.config.prompt_lookup
+        if self.config.prompt_lookup is None:
+            return prompt_lookup_default(self.threads[0])
+        return self.config.prompt_lookup
 
     def _load(self) -> Any:
         gpu_layers = self.config.n_gpu_layers
         if gpu_layers is None:
             gpu_layers = -1 if self.gpu_offload else 0
-        decode_threads, prefill_threads = default_threads()
-        if self.config.n_threads is not None:
-            decode_threads = prefill_threads = self.config.n_threads
+        decode_threads, prefill_threads = self.threads
         llama_class, draft_model = self._llama_cpp.Llama, None
         if self.prompt_lookup:
             llama_class = prompt_lookup_llama(llama_class)
