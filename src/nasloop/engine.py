@@ -527,10 +527,10 @@ class Engine:
 
     def _llm_config(self) -> LLMConfig:
         """The LLM config, with an embedded model's decode threads chosen for this run when unset: every
-        core when no evaluation can run during a generation (a sequential strategy, no proposals ahead),
-        else the backend's default, which leaves cores to the training beside it."""
+        core when no evaluation can run during a generation (one evaluation at a time, none proposed
+        ahead), else the backend's default, which leaves cores to the training beside it."""
         llm = self.config.llm
-        overlaps = not self.strategy.sequential or self.config.executor.max_stale > 0
+        overlaps = (self.config.executor.workers or 1) + self.config.executor.max_stale > 1
         if llm.backend != "llama-cpp" or llm.n_threads is not None or overlaps:
             return llm
         from nasloop.llm.llama_cpp_backend import available_cores
