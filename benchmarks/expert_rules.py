@@ -43,12 +43,12 @@ from typing import Any
 
 import torch
 
-from nasloop.candidate import State
+from nasloop.candidate import Purpose, State
 from nasloop.config import SearchConfig, build_config
-from nasloop.engine import Engine
-from nasloop.evaluate.stages import STAGE_FUNCTIONS
+from nasloop.engine import Search
 from nasloop.hardware import energy_meter, measure_latency
 from nasloop.objectives.effectiveness import EffectivenessConfig
+from nasloop.registry import stages as stage_registry
 from nasloop.store import CandidateRecord, RunStore
 from nasloop.strategies.expert_rules import rank_by_effectiveness
 
@@ -147,7 +147,6 @@ def summarise(run_dir: Path, cm_config: EffectivenessConfig, name: str, *, remea
     """The figures of one finished run (module docstring), read from its store."""
     from nasloop.config import load_config
     from nasloop.data import load_splits
-    from nasloop.engine import counts_as_iteration
 
     config = load_config(run_dir / "config.yaml")
     with RunStore(run_dir / "run.sqlite", readonly=True) as store:
@@ -157,9 +156,9 @@ def summarise(run_dir: Path, cm_config: EffectivenessConfig, name: str, *, remea
     splits = load_splits(config.dataset)
     if remeasure:
         records = remeasured(records, splits.in_shape, splits.num_classes)
-    iterations = [record for record in records if counts_as_iteration(record)]
+    iterations = [record for record in records if record.purpose.counts_as_iteration]
     complete = [record for record in iterations if record.state is State.COMPLETE]
-    repaired = [record for record in records if record.notes.get("repair_of") and record.state is State.COMPLETE]
+    repaired = [record for record in records if record.purpose is Purpose.REPAIR and record.state is State.COMPLETE]
     ranked = rank_by_effectiveness(records, cm_config)
     row: dict[str, Any] = {
         "strategy": name,
@@ -245,16 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.report_only and args.out is None:
         parser.error("--report-only needs --out DIR (the directory of an earlier benchmark)")
-    with_hardware = "hardware" in STAGE_FUNCTIONS
+    with_hardware = "hardware" in stage_registry
     cm_config = EffectivenessConfig.model_validate(effectiveness(with_hardware))
     out = args.out or Path(tempfile.mkdtemp(prefix="nasloop-bench-expert-"))
     rows = []
     for strategy in filter(None, args.strategies.split(",")):
         if not args.report_only:
             print(f"running {strategy} ({args.iterations} iterations, {args.model}) ...", file=sys.stderr, flush=True)
-            engine = Engine.start(search_config(strategy, args, with_hardware), out / strategy, progress=False)
+            engine = Search.start(search_config(strategy, args, with_hardware), out / strategy, progress=False)
             engine.run()
-            engine.store.close()
+            engine.close()
         rows.append(summarise(out / strategy, cm_config, strategy, remeasure=args.remeasure))
     for added in args.add_run:
         name, separator, directory = added.partition("=")

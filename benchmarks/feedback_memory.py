@@ -34,7 +34,7 @@ from typing import Any
 import nasloop
 from nasloop.candidate import Purpose, State
 from nasloop.config import build_config
-from nasloop.engine import counts_as_iteration, valid_after_repair
+from nasloop.engine import valid_after_repair
 from nasloop.store import RunDir, RunStore
 
 EDIT_OUTCOMES = ("diff", "full", "failed")  # notes["edit"]: how an answer to a diff request was used
@@ -84,7 +84,7 @@ def measure(run_dir: RunDir, wall_s: float, best_val_acc: float | None) -> dict[
     with RunStore(run_dir.store_path, readonly=True) as store:
         candidates = store.candidates()
         calls = store.llm_calls()
-    iterations = [c for c in candidates if counts_as_iteration(c)]
+    iterations = [c for c in candidates if c.purpose.counts_as_iteration]
     count = max(len(iterations), 1)
     valid = sum(1 for c in iterations if c.state is State.COMPLETE)
     seed = next((c for c in candidates if c.purpose is Purpose.SEED), None)

@@ -41,6 +41,7 @@ import time
 from typing import Any
 
 from nasloop.llm import Completion, LLMConfig, Message, make_backend
+from nasloop.llm.base import Sampling
 from nasloop.llm.embedded import EMBEDDED_MODELS, is_installed
 from nasloop.llm.llama_cpp_backend import LlamaCppBackend, default_threads
 
@@ -163,7 +164,7 @@ def changed_suffix(messages: list[Message], attempt: int) -> list[Message]:
 
 
 def first_token_s(backend: LlamaCppBackend, messages: list[Message]) -> float:
-    return backend.complete(messages, temperature=0.0, max_tokens=1, seed=0).latency_s
+    return backend.complete(messages, Sampling(temperature=0.0, max_tokens=1, seed=0)).latency_s
 
 
 def measure_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -184,7 +185,7 @@ def measure_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         follow_up = changed_suffix(prompt, attempt)
         reused.append(first_token_s(backend, follow_up))
         one = first_token_s(backend, follow_up)  # exact prompt cached
-        long = backend.complete(follow_up, temperature=0.0, max_tokens=args.decode_tokens, seed=0)
+        long = backend.complete(follow_up, Sampling(temperature=0.0, max_tokens=args.decode_tokens, seed=0))
         decode.append((long.usage.completion_tokens - 1) / max(long.latency_s - one, 1e-9))
     backend.close()
     return {
@@ -204,8 +205,8 @@ def generate(
     backend: LlamaCppBackend, messages: list[Message], temperature: float, seed: int, tokens: int
 ) -> Completion:
     """One answer, timed without the prefill: a one-token call caches the prompt first."""
-    backend.complete(messages, temperature=temperature, max_tokens=1, seed=seed)
-    return backend.complete(messages, temperature=temperature, max_tokens=tokens, seed=seed)
+    backend.complete(messages, Sampling(temperature=temperature, max_tokens=1, seed=seed))
+    return backend.complete(messages, Sampling(temperature=temperature, max_tokens=tokens, seed=seed))
 
 
 def compare_prompt_lookup(name: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from typing import Any
 
 from nasloop.candidate import EvalResult, State
 from nasloop.config import SearchConfig, build_config
-from nasloop.engine import Engine
+from nasloop.engine import Search
 from nasloop.evaluate.job import EvalJob, Measure
 from nasloop.executors.base import Executor, ProgressCallback
 from nasloop.llm.base import LLMBackend
@@ -134,13 +134,13 @@ def run_variant(
 ) -> dict[str, Any]:
     """Run one search; its evaluated points and cost figures."""
     started = time.perf_counter()
-    engine = Engine.start(config, run_dir, executor=executor, backend=backend, progress=False)
+    engine = Search.start(config, run_dir, executor=executor, backend=backend, progress=False)
     summary = engine.run()
     wall_s = time.perf_counter() - started
     with RunStore(engine.run_dir.store_path, readonly=True) as store:
         records = store.candidates()
         calls = store.llm_calls()
-    engine.store.close()
+    engine.close()
     return {
         "points": [point for record in records if (point := objective_point(record, config)) is not None],
         "iterations": summary.iterations,

@@ -28,7 +28,7 @@ whose `submit` reads the cell from the rendered job code (`CELL_EDGES`, or the f
 translating to the table's own indexing, which differs from the enumeration order — to the table's
 entry, and resolves the future with `EvalResult(State.COMPLETE, metrics={"val_acc": ..., "test_acc": ...})`
 for jobs whose stages include `train`, and with the zero-cost metrics otherwise (or delegates those to
-the local executor). Passed to `Engine.start(..., executor=...)`, it gives the accuracy of each
+the local executor). Passed to `Search.start(..., executor=...)`, it gives the accuracy of each
 strategy's finalists (`final_top_k`) at no training cost, which is how the published RZ-NAS numbers for
 NAS-Bench-201 are obtained.
 """
@@ -47,14 +47,15 @@ from typing import Any
 
 import torch
 
-from nasloop.candidate import EvalResult, FailureKind, State
+from nasloop.candidate import EvalResult, FailureKind, Purpose, State
 from nasloop.config import SearchConfig, build_config
 from nasloop.data import load_splits
-from nasloop.engine import Engine
+from nasloop.engine import Search
 from nasloop.evaluate.job import DatasetSpec, EvalJob
 from nasloop.evaluate.proxies import ProxyError, compute_proxies
-from nasloop.evaluate.stages import STAGE_FUNCTIONS, StageContext, run_stages
+from nasloop.evaluate.stages import StageContext, run_stages
 from nasloop.executors.base import Executor, ProgressCallback
+from nasloop.registry import stages as stage_registry
 from nasloop.store import CandidateRecord
 
 STRATEGIES = ("random", "evolution", "reflective-zero-cost")
@@ -137,7 +138,7 @@ def best_so_far(records: list[CandidateRecord], metric: str) -> list[float]:
     return trajectory
 
 
-def llm_statistics(engine: Engine, records: list[CandidateRecord]) -> dict[str, Any]:
+def llm_statistics(engine: Search, records: list[CandidateRecord]) -> dict[str, Any]:
     """Valid-JSON and valid-architecture rates of the mutations, and the LLM's time per iteration."""
     mutations = [record for record in records if record.notes.get("operator") == "llm-mutation"]
     if not mutations:
@@ -170,11 +171,11 @@ def llm_statistics(engine: Engine, records: list[CandidateRecord]) -> dict[str, 
 def run_one(args: argparse.Namespace, strategy: str, seed: int, work_dir: Path) -> dict[str, Any]:
     config = run_config(args, strategy, seed)
     executor = InProcessZeroCost(config.dataset) if args.in_process else None
-    engine = Engine.start(config, work_dir / f"{strategy}-{seed}", executor=executor, progress=False)
+    engine = Search.start(config, work_dir / f"{strategy}-{seed}", executor=executor, progress=False)
     started = time.perf_counter()
     summary = engine.run()
     wall_s = time.perf_counter() - started
-    records = [record for record in engine.history if not record.notes.get("final_of")]
+    records = [record for record in engine.history if record.purpose is not Purpose.FINAL]
     trajectory = best_so_far(records, args.proxy)
     return {
         "strategy": strategy,
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=None, help="keep the runs here (default: a temp dir)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    if "zero-cost" not in STAGE_FUNCTIONS and not args.in_process:
+    if "zero-cost" not in stage_registry and not args.in_process:
         print("this nasloop has no sandboxed zero-cost stage: scoring in this process", file=sys.stderr)
         args.in_process = True
     evaluator = "in-process" if args.in_process else "sandbox (local executor)"

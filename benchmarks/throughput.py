@@ -49,10 +49,10 @@ from typing import Any
 
 from nasloop.candidate import State
 from nasloop.config import SearchConfig, build_config
-from nasloop.engine import Engine
+from nasloop.engine import Search
 from nasloop.executors.local import LocalExecutor
 from nasloop.llm import make_backend
-from nasloop.llm.base import LLMBackend
+from nasloop.llm.base import LLMBackend, Sampling
 
 MODES: dict[str, dict[str, Any]] = {
     "sequential": {"workers": 1, "max_stale": 0},
@@ -96,7 +96,7 @@ def warm_backend(args: argparse.Namespace) -> LLMBackend:
 
 
 def say_ok(backend: LLMBackend) -> None:
-    backend.complete([{"role": "user", "content": "Say OK."}], max_tokens=4, temperature=0.0)
+    backend.complete([{"role": "user", "content": "Say OK."}], Sampling(max_tokens=4, temperature=0.0))
 
 
 def run_mode(mode: str, args: argparse.Namespace, backend: LLMBackend, out: Path) -> dict[str, Any]:
@@ -108,7 +108,7 @@ def run_mode(mode: str, args: argparse.Namespace, backend: LLMBackend, out: Path
     # mode's first proposal then starts from the same model state (and, with the same seed, is the same).
     say_ok(backend)
     load_before = os.getloadavg()[0]
-    engine = Engine.start(config, out / mode, backend=backend, executor=executor, progress=False)
+    engine = Search.start(config, out / mode, backend=backend, executor=executor, progress=False)
     started = time.perf_counter()
     summary = engine.run()
     wall = time.perf_counter() - started
@@ -133,7 +133,7 @@ def run_mode(mode: str, args: argparse.Namespace, backend: LLMBackend, out: Path
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
     }
-    engine.store.close()
+    engine.close()
     return row
 
 

@@ -12,7 +12,7 @@ from support import FakeExecutor, fenced, good_net
 
 from nasloop.cli import main
 from nasloop.config import build_config
-from nasloop.engine import Engine
+from nasloop.engine import Search
 from nasloop.evaluate.job import DatasetSpec
 from nasloop.export import (
     ExportError,
@@ -66,10 +66,10 @@ def run_dir(tmp_path_factory):
     )  # fmt: skip
     answers = [fenced(good_net(8)), fenced(good_net(12))]
     root = tmp_path_factory.mktemp("export") / "run"
-    engine = Engine.start(config, root, backend=ScriptedBackend(answers=answers), executor=FakeExecutor(),
+    engine = Search.start(config, root, backend=ScriptedBackend(answers=answers), executor=FakeExecutor(),
                           progress=False)  # fmt: skip
     engine.run()
-    engine.store.close()
+    engine.close()
     return root
 
 

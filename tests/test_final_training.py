@@ -8,23 +8,20 @@ import textwrap
 import pytest
 from support import FakeExecutor, fenced, good_net
 
-from nasloop.candidate import EvalResult, FailureKind, State
+from nasloop.candidate import EvalResult, FailureKind, Purpose, State
 from nasloop.cli import main
 from nasloop.config import build_config
-from nasloop.engine import Engine
+from nasloop.engine import Search
 from nasloop.final_training import (
     FinalTrainingSettings,
-    RunInUse,
-    ensure_not_in_use,
     final_job,
     format_table,
-    process_using_store,
     retrain,
     select_finalists,
     stored_results,
 )
 from nasloop.llm.scripted import ScriptedBackend
-from nasloop.store import CandidateRecord, RunStore
+from nasloop.store import CandidateRecord, RunDir, RunInUse, RunLock, RunStore
 
 
 def make_run(tmp_path, codes, strategy="one-shot", executor=None, **options):
@@ -38,10 +35,10 @@ def make_run(tmp_path, codes, strategy="one-shot", executor=None, **options):
         }
     )  # fmt: skip
     answers = [fenced(code) for code in codes]
-    engine = Engine.start(config, tmp_path / "run", backend=ScriptedBackend(answers=answers),
+    engine = Search.start(config, tmp_path / "run", backend=ScriptedBackend(answers=answers),
                           executor=executor or FakeExecutor(), progress=False)  # fmt: skip
     engine.run()
-    engine.store.close()  # the run is finished: no process has it open
+    engine.close()  # the run is finished: no process writes it
     return tmp_path / "run", config
 
 
@@ -130,34 +127,47 @@ def test_energy_reported_by_the_evaluation_is_preferred(tmp_path):
     assert result.energy_detail == "training only, metered in the sandbox: Intel RAPL (intel-rapl:0), 3.1 s"
 
 
-HOLD_OPEN = textwrap.dedent(
+HOLD_LOCK = textwrap.dedent(
     """
-    import sqlite3, sys, time
-    connection = sqlite3.connect(sys.argv[1])
-    connection.execute("SELECT COUNT(*) FROM candidates").fetchall()
-    print("open", flush=True)
+    import sys
+    from pathlib import Path
+    from nasloop.store import RunDir, RunLock
+    lock = RunLock.acquire(RunDir(Path(sys.argv[1])))
+    print("locked", flush=True)
     sys.stdin.readline()
     """
 )
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the in-use check reads Linux lock records")
-def test_a_run_open_in_another_process_is_refused(tmp_path):
+def test_a_run_written_by_another_process_is_refused(tmp_path):
     run_dir, _ = make_run(tmp_path, [good_net(8)])
-    store_path = run_dir / "run.sqlite"
-    assert process_using_store(store_path) is None
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_OPEN, str(store_path)], stdin=subprocess.PIPE,
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        assert holder.stdout.readline().strip() == "open"
-        assert process_using_store(store_path) == holder.pid
+        assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunInUse, match=f"pid {holder.pid}"):
             retrain(run_dir, 1, FinalTrainingSettings(), run_job=lambda job: pytest.fail("must not train"))
         assert main(["train", str(run_dir), "--top", "1"]) == 2
+        with pytest.raises(RunInUse):
+            Search.resume(run_dir, progress=False)
     finally:
         holder.communicate("done\n", timeout=30)
-    assert process_using_store(store_path) is None
-    ensure_not_in_use(run_dir)
+    RunLock.acquire(RunDir(run_dir)).release()  # the lock went with the process
+
+
+def test_final_training_adds_final_candidates_that_are_not_finalists_again(tmp_path):
+    run_dir, _ = make_run(tmp_path, [good_net(8), good_net(9)])
+
+    def run_job(job):
+        return EvalResult(State.COMPLETE, metrics={"val_acc": 0.99, "test_acc": 0.98})
+
+    (first,) = retrain(run_dir, 1, FinalTrainingSettings(epochs=2), run_job=run_job)
+    with RunStore(run_dir / "run.sqlite", readonly=True) as store:
+        trained = store.candidates()[-1]
+    assert trained.id == first.trained_id and trained.purpose is Purpose.FINAL and trained.parent == first.candidate_id
+    assert trained.metrics["val_acc"] == 0.99 and "final_training" in trained.notes
+    (again,) = retrain(run_dir, 1, FinalTrainingSettings(epochs=2), run_job=run_job)
+    assert again.candidate_id == first.candidate_id  # the search's best, not its trained copy
 
 
 def test_a_run_without_completed_candidates_trains_nothing(tmp_path, capsys):
@@ -168,7 +178,6 @@ def test_a_run_without_completed_candidates_trains_nothing(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_train_command_retrains_a_tiny_run_in_the_real_sandbox(tmp_path, capsys):
-    pytest.importorskip("nasloop.evaluate.sandbox")
     run_dir, _ = make_run(tmp_path, [good_net(8), good_net(16), good_net(12)])
     assert main(["train", str(run_dir), "--top", "2", "--epochs", "1", "--device", "cpu"]) == 0
     output = capsys.readouterr().out

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from nasloop.config import SearchConfig, load_config
-from nasloop.engine import Engine, RunSummary
+from nasloop.engine import RunSummary, Search
 
 
 def default_run_dir(config: SearchConfig) -> Path:
@@ -41,9 +41,9 @@ def search(
     else:
         resolved = load_config(Path(config) if config else None, dotted)
     target = Path(run_dir or resolved.run_dir or default_run_dir(resolved))
-    return Engine.start(resolved, target, progress=progress).run()
+    return Search.start(resolved, target, progress=progress).run()
 
 
 def resume(run_dir: str | Path, *, progress: bool = True) -> RunSummary:
     """Continue a stored run until its budget is exhausted."""
-    return Engine.resume(Path(run_dir), progress=progress).run()
+    return Search.resume(Path(run_dir), progress=progress).run()

@@ -37,9 +37,14 @@ class Purpose(StrEnum):
     RETRY = "retry"  # the same request asked again: an edit that did not apply, code that repeated a failure
     FINAL = "final"  # a re-evaluation of a finalist with other stages (e.g. training a zero-cost search's best)
 
+    @property
+    def counts_as_iteration(self) -> bool:
+        """Whether a candidate of this purpose uses one iteration of the budget (the run's one rule)."""
+        return self is Purpose.SEARCH
+
 
 class FailureKind(StrEnum):
-    """Why a candidate did not complete. The taxonomy is fixed (DESIGN.md contract 2)."""
+    """Why a candidate did not complete. The taxonomy is fixed (docs/architecture.md)."""
 
     EXTRACTION = "extraction"  # no code could be extracted from the LLM's answer
     SYNTAX = "syntax"  # the code does not parse
@@ -77,7 +82,7 @@ class Failure:
 
 @dataclass
 class EvalResult:
-    """What an evaluation returns to the parent (DESIGN.md contract 2).
+    """What an evaluation returns to the parent (docs/architecture.md).
 
     `metrics` holds floats whose names carry their unit (`val_acc`, `latency_ms`, `energy_j`, ...).
     `stage` is the last stage the evaluation reached. `curve` is the training-loss curve as
@@ -152,9 +157,8 @@ class Proposal:
     # Evaluation stages for this proposal instead of the run's (e.g. training the finalists of a
     # zero-cost search); None keeps the run's stages.
     stages: tuple[str, ...] | None = None
-    # A re-evaluation of an earlier candidate (finalists): not deduplicated, not an iteration.
-    final_of: int | None = None
 
-    def __post_init__(self) -> None:
-        if self.final_of is not None:
-            self.purpose, self.parent = Purpose.FINAL, self.final_of
+    @property
+    def final_of(self) -> int | None:
+        """The candidate this proposal re-evaluates, if it is a final one."""
+        return self.parent if self.purpose is Purpose.FINAL else None

@@ -16,13 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad command-line input; printed without a traceback and exits with status 2."""
-
+from nasloop.errors import EXIT_OK, EXIT_USAGE, UsageError
 
 # ----------------------------------------------------------------------------------------------------
 # search / resume
@@ -130,7 +124,7 @@ def _print_summary(summary: Any) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     from nasloop.api import default_run_dir
     from nasloop.config import load_config
-    from nasloop.engine import Engine
+    from nasloop.engine import Search
 
     config = load_config(args.config, _search_overrides(args))
     run_dir = args.run_dir or (Path(config.run_dir) if config.run_dir else default_run_dir(config))
@@ -139,7 +133,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"run dir {run_dir}",
         file=sys.stderr,
     )
-    summary = Engine.start(config, run_dir, progress=not args.quiet).run()
+    summary = Search.start(config, run_dir, progress=not args.quiet).run()
     _print_summary(summary)
     return EXIT_OK
 
@@ -150,9 +144,9 @@ def _add_resume(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from nasloop.engine import Engine
+    from nasloop.engine import Search
 
-    summary = Engine.resume(args.run_dir, progress=not args.quiet).run()
+    summary = Search.resume(args.run_dir, progress=not args.quiet).run()
     _print_summary(summary)
     return EXIT_OK
 
@@ -172,11 +166,13 @@ def _open_run(run_dir: Path) -> tuple[Any, Any]:
     return load_config(layout.config_path), RunStore(layout.store_path, readonly=True)
 
 
-def ranked(candidates: list[Any], metric: str) -> list[Any]:
-    """Best first: completed by the metric, then the rest by id."""
-    scored = [c for c in candidates if c.state.value == "complete" and metric in c.metrics]
-    rest = [c for c in candidates if c not in scored]
-    return sorted(scored, key=lambda c: -c.metrics[metric]) + sorted(rest, key=lambda c: c.id)
+def ranked(candidates: list[Any], config: Any) -> list[Any]:
+    """Best first, as the run's strategy ranks them (`Strategy.rank`), then the rest by id."""
+    from nasloop.registry import strategies
+
+    best_first = [record for record, _ in strategies.get(config.strategy).rank(candidates, config).scored]
+    chosen = {record.id for record in best_first}
+    return best_first + sorted((c for c in candidates if c.id not in chosen), key=lambda c: c.id)
 
 
 def _add_show(parser: argparse.ArgumentParser) -> None:
@@ -191,7 +187,7 @@ def _add_show(parser: argparse.ArgumentParser) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     config, store = _open_run(args.run_dir)
     metric = config.selection_metric
-    candidates = ranked(store.candidates(), metric)
+    candidates = ranked(store.candidates(), config)
     artifacts = store.artifacts()
     if args.artifact is not None:
         chosen = {name: text for name, text in artifacts.items() if name.startswith(args.artifact)}
@@ -358,29 +354,32 @@ def _add_eval(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from nasloop.evaluate.job import STAGES, DatasetSpec, EvalJob, Limits, Recipe
-    from nasloop.registry import datasets
+    from nasloop.config import SearchConfig
+    from nasloop.data.spec import DatasetSpec
+    from nasloop.engine.jobs import job_for
+    from nasloop.evaluate.job import Limits, Recipe
+    from nasloop.registry import datasets, known_names, proxies
+    from nasloop.registry import stages as stage_registry
 
     if not args.model.is_file():
         raise UsageError(f"model file not found: {args.model}")
     if args.dataset not in datasets:
         raise UsageError(f"unknown dataset {args.dataset!r}; known: {', '.join(datasets.names())}")
-    stages = tuple(stage for stage in args.stages.split(",") if stage)
-    unknown = [stage for stage in stages if stage not in STAGES]
-    if unknown:
-        raise UsageError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
-    proxies = tuple(name for name in args.proxies.split(",") if name)
-    if proxies and "zero-cost" not in stages:
+    try:
+        stages = known_names(stage_registry, (stage for stage in args.stages.split(",") if stage))
+        proxy_names = known_names(proxies, (name for name in args.proxies.split(",") if name))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if proxy_names and "zero-cost" not in stages:
         stages = (*stages[:-1], "zero-cost", stages[-1]) if stages[-1] == "train" else (*stages, "zero-cost")
-    job = EvalJob(
-        code=args.model.read_text(),
+    config = SearchConfig(
         dataset=DatasetSpec(name=args.dataset, root=args.data_root, train_subset=args.train_subset),
         recipe=Recipe(name=args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device),
         limits=Limits(timeout_s=args.timeout, max_params=args.max_params),
         stages=stages,
-        proxies=proxies,
-        seed=args.seed,
+        proxies=proxy_names,
     )
+    job = job_for(config, args.model.read_text(), seed=args.seed)
     _check_dataset_present(job.dataset)
     from nasloop.evaluate.sandbox import evaluate
 
@@ -397,11 +396,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _check_dataset_present(spec: Any) -> None:
-    """Load the dataset once in the parent so a missing file is a usage error, not a failed candidate."""
-    from nasloop.data import load_splits
+    """Find (and cache) the dataset once in the parent so a missing file is a usage error, not a failed
+    candidate."""
+    from nasloop.data import describe
 
     try:
-        load_splits(spec)
+        describe(spec)
     except FileNotFoundError as error:
         raise UsageError(str(error)) from None
 
@@ -489,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     from nasloop.config import ConfigError
     from nasloop.engine import SearchAborted
     from nasloop.registry import UnknownNameError
+    from nasloop.store import RunInUse
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -496,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.function(args))
-    except (UsageError, ConfigError, UnknownNameError, FileNotFoundError, FileExistsError) as error:
+    except (UsageError, ConfigError, UnknownNameError, RunInUse, FileNotFoundError, FileExistsError) as error:
         print(f"nasloop {args.command}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except SearchAborted as error:

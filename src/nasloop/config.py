@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from nasloop.evaluate.job import DatasetSpec, Limits, Measure, Recipe, Strict
+from nasloop.data.spec import DatasetSpec
+from nasloop.errors import NasloopError
+from nasloop.evaluate.job import Limits, Measure, Recipe
 from nasloop.llm.config import LLMConfig
+from nasloop.strict import Strict
 
 
-class ConfigError(ValueError):
+class ConfigError(NasloopError, ValueError):
     """A config file or override that cannot be used; the message names the key and the problem."""
 
 
@@ -123,6 +126,30 @@ class SearchConfig(Strict):
     seed: int = 0
     prompts_dir: str | None = Field(default=None, description="directory of templates overriding the built-in ones")
     run_dir: str | None = None
+
+    @field_validator("stages")
+    @classmethod
+    def _registered_stages(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from nasloop.registry import known_names, stages
+
+        return known_names(stages, names)
+
+    @field_validator("proxies")
+    @classmethod
+    def _registered_proxies(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from nasloop.registry import known_names, proxies
+
+        return known_names(proxies, names)
+
+    @model_validator(mode="after")
+    def _minimum_scores_of_registered_proxies(self) -> SearchConfig:
+        from nasloop.registry import known_names, proxies
+
+        try:
+            known_names(proxies, self.limits.min_proxy)
+        except ValueError as error:
+            raise ValueError(f"limits.min_proxy: {error}") from None
+        return self
 
     @model_validator(mode="after")
     def _paper_protocol_means_no_pruning(self) -> SearchConfig:

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from nasloop.evaluate.job import DatasetSpec
+from nasloop.data.spec import DatasetSpec
+from nasloop.errors import NasloopError
 
 FORMATS = ("py", "torchscript", "onnx")
 COMPILED_FORMATS = ("torchscript", "onnx")
@@ -40,7 +41,7 @@ CHECK_BATCH = 3  # a different size: a model that hard-codes the batch size fail
 DEFAULT_TIMEOUT_S = 300.0
 
 
-class ExportError(RuntimeError):
+class ExportError(NasloopError, RuntimeError):
     """The candidate could not be exported; the message says why and what to do."""
 
 

@@ -12,42 +12,38 @@ says in `info["energy"]` whether it was measured or estimated) it is used. Other
 where a hardware counter is readable (RAPL on the CPU package, NVML on a GPU; whole-device figures),
 estimated as seconds × an assumed power otherwise; the result says which (`energy_method`).
 
-Results are stored in the run store as artifacts `final_training/<candidate id>` (JSON), so reports and
-later commands see them. The run store has a single writer: `nasloop train` refuses to run while another
-process has the run open (a search or resume in progress).
+Final training runs through the run's engine (`Search.evaluate_now`): each finalist is added to the run
+as a candidate of purpose `final` whose parent is the finalist, and its result is also stored as the
+artifact `final_training/<finalist id>` (JSON), so reports and later commands see them. The engine is the
+run store's single writer: `nasloop train` refuses to run while another process writes the run (a search
+or resume in progress), with `RunInUse`.
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
-import math
-import os
-import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from nasloop.candidate import EvalResult, State
-from nasloop.config import SearchConfig, load_config
-from nasloop.evaluate.job import DatasetSpec, EvalJob, Recipe
-from nasloop.store import CandidateRecord, RunDir, RunStore
+from nasloop.candidate import EvalResult, Proposal, Purpose
+from nasloop.config import SearchConfig
+from nasloop.data.spec import DatasetSpec
+from nasloop.engine.jobs import job_for
+from nasloop.evaluate.job import EvalJob, Recipe
+from nasloop.store import CandidateRecord, RunDir, RunInUse, RunStore
 
 ARTIFACT_PREFIX = "final_training/"
 FINAL_STAGES = ("static", "build", "train")
-# SQLite's unix VFS: every connection to a WAL database holds a shared lock on this byte of the `-shm` file
-# for as long as it is open (the "dead man switch"), and the kernel drops it when the process dies.
-SQLITE_SHM_DMS_BYTE = 128
+#: the note that marks the candidates final training added to a run
+FINAL_TRAINING_NOTE = "final_training"
 
 RunJob = Callable[[EvalJob], EvalResult]
-
-
-class RunInUse(RuntimeError):
-    """The run store is open in another process; writing to it now would break the single-writer rule."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -68,77 +64,27 @@ class Finalist:
 def select_finalists(config: SearchConfig, records: Sequence[CandidateRecord], top: int) -> list[Finalist]:
     """The best `top` completed candidates of a run, best first, one per distinct code.
 
-    Runs of the `expert-rules` strategy are ranked by combined model effectiveness (recomputed from the
-    metrics with the run's `strategy_options.effectiveness`), every other run by its selection metric.
+    They are ranked as the run's strategy ranks them (`Strategy.rank`: `expert-rules` by combined model
+    effectiveness, every other strategy by the run's selection metric). Candidates an earlier final training
+    added are not finalists again.
     """
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
-    ranked, selected_by = _ranked(config, records)
+    from nasloop.registry import strategies
+
+    ranking = strategies.get(config.strategy).rank(records, config)
+    ranked, selected_by = ranking.scored, ranking.by
     finalists: list[Finalist] = []
     seen_code: set[str] = set()
     for record, score in ranked:
         key = record.hash or record.code or ""
-        if not record.code or key in seen_code:
+        if not record.code or key in seen_code or FINAL_TRAINING_NOTE in record.notes:
             continue
         seen_code.add(key)
         finalists.append(Finalist(record, len(finalists) + 1, selected_by, score))
         if len(finalists) == top:
             break
     return finalists
-
-
-def _ranked(
-    config: SearchConfig, records: Sequence[CandidateRecord]
-) -> tuple[list[tuple[CandidateRecord, float]], str]:
-    if config.strategy == "expert-rules":
-        from nasloop.objectives.effectiveness import EffectivenessConfig
-        from nasloop.strategies.expert_rules import rank_by_effectiveness
-
-        effectiveness = EffectivenessConfig.model_validate(config.strategy_options.get("effectiveness") or {})
-        return rank_by_effectiveness(records, effectiveness), "cm"
-    metric = config.selection_metric
-    scored = [
-        (record, float(record.metrics[metric]))
-        for record in records
-        if record.state is State.COMPLETE and math.isfinite(record.metrics.get(metric, math.nan))
-    ]
-    return sorted(scored, key=lambda pair: (-pair[1], pair[0].id)), metric
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Is the run in use?
-# ---------------------------------------------------------------------------------------------------------
-
-
-def process_using_store(store_path: Path) -> int | None:
-    """The id of another process that has the SQLite store open, or None (also where this cannot be told).
-
-    Reads the lock SQLite keeps on its `-shm` file (see SQLITE_SHM_DMS_BYTE) with F_GETLK, which changes
-    no lock. Linux only. Call it before this process opens the store: closing a descriptor of the `-shm`
-    file drops every POSIX lock this process holds on it, SQLite's included.
-    """
-    shm = Path(f"{store_path}-shm")
-    if not sys.platform.startswith("linux") or not shm.exists():
-        return None
-    descriptor = os.open(shm, os.O_RDONLY)
-    try:
-        # struct flock on Linux: short type, short whence, off_t start, off_t len, pid_t pid (+ padding).
-        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, SQLITE_SHM_DMS_BYTE, 1, 0)
-        lock_type, _, _, _, pid = struct.unpack("hhqqi4x", fcntl.fcntl(descriptor, fcntl.F_GETLK, query))
-    finally:
-        os.close(descriptor)
-    return None if lock_type == fcntl.F_UNLCK else int(pid)
-
-
-def ensure_not_in_use(run_dir: Path) -> None:
-    """Raise RunInUse, politely, when another process has the run open."""
-    pid = process_using_store(RunDir(run_dir).store_path)
-    if pid is not None:
-        raise RunInUse(
-            f"the run in {run_dir} is open in another process (pid {pid}), probably a search or resume that "
-            "is still running; nasloop train writes its results into the run, which must have a single "
-            "writer. Wait for that process to finish (or stop it), then run nasloop train again."
-        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -150,7 +96,7 @@ def ensure_not_in_use(run_dir: Path) -> None:
 class FinalTrainingResult:
     """The outcome of one finalist's final training, as stored in the artifact `final_training/<id>`."""
 
-    candidate_id: int
+    candidate_id: int  # the finalist
     rank: int
     selected_by: str
     search_score: float
@@ -163,6 +109,7 @@ class FinalTrainingResult:
     energy_detail: str
     settings: dict[str, Any] = field(default_factory=dict)
     created: float = 0.0
+    trained_id: int | None = None  # the candidate final training added to the run (purpose final)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,15 +134,9 @@ def final_job(config: SearchConfig, record: CandidateRecord, settings: FinalTrai
         recipe = Recipe(name=settings.recipe, threads=recipe.threads)  # other overrides were for the old recipe
     recipe = recipe.model_copy(update={"epochs": settings.epochs, "device": settings.device})
     limits = config.limits.model_copy(update={"timeout_s": final_timeout(config, settings)})
-    return EvalJob(
-        code=record.code or "",
-        dataset=final_dataset(config, settings),
-        recipe=recipe,
-        limits=limits,
-        stages=FINAL_STAGES,
-        measure=config.measure,  # the run's assumed power for energy estimates, among others
-        seed=config.seed,
-    )
+    final = config.model_copy(update={"recipe": recipe, "dataset": final_dataset(config, settings)})
+    # The run's measurements (its assumed power for energy estimates) and evaluation seed stay.
+    return job_for(final, record.code or "", stages=FINAL_STAGES, limits=limits)
 
 
 def final_dataset(config: SearchConfig, settings: FinalTrainingSettings) -> DatasetSpec:
@@ -216,14 +157,29 @@ def final_timeout(config: SearchConfig, settings: FinalTrainingSettings) -> floa
     return max(config.limits.timeout_s, 2 * scale * config.limits.timeout_s)
 
 
-def train_finalist(finalist: Finalist, job: EvalJob, run_job: RunJob, device: str) -> FinalTrainingResult:
-    """Run one finalist's job, metering its energy from here unless the evaluation reports it."""
-    from nasloop.hardware import energy_meter
+@dataclass
+class _Metered:
+    """`run_job` metered from the parent: the last job's wall time and energy reading."""
 
-    started = time.perf_counter()
-    with energy_meter(device) as reading:
-        result = run_job(job)
-    wall_s = time.perf_counter() - started
+    run_job: RunJob
+    device: str
+    wall_s: float = 0.0
+    reading: Any = None
+
+    def __call__(self, job: EvalJob) -> EvalResult:
+        from nasloop.hardware import energy_meter
+
+        started = time.perf_counter()
+        with energy_meter(self.device) as reading:
+            result = self.run_job(job)
+        self.wall_s, self.reading = time.perf_counter() - started, reading
+        return result
+
+
+def final_result(finalist: Finalist, job: EvalJob, result: EvalResult, metered: _Metered) -> FinalTrainingResult:
+    """One finalist's outcome; its energy from the evaluation when it metered its own training, else the
+    whole evaluation as metered from the parent."""
+    reading = metered.reading
     energy: float = reading.joules
     method: str = reading.method
     detail = f"whole evaluation metered from the parent process: {reading.detail}"
@@ -240,7 +196,7 @@ def train_finalist(finalist: Finalist, job: EvalJob, run_job: RunJob, device: st
         state=result.state.value,
         metrics=dict(result.metrics),
         failure=result.failure.to_dict() if result.failure else None,
-        wall_s=wall_s,
+        wall_s=metered.wall_s,
         energy_j=energy,
         energy_method=method,
         energy_detail=detail,
@@ -249,9 +205,22 @@ def train_finalist(finalist: Finalist, job: EvalJob, run_job: RunJob, device: st
             "recipe": job.recipe.name,
             "dataset": job.dataset.model_dump(),
             "timeout_s": job.limits.timeout_s,
-            "device": device,
+            "device": metered.device,
         },
         created=time.time(),
+    )
+
+
+def final_proposal(finalist: Finalist, settings: FinalTrainingSettings) -> Proposal:
+    """The finalist's code as a proposal of purpose `final`, noted as final training."""
+    record = finalist.record
+    return Proposal(
+        code=record.code,
+        parent_ids=(record.id,),
+        notes={FINAL_TRAINING_NOTE: {"rank": finalist.rank, "epochs": settings.epochs}},
+        purpose=Purpose.FINAL,
+        parent=record.id,
+        stages=FINAL_STAGES,
     )
 
 
@@ -265,62 +234,61 @@ def retrain(
 ) -> list[FinalTrainingResult]:
     """Retrain the best `top` candidates of the run in `run_dir` and store the results in the run.
 
-    `run_job` evaluates a job (default: one sandbox for all finalists, under `run_dir/jobs/final-training`).
-    Each result is stored as soon as it is known; `on_result` is then called with it. Raises RunInUse when
-    another process has the run open, FileNotFoundError when `run_dir` holds no run.
+    The run's engine records each finalist's training as a candidate (purpose `final`) and its result as
+    an artifact, as soon as it is known; `on_result` is then called with it. `run_job` evaluates a job
+    (default: one sandbox for all finalists, under `run_dir/jobs/final-training`). Raises `RunInUse` when
+    another process writes the run, `FileNotFoundError` when `run_dir` holds no run.
     """
+    from nasloop.engine import Search
+    from nasloop.evaluate.sandbox import resolve_device
+
     layout = RunDir(Path(run_dir))
     if not layout.exists():
         raise FileNotFoundError(f"{run_dir} holds no run (no {layout.store_path.name} there)")
-    ensure_not_in_use(layout.root)
-    config = load_config(layout.config_path)
-    with RunStore(layout.store_path, readonly=True) as store:
-        finalists = select_finalists(config, store.candidates(), top)
-    if not finalists:
-        return []
-    jobs = [final_job(config, finalist.record, settings) for finalist in finalists]
-
-    def keep(result: FinalTrainingResult) -> None:
-        store_result(layout.root, result)  # stored as each one finishes: an interruption loses only the current one
-        if on_result is not None:
-            on_result(result)
-
-    return _run_all(finalists, jobs, layout, settings, run_job, keep)
-
-
-def store_result(run_dir: Path, result: FinalTrainingResult) -> None:
-    """Write one result into the run as the artifact `final_training/<id>` (RunInUse if the run is open)."""
-    ensure_not_in_use(run_dir)  # a search may have been resumed meanwhile
-    with RunStore(RunDir(run_dir).store_path) as store:
-        store.put_artifact(f"{ARTIFACT_PREFIX}{result.candidate_id}", json.dumps(result.to_dict(), sort_keys=True))
-
-
-def _run_all(
-    finalists: Sequence[Finalist],
-    jobs: Sequence[EvalJob],
-    layout: RunDir,
-    settings: FinalTrainingSettings,
-    run_job: RunJob | None,
-    on_result: Callable[[FinalTrainingResult], None],
-) -> list[FinalTrainingResult]:
-    from nasloop.evaluate.sandbox import Sandbox, resolve_device
-
-    device = resolve_device(settings.device)
-    results: list[FinalTrainingResult] = []
-    sandbox = None
-    if run_job is None:
-        sandbox = Sandbox(jobs[0].dataset, work_dir=layout.jobs_dir / "final-training", device=device)
-        run_job = sandbox.run
-    try:
-        if sandbox is not None:
-            sandbox.ready_worker()  # the worker's start-up is not part of the first finalist's time and energy
-        for finalist, job in zip(finalists, jobs, strict=True):
-            results.append(train_finalist(finalist, job, run_job, device))
-            on_result(results[-1])
-    finally:
-        if sandbox is not None:
-            sandbox.close()
+    with Search.resume(layout.root, progress=False) as search:
+        finalists = select_finalists(search.config, search.history, top)
+        if not finalists:
+            return []
+        jobs = {finalist.record.id: final_job(search.config, finalist.record, settings) for finalist in finalists}
+        device = resolve_device(settings.device)
+        with _job_runner(run_job, next(iter(jobs.values())).dataset, layout, device) as runner:
+            metered = _Metered(runner, device)
+            results: list[FinalTrainingResult] = []
+            for finalist in finalists:
+                job = jobs[finalist.record.id]
+                ((trained, result),) = search.evaluate_now([final_proposal(finalist, settings)], metered, _fixed(job))
+                outcome = final_result(finalist, job, result, metered)
+                outcome.trained_id = trained.id
+                search.store.put_artifact(
+                    f"{ARTIFACT_PREFIX}{finalist.record.id}", json.dumps(outcome.to_dict(), sort_keys=True)
+                )
+                results.append(outcome)
+                if on_result is not None:
+                    on_result(outcome)
     return results
+
+
+def _fixed(job: EvalJob) -> Callable[[Proposal, str], EvalJob]:
+    """A job builder that returns `job` (final training builds its jobs from the finalists' records)."""
+
+    def build(proposal: Proposal, code: str) -> EvalJob:
+        return job
+
+    return build
+
+
+@contextmanager
+def _job_runner(run_job: RunJob | None, dataset: DatasetSpec, layout: RunDir, device: str) -> Iterator[RunJob]:
+    """`run_job`, or one sandbox for every finalist, its worker started before the first one's training
+    (its start-up is not part of that finalist's time and energy)."""
+    if run_job is not None:
+        yield run_job
+        return
+    from nasloop.evaluate.sandbox import Sandbox
+
+    with Sandbox(dataset, work_dir=layout.jobs_dir / "final-training", device=device) as sandbox:
+        sandbox.ready_worker()
+        yield sandbox.run
 
 
 def stored_results(run_dir: Path) -> list[FinalTrainingResult]:
@@ -351,7 +319,7 @@ def add_train(parser: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run `nasloop train`; prints one line per finalist as it finishes, then the table."""
-    from nasloop.cli import UsageError
+    from nasloop.errors import UsageError
 
     if args.top < 1 or args.epochs <= 0:
         raise UsageError("--top must be at least 1 and --epochs positive")
@@ -367,7 +335,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         results = retrain(args.run_dir, args.top, settings, on_result=report)
     except RunInUse as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(str(error)) from None  # nasloop train's own message, exit status 2
     if args.json:
         print(json.dumps([result.to_dict() for result in results], indent=2))
     elif not results:
@@ -412,12 +380,10 @@ __all__ = [
     "RunInUse",
     "add_train",
     "cmd_train",
-    "ensure_not_in_use",
     "final_job",
+    "final_proposal",
     "format_table",
-    "process_using_store",
     "retrain",
     "select_finalists",
-    "store_result",
     "stored_results",
 ]

@@ -11,13 +11,15 @@ Heavy optional dependencies are imported inside the plugin, never at registratio
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
+
+from nasloop.errors import NasloopError
 
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(NasloopError, KeyError):
     """A name that no plugin of the family is registered under."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; show the message as written
@@ -95,3 +97,21 @@ proxies = _family("zero-cost proxy", "nasloop.evaluate.proxies")
 spaces = _family("search space", "nasloop.spaces")
 executors = _family("executor", "nasloop.executors")
 benchmarks = _family("tabular benchmark", "nasloop.benchmarks")
+stages = _family("evaluation stage", "nasloop.evaluate.builtin_stages")
+
+
+def ordered_stages() -> tuple[str, ...]:
+    """The registered evaluation stages in the order they run (each registration declares its place)."""
+    return tuple(sorted(stages.names(), key=lambda name: stages.get(name).order))
+
+
+def known_names(registry: Registry[Any], names: Iterable[str]) -> tuple[str, ...]:
+    """`names` if `registry` knows every one; else a ValueError with the registry's message for the first
+    unknown one (it names the close matches and the known names)."""
+    checked = tuple(names)
+    for name in checked:
+        try:
+            registry.get(name)
+        except UnknownNameError as error:
+            raise ValueError(str(error)) from None  # a ValueError, so a pydantic validator reports it
+    return checked

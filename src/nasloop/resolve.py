@@ -11,18 +11,21 @@ of predicting it). `resolve_config` then
   `proxies` the zero-cost stage computes, the `space` of a benchmark;
 - refuses a contradiction with a one-line `ConfigError` that names the option to change, before any
   candidate runs: stages that cannot produce a needed metric, a proxy list without the fitness proxy, a
-  device latency without the benchmark that has it, a benchmark whose space is not the run's.
+  device latency without the benchmark that has it, a benchmark whose space is not the run's, an option
+  the strategy or the space does not have;
+- writes out every strategy option and space option with its default, so the saved config says how the
+  run was made even after a default changes.
 
 The resolved config is what the run saves, so `resume` and reports see every filled-in value.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from nasloop.config import ConfigError, SearchConfig
-from nasloop.evaluate.job import STAGES
-from nasloop.registry import UnknownNameError, benchmarks, proxies, spaces, strategies
+from nasloop.registry import UnknownNameError, benchmarks, ordered_stages, proxies, spaces, strategies
 
 #: metrics the training stage gives (the rest of `train_*` too)
 TRAINED = frozenset({"val_acc", "test_acc", "train_acc", "train_energy_j", "val_energy_j"})
@@ -85,7 +88,31 @@ def resolve_config(config: SearchConfig) -> SearchConfig:
     except ValueError as error:
         raise ConfigError(f"strategy_options of {config.strategy}: {error}") from None
     needs = strategy_class.needs(validated, config)
-    return _resolve_stages(config.model_copy(update={"strategy_options": options}), needs)
+    config = config.model_copy(update={"strategy_options": validated.model_dump(mode="json")})
+    return _resolve_space_options(_resolve_stages(config, needs))
+
+
+#: space constructor arguments the engine derives from the run (the task's shape, the parameter limit)
+DERIVED_SPACE_OPTIONS = frozenset({"in_shape", "num_classes", "max_params"})
+
+
+def _resolve_space_options(config: SearchConfig) -> SearchConfig:
+    """The space's options with their defaults written out; ConfigError for an option it does not have."""
+    if config.space is None:
+        return config
+    parameters = inspect.signature(spaces.get(config.space)).parameters
+    unknown = sorted(set(config.space_options) - set(parameters))
+    if unknown:
+        known = ", ".join(name for name in parameters if name not in DERIVED_SPACE_OPTIONS) or "none"
+        raise ConfigError(
+            f"space_options: space {config.space!r} has no option {', '.join(unknown)} (its options: {known})"
+        )
+    defaults = {
+        name: list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
+        for name, parameter in parameters.items()
+        if name not in DERIVED_SPACE_OPTIONS and parameter.default is not inspect.Parameter.empty
+    }
+    return config.model_copy(update={"space_options": {**defaults, **config.space_options}})
 
 
 def _resolve_benchmark(config: SearchConfig) -> SearchConfig:
@@ -129,7 +156,7 @@ def _resolve_stages(config: SearchConfig, needs: dict[str, str]) -> SearchConfig
                 raise ConfigError(f"stages: add {stage}, the stage that computes {why}, or leave `stages` unset")
     else:
         chosen = {"static", "build", *wanted}
-        update["stages"] = tuple(stage for stage in STAGES if stage in chosen)
+        update["stages"] = tuple(stage for stage in ordered_stages() if stage in chosen)
     if user_proxies:
         missing = [name for name in wanted_proxies if name not in config.proxies]
         if missing:

@@ -9,7 +9,7 @@ import pytest
 from nasloop.benchmarks.harness import Trace, TrueFront, Variant, front_score, run_variant, true_front
 from nasloop.candidate import State
 from nasloop.config import build_config
-from nasloop.engine import Engine
+from nasloop.engine import Search
 from nasloop.objectives import Bounds, parse_objectives
 from nasloop.registry import benchmarks
 
@@ -81,7 +81,7 @@ def test_the_device_table_front_of_nb201_and_a_whole_front_scores_one():
 def test_nsga2_runs_through_the_engine_and_store_on_the_device_tables(tmp_path):
     config = build_config({"strategy": "nsga2", "strategy_options": {"population_size": 8}, "benchmark": NB201,
                            "objectives": OBJECTIVES, "budget": {"iterations": 40}, "seed": 3})  # fmt: skip
-    engine = Engine.start(config, tmp_path / "run", progress=False)
+    engine = Search.start(config, tmp_path / "run", progress=False)
     summary = engine.run()
     assert summary.iterations == 40 and summary.llm_totals["calls"] == 0
     complete = [record for record in engine.history if record.state is State.COMPLETE]

@@ -11,7 +11,7 @@ import pytest
 from nasloop.benchmarks.harness import Variant, exact_random_search, run_variant, summarise, trace_of, write_results
 from nasloop.candidate import FailureKind, Purpose, State
 from nasloop.config import ConfigError, build_config
-from nasloop.engine import Engine
+from nasloop.engine import Search
 from nasloop.llm.scripted import ScriptedBackend
 from nasloop.registry import benchmarks, executors, spaces
 from nasloop.resolve import resolve_config
@@ -22,7 +22,7 @@ NB201 = {"name": "nb201", "dataset": "cifar10"}
 def table_run(tmp_path, strategy="random", iterations=20, benchmark=NB201, **extra):
     data = {"strategy": strategy, "benchmark": benchmark, "objective": "val_acc", "budget": {"iterations": iterations},
             "strategy_options": {"final_top_k": 0} if strategy in ("random", "evolution") else {}, **extra}  # fmt: skip
-    engine = Engine.start(build_config(data), tmp_path / "run", progress=False)
+    engine = Search.start(build_config(data), tmp_path / "run", progress=False)
     return engine, engine.run()
 
 

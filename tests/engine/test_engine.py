@@ -5,9 +5,9 @@ import json
 import pytest
 from support import FakeExecutor, fenced, good_net
 
-from nasloop.candidate import FailureKind, State
+from nasloop.candidate import FailureKind, Purpose, State
 from nasloop.config import build_config
-from nasloop.engine import Engine, Pruner, SearchAborted
+from nasloop.engine import Pruner, Search, SearchAborted
 from nasloop.llm.base import LLMUnreachable
 from nasloop.llm.scripted import ScriptedBackend
 from nasloop.store import CandidateRecord, RunDir, RunStore
@@ -26,7 +26,7 @@ def one_shot_config(**extra):
 
 
 def start(tmp_path, answers, config=None, executor=None):
-    return Engine.start(
+    return Search.start(
         config or one_shot_config(),
         tmp_path / "run",
         backend=ScriptedBackend(answers=answers),
@@ -99,7 +99,7 @@ def test_resume_continues_without_reusing_ids_or_reevaluating(tmp_path):
     with pytest.raises(SearchAborted):
         engine.run()
     executor = FakeExecutor()
-    resumed = Engine.resume(
+    resumed = Search.resume(
         tmp_path / "run",
         backend=ScriptedBackend(answers=[fenced(good_net(w)) for w in (9, 10)]),
         executor=executor,
@@ -112,7 +112,7 @@ def test_resume_continues_without_reusing_ids_or_reevaluating(tmp_path):
 
 def test_resume_of_a_missing_run_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no run"):
-        Engine.resume(tmp_path / "nothing")
+        Search.resume(tmp_path / "nothing")
 
 
 def test_start_refuses_an_existing_run(tmp_path):
@@ -171,7 +171,7 @@ def test_show_json_lists_best_first(tmp_path, capsys):
 
 def test_space_is_told_the_runs_shape_classes_and_budget(tmp_path):
     config = one_shot_config(space="macro", limits={"max_params": 50_000}, space_options={"max_layers": 12})
-    engine = Engine.start(
+    engine = Search.start(
         config, tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=FakeExecutor(), progress=False
     )
     assert engine.space.in_shape == (1, 8, 8) and engine.space.num_classes == 10
@@ -181,7 +181,7 @@ def test_space_is_told_the_runs_shape_classes_and_budget(tmp_path):
 def test_unknown_space_option_is_named(tmp_path):
     config = one_shot_config(space="nb201", space_options={"widht": 3})
     with pytest.raises(ValueError, match="no option widht"):
-        Engine.start(
+        Search.start(
             config, tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=FakeExecutor(), progress=False
         )
 
@@ -193,7 +193,7 @@ def test_finalists_are_evaluated_once_with_their_own_stages(tmp_path):
     class WithFinal(OneShot):
         def finalize(self, ctx):
             best = max((c for c in ctx.history if c.state is State.COMPLETE), key=lambda c: c.metrics["val_acc"])
-            return [Proposal(code=best.code, stages=("build", "train"), final_of=best.id)]
+            return [Proposal(code=best.code, stages=("build", "train"), purpose=Purpose.FINAL, parent=best.id)]
 
     executor = FakeExecutor()
     engine = start(
@@ -206,10 +206,12 @@ def test_finalists_are_evaluated_once_with_their_own_stages(tmp_path):
     summary = engine.run()
     assert summary.iterations == 2 and len(engine.history) == 3
     final = engine.history[-1]
-    assert final.notes["final_of"] in (1, 2) and final.state is State.COMPLETE  # not a duplicate
+    assert (
+        final.parent in (1, 2) and final.purpose is Purpose.FINAL and final.state is State.COMPLETE
+    )  # not a duplicate
     assert executor.jobs[-1].stages == ("build", "train")  # the proposal's stages, not the run's
     # a resumed run does not finalize twice
-    resumed = Engine.resume(
+    resumed = Search.resume(
         tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=FakeExecutor(), progress=False
     )
     resumed.strategy = WithFinal(resumed.strategy.options, resumed.task)
@@ -221,7 +223,7 @@ def test_a_wall_clock_budget_cuts_a_slow_llm_call_and_stops_on_time(tmp_path):
     # Each call takes 3.5 s: the first ends at 3.5 s, the second gets the 2.5 s left and is cut at the budget.
     config = one_shot_config(budget={"iterations": 50, "wall_clock_s": 6})
     backend = ScriptedBackend(answers=[fenced(good_net(w)) for w in range(8, 20)], delay_s=3.5)
-    engine = Engine.start(config, tmp_path / "run", backend=backend, executor=FakeExecutor(), progress=False)
+    engine = Search.start(config, tmp_path / "run", backend=backend, executor=FakeExecutor(), progress=False)
     summary = engine.run()
     assert summary.stop_reason == "wall-clock budget reached (6 s)"
     assert summary.iterations == 1  # the cut call produced no candidate
@@ -234,7 +236,7 @@ def test_a_call_that_cannot_start_in_time_is_not_started(tmp_path):
     # 2.5 s calls against 6 s: at 5 s only 1 s is left, less than any call needs.
     config = one_shot_config(budget={"iterations": 50, "wall_clock_s": 6})
     backend = ScriptedBackend(answers=[fenced(good_net(w)) for w in range(8, 20)], delay_s=2.5)
-    engine = Engine.start(config, tmp_path / "run", backend=backend, executor=FakeExecutor(), progress=False)
+    engine = Search.start(config, tmp_path / "run", backend=backend, executor=FakeExecutor(), progress=False)
     summary = engine.run()
     assert summary.stop_reason == "wall-clock budget reached (6 s)"
     assert summary.iterations == 2 and len(backend.calls) == 2
@@ -248,3 +250,33 @@ def test_a_token_budget_is_exceeded_by_at_most_one_answer(tmp_path):
     totals = engine.store.llm_totals()
     assert summary.stop_reason == "LLM token budget reached (1500)"
     assert totals["calls"] >= 2 and totals["prompt_tokens"] + totals["completion_tokens"] <= 1500 + max_tokens
+
+
+def test_ask_and_tell_drive_a_search_with_the_callers_own_evaluation(tmp_path):
+    from nasloop.candidate import EvalResult
+
+    config = one_shot_config(strategy="random", space="nb201", stages=["static", "build", "train"],
+                             budget={"iterations": 4})  # fmt: skip
+    search = Search.start(config, tmp_path / "run", progress=False)
+    evaluated = []
+    while (trial := search.ask()) is not None:
+        assert trial.job is not None and trial.job.code == trial.code and trial.id not in evaluated
+        evaluated.append(trial.id)
+        search.tell(trial, EvalResult(State.COMPLETE, metrics={"val_acc": 0.5 + len(evaluated) / 100}))
+    assert search.finished and len(evaluated) == 4
+    assert [record.id for record in search.history] == evaluated
+    assert search.best().id == evaluated[-1]
+    search.close()
+    again = Search.resume(tmp_path / "run", progress=False)  # the lock went with close()
+    assert again.ask() is None and again.finished
+    again.close()
+
+
+def test_a_second_writer_of_a_run_is_refused(tmp_path):
+    from nasloop.store import RunInUse
+
+    first = start(tmp_path, [fenced(good_net(8))])
+    with pytest.raises(RunInUse, match="another process"):
+        Search.resume(tmp_path / "run", progress=False)
+    first.close()
+    Search.resume(tmp_path / "run", progress=False).close()

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from support import SHAPE_BROKEN_NET, fenced, good_net
 
-from nasloop.candidate import State
+from nasloop.candidate import Purpose, State
 from nasloop.cli import main
 from nasloop.store import RunDir, RunStore
 
@@ -101,7 +101,7 @@ def test_kill_9_then_resume_loses_nothing_stored(tmp_path):
         if candidate.id in before:  # stored rows are untouched: not re-added, not re-evaluated
             assert candidate.created == before[candidate.id].created
             assert candidate.metrics == before[candidate.id].metrics
-    iterations = [c for c in after if not c.notes.get("repair_of")]
+    iterations = [c for c in after if c.purpose is not Purpose.REPAIR]
     assert len(iterations) == 5
     # the resumed scripted model starts its answers again: those repeats are duplicates, never re-trained
     assert any(c.state is State.DUPLICATE for c in after if c.id not in before)

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from nasloop.candidate import EvalResult, FailureKind, State
+from nasloop.evaluate.isolation import bwrap_problem
 from nasloop.evaluate.job import DatasetSpec, EvalJob, Limits
-from nasloop.evaluate.sandbox import Sandbox, bwrap_problem
+from nasloop.evaluate.sandbox import Sandbox
 from nasloop.spaces.open_code import check_code
 
 pytestmark = pytest.mark.slow
@@ -278,15 +279,16 @@ def test_forging_the_score_changes_nothing(sandbox: Sandbox) -> None:
         """
         import sys
         import torch
-        stages = sys.modules["nasloop.evaluate.stages"]
+        registry = sys.modules["nasloop.registry"]
         train = sys.modules["nasloop.evaluate.train"]
-        original = stages.STAGE_FUNCTIONS["train"]
+        stage = registry.stages._items["train"]
+        original = stage.function
 
         def forged(context):
             original(context)
             context.metrics.update(val_acc=1.0, test_acc=1.0, pruned_at_step=1.0)
 
-        stages.STAGE_FUNCTIONS["train"] = forged
+        registry.stages._items["train"] = type(stage)("train", stage.order, forged, stage.needs_model)
         train.accuracy = lambda *args, **kwargs: 1.0
         torch.Tensor.argmax = lambda self, *args, **kwargs: torch.zeros(self.shape[0], dtype=torch.int64)
         """

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from nasloop.candidate import FailureKind, State
-from nasloop.evaluate import sandbox as sandbox_module
+from nasloop.evaluate import isolation as isolation_module
+from nasloop.evaluate.isolation import SandboxError, bwrap_problem, choose_isolation
 from nasloop.evaluate.job import DatasetSpec, EvalJob, Limits, Recipe
-from nasloop.evaluate.sandbox import Sandbox, SandboxError, bwrap_problem, choose_isolation, evaluate
+from nasloop.evaluate.sandbox import Sandbox, evaluate
 from nasloop.evaluate.train import accuracy
 
 DATASET = DatasetSpec(name="digits")
@@ -148,7 +149,7 @@ def test_without_bwrap_on_path_auto_falls_back_with_one_warning(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no bwrap
-    monkeypatch.setattr(sandbox_module, "_warned_rlimits_only", False)
+    monkeypatch.setattr(isolation_module, "_warned_rlimits_only", False)
     bwrap_problem.cache_clear()
     try:
         with caplog.at_level(logging.WARNING, logger="nasloop.sandbox"):

@@ -14,18 +14,17 @@ import torch
 
 from nasloop.candidate import FailureKind, State
 from nasloop.data.splits import SandboxData
+from nasloop.evaluate.isolation import bwrap_command, directories_to_hide, scrubbed_environment
 from nasloop.evaluate.job import EvalJob, Limits
-from nasloop.evaluate.sandbox import (
-    JobRun,
+from nasloop.evaluate.outcome import (
     PredictionError,
-    bwrap_command,
-    directories_to_hide,
     outcome_result,
     read_child_result,
     read_new_progress,
     read_predictions,
-    scrubbed_environment,
 )
+from nasloop.evaluate.protocol import Done, JobOutcome, Kill, ProtocolError, Ready, Run, Started, decode, encode
+from nasloop.evaluate.sandbox import JobRun
 from nasloop.evaluate.stages import StageContext, failure_from_exception, plan_stages, run_stages
 from nasloop.evaluate.worker import HeadTail
 
@@ -323,6 +322,23 @@ def test_progress_lines_are_read_incrementally_and_junk_skipped(tmp_path: Path) 
 def test_failures_from_how_the_child_ended(answer: dict[str, object], kind: FailureKind, fragment: str) -> None:
     run = JobRun(job=EvalJob(code="", limits=Limits(timeout_s=3)), job_dir=Path("/nonexistent"), on_progress=None)
     run.stage, run.curve = "train", [(10, 2.0), (20, 1.5)]
-    result = outcome_result(run, answer)
+    result = outcome_result(run, JobOutcome(**answer))
     assert result.failure is not None and result.failure.kind is kind
     assert fragment in result.failure.message, result.failure.message
+
+
+@pytest.mark.parametrize(
+    "message",
+    [Ready(12), Run({"code": "x"}, "/jobs/1", "cuda", 1.5), Started(34), Kill(),
+     Done(JobOutcome(exit=0, signal=None, max_rss_mb=12.5, stdout="hi", stdout_bytes=2))],
+)  # fmt: skip
+def test_protocol_messages_round_trip(message: object) -> None:
+    line = encode(message)  # type: ignore[arg-type]
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert decode(line) == message
+
+
+@pytest.mark.parametrize("line", [b"not json", b'{"kind": "explode"}', b'{"kind": "started"}', b"[1, 2]"])
+def test_protocol_rejects_lines_that_are_no_message(line: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        decode(line)

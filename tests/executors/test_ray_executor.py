@@ -16,7 +16,7 @@ from support import fenced
 
 from nasloop.candidate import FailureKind, State
 from nasloop.config import build_config
-from nasloop.engine import Engine
+from nasloop.engine import Search
 from nasloop.evaluate.job import DatasetSpec, EvalJob, Recipe
 from nasloop.executors.ray_executor import RayExecutor
 from nasloop.llm.scripted import ScriptedBackend
@@ -85,7 +85,7 @@ def test_progress_prunes_and_a_killed_worker_is_a_crash_record(tmp_path, local_c
          "budget": {"iterations": 2}, "llm": {"backend": "scripted", "model": "scripted"}}
     )  # fmt: skip
     backend = ScriptedBackend(answers=[fenced(HEAVY), fenced(LIGHT)])
-    engine = Engine.start(config, tmp_path / "run", backend=backend, executor=executor, progress=False)
+    engine = Search.start(config, tmp_path / "run", backend=backend, executor=executor, progress=False)
     jobs_dir = Path(executor.worker_info()[0]["work_dir"]) / "jobs"
     for old_job in jobs_dir.glob("*"):  # the pruned job's directory
         old_job.rename(tmp_path / old_job.name)

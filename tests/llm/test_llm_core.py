@@ -23,6 +23,7 @@ from nasloop.llm import (
     UsageMeter,
     make_backend,
 )
+from nasloop.llm.base import Sampling
 from nasloop.llm.cassette import MissingFromCassette
 from nasloop.registry import UnknownNameError, llm_backends
 
@@ -103,18 +104,18 @@ def test_make_backend_builds_the_scripted_backend_from_config() -> None:
 
 def test_scripted_counts_tokens_plausibly_and_records_requests() -> None:
     backend = ScriptedBackend(answers=["x" * 400])
-    completion = backend.complete(MESSAGES, temperature=0.2, max_tokens=500, seed=7, stop=["END"])
+    completion = backend.complete(MESSAGES, Sampling(temperature=0.2, max_tokens=500, seed=7, stop=["END"]))
     assert completion.usage.completion_tokens == 100
     assert 10 < completion.usage.prompt_tokens < 40
     assert completion.finish_reason == "stop" and completion.latency_s >= 0
     (call,) = backend.calls
-    assert (call.temperature, call.max_tokens, call.seed, call.stop) == (0.2, 500, 7, ["END"])
+    assert (call.temperature, call.max_tokens, call.seed, call.stop) == (0.2, 500, 7, ("END",))
 
 
 def test_scripted_honours_stop_strings_and_max_tokens() -> None:
     backend = ScriptedBackend(answers=["keep this END drop that", "y" * 100])
-    assert backend.complete(MESSAGES, stop=["END"]).text == "keep this "
-    cut = backend.complete(MESSAGES, max_tokens=5)
+    assert backend.complete(MESSAGES, Sampling(stop=["END"])).text == "keep this "
+    cut = backend.complete(MESSAGES, Sampling(max_tokens=5))
     assert (cut.text, cut.finish_reason) == ("y" * 20, "length")
 
 
@@ -140,16 +141,16 @@ def test_scripted_cycle_repeats() -> None:
 
 def test_scripted_truncated_empty_answer() -> None:
     with pytest.raises(TruncatedResponse):
-        ScriptedBackend(answers=["   "]).complete(MESSAGES, max_tokens=0)
+        ScriptedBackend(answers=["    x"]).complete(MESSAGES, Sampling(max_tokens=1))  # 4 blank characters fit
 
 
 def test_scripted_validates_structured_answers() -> None:
     backend = ScriptedBackend(answers=['{"width": 64}', '{"width": "wide"}', "no json"])
-    assert json.loads(backend.complete(MESSAGES, response_format=SCHEMA_FORMAT).text) == {"width": 64}
+    assert json.loads(backend.complete(MESSAGES, Sampling(response_format=SCHEMA_FORMAT)).text) == {"width": 64}
     with pytest.raises(InvalidStructuredResponse, match="width"):
-        backend.complete(MESSAGES, response_format=SCHEMA_FORMAT)
+        backend.complete(MESSAGES, Sampling(response_format=SCHEMA_FORMAT))
     with pytest.raises(InvalidStructuredResponse, match="does not contain any"):
-        backend.complete(MESSAGES, response_format=SCHEMA_FORMAT)
+        backend.complete(MESSAGES, Sampling(response_format=SCHEMA_FORMAT))
 
 
 @pytest.mark.parametrize(
@@ -163,7 +164,7 @@ def test_malformed_messages_are_config_errors(messages: list[dict[str, str]]) ->
 
 def test_unsupported_response_format_is_a_config_error() -> None:
     with pytest.raises(LLMConfigError, match="response_format"):
-        ScriptedBackend(answers=["{}"]).complete(MESSAGES, response_format={"type": "xml"})
+        ScriptedBackend(answers=["{}"]).complete(MESSAGES, Sampling(response_format={"type": "xml"}))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -222,16 +223,16 @@ def test_record_then_replay_exactly(tmp_path: Path) -> None:
     )
     assert isinstance(recording, CassetteBackend)
     recorded = [
-        recording.complete(MESSAGES, seed=1),
-        recording.complete(MESSAGES, seed=1),  # the same request twice: answers replay in order
-        recording.complete(MESSAGES, seed=2, temperature=0.0),
+        recording.complete(MESSAGES, Sampling(seed=1)),
+        recording.complete(MESSAGES, Sampling(seed=1)),  # the same request twice: answers replay in order
+        recording.complete(MESSAGES, Sampling(seed=2, temperature=0.0)),
     ]
     assert len(cassette.read_text().splitlines()) == 3
     replaying = make_backend(LLMConfig(backend="replay", cassette=str(cassette), cassette_mode="replay"))
     replayed = [
-        replaying.complete(MESSAGES, seed=1),
-        replaying.complete(MESSAGES, seed=1),
-        replaying.complete(MESSAGES, seed=2, temperature=0.0),
+        replaying.complete(MESSAGES, Sampling(seed=1)),
+        replaying.complete(MESSAGES, Sampling(seed=1)),
+        replaying.complete(MESSAGES, Sampling(seed=2, temperature=0.0)),
     ]
     assert replayed == recorded
 
@@ -241,13 +242,13 @@ def test_replay_of_an_unrecorded_request_is_a_clear_error(tmp_path: Path) -> Non
     recorder = CassetteBackend(
         LLMConfig(cassette=str(cassette), cassette_mode="record"), inner=ScriptedBackend(answers=["a"])
     )
-    recorder.complete(MESSAGES, seed=1)
+    recorder.complete(MESSAGES, Sampling(seed=1))
     replaying = CassetteBackend(LLMConfig(backend="replay", cassette=str(cassette), cassette_mode="replay"))
     with pytest.raises(MissingFromCassette, match=str(cassette)):
-        replaying.complete(MESSAGES, seed=2)  # a different seed is a different request
-    replaying.complete(MESSAGES, seed=1)
+        replaying.complete(MESSAGES, Sampling(seed=2))  # a different seed is a different request
+    replaying.complete(MESSAGES, Sampling(seed=1))
     with pytest.raises(MissingFromCassette, match="no \\(further\\) answer"):
-        replaying.complete(MESSAGES, seed=1)
+        replaying.complete(MESSAGES, Sampling(seed=1))
 
 
 def test_replay_without_a_cassette_file_says_to_record(tmp_path: Path) -> None:
@@ -292,12 +293,22 @@ def test_code_from_a_looping_generation_is_an_extraction_failure_with_advice() -
     from nasloop.strategies.code_writer import ask_for_code
 
     class LoopingLLM:
-        def complete(self, role: str, messages: list, **options: object) -> Reply:
+        def complete(self, role: str, messages: list, sampling: object) -> Reply:
             text = "```python\nclass Net(nn.Module):\n" + "\n".join(LOOP_LINES * 8) + "\n"
             return Reply(Completion(text, Usage(10, 200), 1.0, "m", "repetition"), call_id=7)
 
     ctx = Context(LoopingLLM(), [], random.Random(0), 1, Task("digits", (1, 8, 8), 10), render=str)
-    proposal = ask_for_code(ctx, "generator", [{"role": "user", "content": "a Net"}])
+    proposal = ask_for_code(ctx, "generator", [{"role": "user", "content": "a Net"}], Sampling())
     assert proposal.failure is not None and proposal.failure.kind is FailureKind.EXTRACTION
     assert "fell into a loop" in proposal.failure.message and "nn.Sequential" in proposal.failure.message
     assert proposal.llm_call_ids == (7,)
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [({"temperature": -0.1}, "temperature"), ({"top_p": 0.0}, "top_p"), ({"max_tokens": 0}, "max_tokens")],
+)
+def test_sampling_settings_are_checked_when_made(settings, named):
+    with pytest.raises(ValueError, match=named):
+        Sampling(**settings)
+    assert Sampling(stop=["a", "b"]).stop == ("a", "b") and Sampling().to_dict()["stop"] == []

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from nasloop.llm import DeadlineExceeded, LLMConfig, make_backend
+from nasloop.llm.base import Sampling
 from nasloop.llm.embedded import EMBEDDED_MODELS, ensure_model_file, is_installed
 from nasloop.prompts.extract import extract_code
 
@@ -70,7 +71,7 @@ def embedded_backend() -> Iterator[object]:
 
 
 def test_embedded_short_code_request(embedded_backend: object) -> None:
-    completion = embedded_backend.complete(CODE_REQUEST, temperature=0.0, max_tokens=120, seed=0)  # type: ignore[attr-defined]
+    completion = embedded_backend.complete(CODE_REQUEST, Sampling(temperature=0.0, max_tokens=120, seed=0))  # type: ignore[attr-defined]
     assert completion.usage.prompt_tokens > 20 and 0 < completion.usage.completion_tokens <= 120
     assert completion.text.startswith("```python\nimport torch")
     if completion.finish_reason == "stop":
@@ -79,8 +80,8 @@ def test_embedded_short_code_request(embedded_backend: object) -> None:
 
 
 def test_embedded_json_request_is_grammar_constrained(embedded_backend: object) -> None:
-    completion = embedded_backend.complete(  # type: ignore[attr-defined]
-        JSON_REQUEST, temperature=0.8, max_tokens=60, seed=1, response_format=SCHEMA_FORMAT
+    completion = embedded_backend.complete(
+        JSON_REQUEST, Sampling(temperature=0.8, max_tokens=60, seed=1, response_format=SCHEMA_FORMAT)
     )
     answer = json.loads(completion.text)
     assert answer["operation"] in SCHEMA["properties"]["operation"]["enum"]  # type: ignore[index]
@@ -88,8 +89,8 @@ def test_embedded_json_request_is_grammar_constrained(embedded_backend: object) 
 
 
 def test_embedded_seed_reproduces_and_prefix_is_reused(embedded_backend: object) -> None:
-    first = embedded_backend.complete(JSON_REQUEST, temperature=0.9, max_tokens=24, seed=7)  # type: ignore[attr-defined]
-    second = embedded_backend.complete(JSON_REQUEST, temperature=0.9, max_tokens=24, seed=7)  # type: ignore[attr-defined]
+    first = embedded_backend.complete(JSON_REQUEST, Sampling(temperature=0.9, max_tokens=24, seed=7))  # type: ignore[attr-defined]
+    second = embedded_backend.complete(JSON_REQUEST, Sampling(temperature=0.9, max_tokens=24, seed=7))  # type: ignore[attr-defined]
     assert first.text == second.text
     assert second.latency_s < first.latency_s + 1.0  # the whole prompt was cached
 
@@ -100,7 +101,7 @@ def test_embedded_generation_caught_in_a_loop_stops_early(embedded_backend: obje
         "with the comment `# (B, 64, 7, 7)` above it. Do not use a loop."
     )
     loop = [{"role": "user", "content": request}]
-    completion = embedded_backend.complete(loop, temperature=0.0, max_tokens=1500, seed=0)  # type: ignore[attr-defined]
+    completion = embedded_backend.complete(loop, Sampling(temperature=0.0, max_tokens=1500, seed=0))  # type: ignore[attr-defined]
     assert completion.finish_reason == "repetition"
     assert completion.text.count("# (B, 64, 7, 7)") >= 8
     # 60 blocks of two lines would be ~1,400 tokens; eight blocks and the code around them are far fewer
@@ -112,7 +113,7 @@ def test_embedded_deadline_stops_a_long_prefill(embedded_backend: object) -> Non
     backend = make_backend(LLMConfig(backend="llama-cpp", model=MODEL, n_ctx=2048, n_threads=1, deadline_s=1.0))
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded, match="no text within the deadline"):
-        backend.complete(long_prompt, max_tokens=16)
+        backend.complete(long_prompt, Sampling(max_tokens=16))
     assert time.monotonic() - started <= 1.0 + 1.0
     backend.close()
 
@@ -168,7 +169,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def test_openai_backend_against_a_real_server(server_url: str) -> None:
     backend = make_backend(LLMConfig(backend="openai", model=MODEL, base_url=server_url, deadline_s=150))
-    completion = backend.complete(CODE_REQUEST, temperature=0.0, max_tokens=24, seed=0)
+    completion = backend.complete(CODE_REQUEST, Sampling(temperature=0.0, max_tokens=24, seed=0))
     assert completion.text.strip() and completion.usage.prompt_tokens > 20
     assert 0 < completion.usage.completion_tokens <= 24
     backend.close()
@@ -176,7 +177,9 @@ def test_openai_backend_against_a_real_server(server_url: str) -> None:
 
 def test_openai_backend_json_schema_against_a_real_server(server_url: str) -> None:
     backend = make_backend(LLMConfig(backend="openai", model=MODEL, base_url=server_url, deadline_s=150))
-    completion = backend.complete(JSON_REQUEST, temperature=0.8, max_tokens=60, seed=3, response_format=SCHEMA_FORMAT)
+    completion = backend.complete(
+        JSON_REQUEST, Sampling(temperature=0.8, max_tokens=60, seed=3, response_format=SCHEMA_FORMAT)
+    )
     answer = json.loads(completion.text)
     assert set(answer) == {"operation", "channels"}
     backend.close()

@@ -33,6 +33,7 @@ from nasloop.llm import (
     TruncatedResponse,
     make_backend,
 )
+from nasloop.llm.base import Sampling
 from nasloop.llm.openai_backend import OpenAIBackend
 
 MESSAGES = [{"role": "user", "content": "Propose a network."}]
@@ -163,7 +164,7 @@ def timed(call: Callable[[], Any]) -> float:
 
 def test_completion_passes_every_sampling_setting(server: FakeServer) -> None:
     completion = backend_for(server).complete(
-        MESSAGES, temperature=0.3, max_tokens=99, seed=5, stop=["```\n"], top_p=0.9
+        MESSAGES, Sampling(temperature=0.3, max_tokens=99, seed=5, stop=["```\n"], top_p=0.9)
     )
     assert completion.text == "hello" and completion.model == "served-model"
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (11, 7)
@@ -340,10 +341,10 @@ def test_empty_and_truncated_answers(server: FakeServer) -> None:
 def test_schema_request_is_sent_and_the_answer_validated(server: FakeServer) -> None:
     server.script(Reply(body=chat_response('{"width": 32}')), Reply(body=chat_response('{"width": "x"}')))
     backend = backend_for(server)
-    assert json.loads(backend.complete(MESSAGES, response_format=SCHEMA_FORMAT).text) == {"width": 32}
+    assert json.loads(backend.complete(MESSAGES, Sampling(response_format=SCHEMA_FORMAT)).text) == {"width": 32}
     assert server.requests[0]["response_format"] == SCHEMA_FORMAT
     with pytest.raises(InvalidStructuredResponse, match="width"):
-        backend.complete(MESSAGES, response_format=SCHEMA_FORMAT)
+        backend.complete(MESSAGES, Sampling(response_format=SCHEMA_FORMAT))
 
 
 def test_auto_mode_falls_back_to_prompting_when_the_server_rejects_schemas(server: FakeServer) -> None:
@@ -354,14 +355,14 @@ def test_auto_mode_falls_back_to_prompting_when_the_server_rejects_schemas(serve
 
     server.behaviour = behaviour
     backend = backend_for(server)
-    assert backend.complete(MESSAGES, response_format=SCHEMA_FORMAT).text.endswith("```")
+    assert backend.complete(MESSAGES, Sampling(response_format=SCHEMA_FORMAT)).text.endswith("```")
     assert [request.get("response_format", {}).get("type") for request in server.requests] == [
         "json_schema",
         "json_object",
         None,
     ]
     assert "json schema" in server.requests[2]["messages"][-1]["content"].lower()
-    backend.complete(MESSAGES, response_format=SCHEMA_FORMAT)
+    backend.complete(MESSAGES, Sampling(response_format=SCHEMA_FORMAT))
     assert len(server.requests) == 4  # the accepted mode is remembered: no more rejected requests
 
 
@@ -376,7 +377,7 @@ def test_a_500_rejecting_json_schema_moves_to_json_mode_without_retries(server: 
         return Reply(body=chat_response('{"width": 16}'))
 
     server.behaviour = behaviour
-    completion = backend_for(server, max_retries=0).complete(MESSAGES, response_format=SCHEMA_FORMAT)
+    completion = backend_for(server, max_retries=0).complete(MESSAGES, Sampling(response_format=SCHEMA_FORMAT))
     assert json.loads(completion.text) == {"width": 16}
     assert server.requests[1]["response_format"] == {"type": "json_object", "schema": SCHEMA}
 
@@ -384,7 +385,7 @@ def test_a_500_rejecting_json_schema_moves_to_json_mode_without_retries(server: 
 def test_server_mode_does_not_fall_back(server: FakeServer) -> None:
     server.script(Reply(status=400, body={"error": {"message": "response_format is not supported"}}))
     with pytest.raises(Exception, match="rejected the request"):
-        backend_for(server, structured_output="server").complete(MESSAGES, response_format=SCHEMA_FORMAT)
+        backend_for(server, structured_output="server").complete(MESSAGES, Sampling(response_format=SCHEMA_FORMAT))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -437,7 +438,7 @@ def contract_backend(name: str, server: FakeServer, tmp_path: Any) -> Any:
                 backend="scripted", model="scripted", responses=(answer,), cassette=cassette, cassette_mode="record"
             )
         )
-        recorder.complete(MESSAGES, temperature=0.0, max_tokens=32, seed=1)
+        recorder.complete(MESSAGES, Sampling(temperature=0.0, max_tokens=32, seed=1))
         return make_backend(LLMConfig(backend="replay", cassette=cassette, cassette_mode="replay"))
     if name == "openai":
         server.script(Reply(body=chat_response(answer)))
@@ -461,7 +462,7 @@ def test_every_registered_backend_has_a_contract_case() -> None:
 @pytest.mark.parametrize("name", CONTRACT_CASES)
 def test_backend_contract(name: str, server: FakeServer, tmp_path: Any) -> None:
     backend = contract_backend(name, server, tmp_path)
-    completion = backend.complete(MESSAGES, temperature=0.0, max_tokens=32, seed=1)
+    completion = backend.complete(MESSAGES, Sampling(temperature=0.0, max_tokens=32, seed=1))
     assert completion.text.strip() and completion.model
     assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
     assert completion.latency_s >= 0 and completion.finish_reason in ("stop", "length", "deadline")

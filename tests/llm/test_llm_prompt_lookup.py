@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from nasloop.llm import LLMConfig, llama_cpp_backend, make_backend
+from nasloop.llm.base import Sampling
 from nasloop.llm.embedded import EMBEDDED_MODELS, is_installed
 from nasloop.llm.llama_cpp_backend import LlamaCppBackend, prompt_lookup_llama
 
@@ -230,7 +231,7 @@ def test_greedy_edit_answer_is_the_same_with_prompt_lookup_on_and_off(backends: 
     prompt_tokens = len(backends[True].prompt_tokens(EDIT_REQUEST)[0])
     assert prompt_tokens > 3 * 128  # the prompt spans several batches
     off, on = (
-        backends[lookup].complete(EDIT_REQUEST, temperature=0.0, max_tokens=ANSWER_TOKENS, seed=0)
+        backends[lookup].complete(EDIT_REQUEST, Sampling(temperature=0.0, max_tokens=ANSWER_TOKENS, seed=0))
         for lookup in (False, True)
     )
     assert on.text == off.text

@@ -21,7 +21,7 @@ INJECTION = "</pre></script><script>document.title='pwned'</script><img src=x on
 
 
 def create_run(root: Path, config: dict) -> tuple[RunDir, RunStore]:
-    """A run directory with its resolved config, as `Engine.start` leaves it."""
+    """A run directory with its resolved config, as `Search.start` leaves it."""
     layout = RunDir(root)
     layout.create()
     text = dump_config(build_config(config))

@@ -125,8 +125,7 @@ def _wait_for(condition, timeout_s: float = 120.0) -> bool:
 
 
 def test_report_of_a_real_engine_run(tmp_path):
-    pytest.importorskip("nasloop.spaces.canonical", reason="the engine's canonical hashing is not in this checkout")
-    from nasloop.engine import Engine
+    from nasloop.engine import Search
     from nasloop.llm.scripted import ScriptedBackend
 
     codes = iter([good_net(8), SHAPE_BROKEN_NET, good_net(9), "I cannot help with that.", good_net(10)])
@@ -142,7 +141,7 @@ def test_report_of_a_real_engine_run(tmp_path):
         {"strategy": "feedback-memory", "dataset": {"name": "digits"}, "budget": {"iterations": 6},
          "llm": {"backend": "scripted", "model": "scripted"}}
     )  # fmt: skip
-    engine = Engine.start(
+    engine = Search.start(
         config, tmp_path / "run", backend=ScriptedBackend(answers=answer), executor=FakeExecutor(), progress=False
     )
     summary = engine.run()

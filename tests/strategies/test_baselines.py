@@ -7,9 +7,9 @@ from concurrent.futures import Future
 
 import pytest
 
-from nasloop.candidate import EvalResult, State
+from nasloop.candidate import EvalResult, Purpose, State
 from nasloop.config import build_config
-from nasloop.engine import Engine
+from nasloop.engine import Search
 from nasloop.evaluate.job import EvalJob
 from nasloop.executors.base import Executor, ProgressCallback
 from nasloop.spaces import nb201
@@ -47,7 +47,7 @@ def search(tmp_path, strategy, iterations, seed=0, name="run", **options):
             "seed": seed,
         }
     )  # fmt: skip
-    engine = Engine.start(config, tmp_path / name, executor=ConvolutionCount(), progress=False)
+    engine = Search.start(config, tmp_path / name, executor=ConvolutionCount(), progress=False)
     return engine, engine.run()
 
 
@@ -97,10 +97,10 @@ def test_evolution_resumes_from_its_state(tmp_path):
 @pytest.mark.parametrize("strategy", ["random", "evolution"])
 def test_baselines_finalize_their_top_k(tmp_path, strategy):
     engine, summary = search(tmp_path, strategy, iterations=10, final_top_k=2)
-    finals = [record for record in engine.history if record.notes.get("final_of")]
-    searched = [record for record in engine.history if not record.notes.get("final_of")]
+    finals = [record for record in engine.history if record.purpose is Purpose.FINAL]
+    searched = [record for record in engine.history if record.purpose is not Purpose.FINAL]
     ranked = sorted(searched, key=lambda record: (-record.metrics["conv3x3"], record.id))
-    assert [record.notes["final_of"] for record in finals] == [ranked[0].id, ranked[1].id]
+    assert [record.parent for record in finals] == [ranked[0].id, ranked[1].id]
     assert summary.iterations == 10
 
 

@@ -10,7 +10,7 @@ from support import SHAPE_BROKEN_NET, FakeExecutor, fenced, good_net
 
 from nasloop.candidate import EvalResult, Purpose, State
 from nasloop.config import build_config
-from nasloop.engine import Engine
+from nasloop.engine import Search
 from nasloop.llm.scripted import ScriptedBackend
 from nasloop.objectives.effectiveness import EffectivenessConfig
 from nasloop.store import RunStore
@@ -68,7 +68,7 @@ def run(tmp_path, model, iterations=3, seed_model="none", **options):
             "budget": {"iterations": iterations}, "llm": {"backend": "scripted", "model": "scripted"},
         }
     )  # fmt: skip
-    engine = Engine.start(config, tmp_path / "run", backend=ScriptedBackend(answers=model),
+    engine = Search.start(config, tmp_path / "run", backend=ScriptedBackend(answers=model),
                           executor=MeasuringExecutor(), progress=False)  # fmt: skip
     return engine, engine.run()
 
@@ -113,7 +113,7 @@ def test_cm_is_stored_with_each_candidate_and_the_best_is_kept_by_cm(tmp_path):
     effectiveness = {"accuracy_weight": 1.0, "fps_weight": 1.0, "reference_fps": 100.0}
     model = Model([good_net(8), good_net(40), good_net(20)])
     engine, summary = run(tmp_path, model, iterations=3, effectiveness=effectiveness)
-    engine.store.close()
+    engine.close()
     stored = RunStore(tmp_path / "run" / "run.sqlite", readonly=True).candidates()
     cms = {record.id: record.notes["cm"] for record in stored}
     config = EffectivenessConfig.model_validate(effectiveness)
@@ -179,8 +179,8 @@ def test_feedback_on_best_reads_the_best_candidates_metrics(tmp_path):
 def test_resume_restores_the_best_and_the_latest(tmp_path):
     engine, _ = run(tmp_path, Model(), iterations=2, targets={"val_acc": 0.95})
     state = engine.strategy.state_dict()
-    engine.store.close()
-    resumed = Engine.resume(tmp_path / "run", backend=ScriptedBackend(answers=Model()),
+    engine.close()
+    resumed = Search.resume(tmp_path / "run", backend=ScriptedBackend(answers=Model()),
                             executor=MeasuringExecutor(), progress=False)  # fmt: skip
     assert resumed.strategy.state_dict() == state
     assert state["latest_id"] == 2 and [entry["id"] for entry in state["scored"]] == [1, 2]

@@ -8,7 +8,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from nasloop.candidate import Failure, FailureKind, Proposal, State
+from nasloop.candidate import Failure, FailureKind, Proposal, Purpose, State
 from nasloop.hardware.lookup import LatencyNotFound
 from nasloop.llm.scripted import ScriptedBackend
 from nasloop.objectives import pareto_front
@@ -41,9 +41,9 @@ class ScriptedLLM:
         self.backend = ScriptedBackend(answers=answers if answers is not None else [], cycle=cycle)
         self.roles: list[str] = []
 
-    def complete(self, role, messages, **options):
+    def complete(self, role, messages, sampling):
         self.roles.append(role)
-        return Reply(self.backend.complete(messages, **options), call_id=len(self.roles))
+        return Reply(self.backend.complete(messages, sampling), call_id=len(self.roles))
 
     @property
     def calls(self):
@@ -347,7 +347,7 @@ def test_finalist_accuracy_feeds_the_regression_and_the_front_is_trained_once():
     next_id = len(history) + 1
     for offset, proposal in enumerate(finals):
         trained = record(next_id + offset, proposal.architecture, {"val_acc": 0.8 + offset / 100},
-                         notes={"final_of": proposal.final_of})  # fmt: skip
+                         purpose=Purpose.FINAL, parent=proposal.final_of)  # fmt: skip
         subject.observe([Observation(proposal, trained)])
         history.append(trained)
     assert subject.trained == {p.final_of: 0.8 + i / 100 for i, p in enumerate(finals)}

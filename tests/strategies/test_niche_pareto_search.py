@@ -13,7 +13,7 @@ import yaml
 from nasloop.candidate import EvalResult, State
 from nasloop.cli import _search_overrides, build_parser, main
 from nasloop.config import build_config, load_config
-from nasloop.engine import Engine
+from nasloop.engine import Search
 from nasloop.evaluate.job import DatasetSpec, EvalJob
 from nasloop.evaluate.proxies import compute_proxies
 from nasloop.executors.base import Executor, ProgressCallback
@@ -107,7 +107,7 @@ def search_config(iterations, **options):
 
 def run(tmp_path, iterations, model=None, **options):
     backend = ScriptedBackend(answers=model) if model is not None else None
-    engine = Engine.start(search_config(iterations, **options), tmp_path / "run", backend=backend,
+    engine = Search.start(search_config(iterations, **options), tmp_path / "run", backend=backend,
                           executor=CellEvaluator(), progress=False)  # fmt: skip
     return engine, engine.run()
 
@@ -167,7 +167,7 @@ def test_the_runs_objectives_and_constraints_reach_the_strategy(tmp_path):
     config = search_config(6, initial_per_niche=1).model_copy(
         update={"objectives": ("val_acc:max", "params:min"), "constraints": ("params<=1e6",)}
     )
-    engine = Engine.start(config, tmp_path / "run", backend=None, executor=CellEvaluator(), progress=False)
+    engine = Search.start(config, tmp_path / "run", backend=None, executor=CellEvaluator(), progress=False)
     assert engine.task.objectives == ("val_acc:max", "params:min") and engine.task.constraints == ("params<=1e6",)
     assert [str(o) for o in engine.strategy.objectives] == ["val_acc:max", "params:min"]
     assert [(c.metric, c.op, c.value) for c in engine.strategy.constraints] == [("params", "<=", 1e6)]
@@ -194,7 +194,7 @@ def test_resume_continues_with_the_restored_archives(tmp_path):
     config = yaml.safe_load(config_path.read_text())
     config["budget"]["iterations"] = 12
     config_path.write_text(yaml.safe_dump(config))
-    resumed = Engine.resume(tmp_path / "run", backend=ScriptedBackend(answers=model), executor=CellEvaluator(),
+    resumed = Search.resume(tmp_path / "run", backend=ScriptedBackend(answers=model), executor=CellEvaluator(),
                             progress=False)  # fmt: skip
     assert resumed.strategy.state_dict() == before
     summary = resumed.run()
@@ -207,7 +207,7 @@ def test_the_search_command_parses_and_starts_niche_pareto(tmp_path):
     args = build_parser().parse_args(argv)
     config = load_config(None, _search_overrides(args))
     config = config.model_copy(update={"stages": ("static", "build", "hardware", "zero-cost"), "proxies": ("naswot",)})
-    engine = Engine.start(config, tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=CellEvaluator(),
+    engine = Search.start(config, tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=CellEvaluator(),
                           progress=False)  # fmt: skip
     assert type(engine.strategy).__name__ == "NichePareto" and config.objectives == ("val_acc:max", "latency_ms:min")
     summary = engine.run()  # generation 0 alone: random initial architectures, no LLM answer needed
@@ -218,7 +218,7 @@ def test_the_example_config_runs_its_first_generation(tmp_path):
     example = Path(__file__).parents[2] / "examples" / "niche_pareto_nb201.yaml"
     config = load_config(example, {"llm.backend": "scripted", "budget.iterations": 24})
     config = config.model_copy(update={"dataset": DatasetSpec(name="digits")})
-    engine = Engine.start(config, tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=CellEvaluator(),
+    engine = Search.start(config, tmp_path / "run", backend=ScriptedBackend(answers=[]), executor=CellEvaluator(),
                           progress=False)  # fmt: skip
     assert engine.strategy.opts.initial_per_niche == 4 and engine.strategy.opts.predictor == "naswot"
     summary = engine.run()  # the 24 random initial cells: no LLM call yet

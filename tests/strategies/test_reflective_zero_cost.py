@@ -10,10 +10,10 @@ import jsonschema
 import pytest
 import torch
 
-from nasloop.candidate import EvalResult, FailureKind, Proposal, State
+from nasloop.candidate import EvalResult, FailureKind, Proposal, Purpose, State
 from nasloop.config import build_config
 from nasloop.data import load_splits
-from nasloop.engine import Engine, SearchAborted
+from nasloop.engine import Search, SearchAborted
 from nasloop.evaluate.job import DatasetSpec, EvalJob
 from nasloop.evaluate.proxies import ProxyError, compute_proxies
 from nasloop.evaluate.stages import StageContext, run_stages
@@ -155,13 +155,13 @@ def config(iterations=8, space="nb201", proxy="params", stages=("static", "build
 
 def run(tmp_path, model, run_config, executor=None):
     executor = executor or AnalyticParams()
-    engine = Engine.start(run_config, tmp_path / "run", backend=ScriptedBackend(answers=model), executor=executor,
+    engine = Search.start(run_config, tmp_path / "run", backend=ScriptedBackend(answers=model), executor=executor,
                           progress=False)  # fmt: skip
     return engine, engine.run(), executor
 
 
 def search_records(engine):
-    return [record for record in engine.history if not record.notes.get("final_of")]
+    return [record for record in engine.history if record.purpose is not Purpose.FINAL]
 
 
 def test_initial_population_needs_no_llm_then_each_iteration_reflects_and_mutates(tmp_path):
@@ -229,7 +229,7 @@ def test_temperature_is_drawn_from_the_configured_set(tmp_path):
     model = Model()
     backend = ScriptedBackend(answers=model)
     run_config = config(iterations=12, temperatures=[0.3, 0.9], reflection_temperature=0.1, final_top_k=0)
-    Engine.start(run_config, tmp_path / "run", backend=backend, executor=AnalyticParams(),
+    Search.start(run_config, tmp_path / "run", backend=backend, executor=AnalyticParams(),
                  progress=False).run()  # fmt: skip
     roles = [role for role, _ in model.calls]
     mutation = [call.temperature for call, role in zip(backend.calls, roles, strict=True) if role == "mutator"]
@@ -241,7 +241,7 @@ def test_reflection_temperature_can_be_drawn_too(tmp_path):
     model = Model()
     backend = ScriptedBackend(answers=model)
     run_config = config(iterations=12, temperatures=[0.3, 0.9], reflection_temperature=None, final_top_k=0)
-    Engine.start(run_config, tmp_path / "run", backend=backend, executor=AnalyticParams(), progress=False).run()
+    Search.start(run_config, tmp_path / "run", backend=backend, executor=AnalyticParams(), progress=False).run()
     assert {call.temperature for call in backend.calls} == {0.3, 0.9}
 
 
@@ -327,8 +327,8 @@ def test_finalize_trains_the_top_k_by_proxy_once(tmp_path):
     engine, summary, _ = run(tmp_path, Model(), run_config)
     search = [record for record in search_records(engine) if record.state is State.COMPLETE]
     best_two = sorted(search, key=lambda record: (-record.metrics["params"], record.id))[:2]
-    finals = [record for record in engine.history if record.notes.get("final_of")]
-    assert [record.notes["final_of"] for record in finals] == [record.id for record in best_two]
+    finals = [record for record in engine.history if record.purpose is Purpose.FINAL]
+    assert [record.parent for record in finals] == [record.id for record in best_two]
     assert all(record.architecture == original.architecture for record, original in zip(finals, best_two, strict=True))
     assert summary.iterations == 8  # finalists are not iterations
     # a resumed run that reaches finalize again does not retrain them
@@ -343,7 +343,7 @@ def finalize_context(engine, history):
 
 def test_finalist_proposals_ask_for_training_and_skip_trained_candidates(tmp_path):
     engine, _, _ = run(tmp_path, Model(), config(iterations=6, final_top_k=3))
-    history = [record for record in engine.history if not record.notes.get("final_of")]
+    history = [record for record in engine.history if record.purpose is not Purpose.FINAL]
     ctx = finalize_context(engine, history)
     proposals = engine.strategy.finalize(ctx)
     assert len(proposals) == 3
@@ -370,14 +370,14 @@ def test_resume_restores_population_reflections_and_pending_reflection(tmp_path)
         return model(messages)
 
     run_config = config(iterations=10, reflection_memory=3, final_top_k=0)
-    engine = Engine.start(run_config, tmp_path / "run", backend=ScriptedBackend(answers=flaky),
+    engine = Search.start(run_config, tmp_path / "run", backend=ScriptedBackend(answers=flaky),
                           executor=AnalyticParams(), progress=False)  # fmt: skip
     with pytest.raises(SearchAborted):
         engine.run()
     saved = json.loads(json.dumps(engine.strategy.state_dict()))  # JSON-able
     assert saved["unreflected"] is not None and saved["notes"] == ["lesson 1", "lesson 2"]
 
-    resumed = Engine.resume(tmp_path / "run", backend=ScriptedBackend(answers=model),
+    resumed = Search.resume(tmp_path / "run", backend=ScriptedBackend(answers=model),
                             executor=AnalyticParams(), progress=False)  # fmt: skip
     strategy = resumed.strategy
     assert [m.to_dict() for m in strategy.population] == saved["population"]

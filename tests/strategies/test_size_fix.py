@@ -9,7 +9,7 @@ from support import FakeExecutor, fenced, good_net
 
 from nasloop.candidate import EvalResult, Failure, FailureKind, Purpose, State
 from nasloop.config import build_config
-from nasloop.engine import Engine
+from nasloop.engine import Search
 from nasloop.evaluate.stages import LayerTrace
 from nasloop.llm.scripted import ScriptedBackend
 from nasloop.strategies.size_fix import net_name_fix, size_fix
@@ -251,7 +251,7 @@ def search(tmp_path, strategy, answers, iterations, *, executor=None, max_stale=
 
     backend = ScriptedBackend(answers=model)
     executor = executor or ForwardingExecutor()
-    engine = Engine.start(config, tmp_path / strategy, backend=backend, executor=executor, progress=False)
+    engine = Search.start(config, tmp_path / strategy, backend=backend, executor=executor, progress=False)
     return engine, engine.run(), prompts
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from nasloop.errors import NasloopError
 from nasloop.registry import spaces
 from nasloop.spaces.base import SearchSpace
 
@@ -35,7 +36,7 @@ VAL_ACC, TEST_ACC, PARAMS, FLOPS = "val_acc", "test_acc", "params", "flops"
 # ---------------------------------------------------------------------------------------------------
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(NasloopError):
     """Base of every error this package raises."""
 
 

@@ -127,7 +127,7 @@ def trace_of(
         if record.state is State.DUPLICATE or (key and key in seen):
             duplicates += 1
         seen.add(key)
-        completed = record.state is State.COMPLETE or (record.state is State.DUPLICATE and record.failure is None)
+        completed = record.usable
         value, reported = record.metrics.get(metric), record.metrics.get(report)
         if completed and value is not None and reported is not None and (best is None or value > best[0]):
             best = (float(value), float(reported))
@@ -151,7 +151,7 @@ def run_variant(
     """One search of `variant` on the benchmark with `budget` queries; its trace (`extra`: more config
     keys, e.g. `objectives` for a multi-objective search)."""
     from nasloop.config import build_config
-    from nasloop.engine import Engine
+    from nasloop.engine import Search
 
     data: dict[str, Any] = {
         "strategy": variant.strategy,
@@ -165,11 +165,11 @@ def run_variant(
     }
     run_dir = root / f"{_slug(variant.label)}-seed{seed}"
     started = time.perf_counter()
-    engine = Engine.start(build_config(data), run_dir, backend=backend if variant.uses_llm else None, progress=False)
+    engine = Search.start(build_config(data), run_dir, backend=backend if variant.uses_llm else None, progress=False)
     try:
         engine.run()
     finally:
-        engine.store.close()
+        engine.close()
     wall = time.perf_counter() - started
     from nasloop.store import RunDir, RunStore
 
@@ -190,7 +190,7 @@ def run_variant(
 
 def _point(record: CandidateRecord) -> dict[str, float]:
     """The figures of a query the summaries read: accuracies and latencies (none when it did not complete)."""
-    completed = record.state is State.COMPLETE or (record.state is State.DUPLICATE and record.failure is None)
+    completed = record.usable
     if not completed:
         return {}
     return {

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from nasloop.errors import NasloopError
 
-class DatasetError(RuntimeError):
+
+class DatasetError(NasloopError, RuntimeError):
     """Any problem finding, downloading, decoding or splitting a dataset."""
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from nasloop.data import formats
 from nasloop.data.download import download, extract_tarball
 from nasloop.data.errors import DatasetError, DatasetFilesMissing, MissingDependency
+from nasloop.data.holdout import stratified_holdout
 from nasloop.registry import datasets
 
 
@@ -414,8 +415,6 @@ class Digits(DatasetSource):
         return "It ships with scikit-learn: pip install nasloop[data]"
 
     def decode(self, root: Path) -> RawDataset:
-        from nasloop.data.splits import stratified_holdout
-
         table = np.loadtxt(root / "digits.csv.gz", delimiter=",")  # 64 pixel columns, then the label
         images = np.round(table[:, :-1].reshape(-1, 1, 8, 8) * (255 / 16)).astype(np.uint8)
         labels = table[:, -1].astype(np.int64)

@@ -1,6 +1,6 @@
 """Train / validation / test splits, and the label-free view of them that enters the sandbox.
 
-The validation split is held out from the official training split (DESIGN.md contract 3: search
+The validation split is held out from the official training split (docs/architecture.md: search
 selects on validation, the test split is only reported). Splitting is stratified per class and
 deterministic in `DatasetSpec.split_seed`.
 """
@@ -16,8 +16,9 @@ import torch
 
 from nasloop.data.cache import load_decoded
 from nasloop.data.errors import DatasetError
-from nasloop.data.sources import DatasetSource
-from nasloop.evaluate.job import DatasetSpec
+from nasloop.data.holdout import stratified_holdout
+from nasloop.data.sources import DatasetSource, RawDataset
+from nasloop.data.spec import DatasetSpec
 from nasloop.registry import datasets
 
 
@@ -30,7 +31,7 @@ def get_source(name: str) -> DatasetSource:
 @dataclass
 class SandboxData:
     """Everything a sandboxed evaluation may see: training images and labels, validation and test
-    images without labels (DESIGN.md contract 3), and facts about the data.
+    images without labels (docs/architecture.md), and facts about the data.
 
     Images are uint8 tensors (N, C, H, W); `train_y` is int64. `mean` and `std` are per channel on the
     0..1 scale, from the official training images. `horizontal_flip` says whether mirroring an image
@@ -75,18 +76,6 @@ class Splits(SandboxData):
         )
 
 
-def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted indices `(held_out, kept)`: round(fraction * n_c) random images of every class c are held out."""
-    rng = np.random.default_rng(seed)
-    held: list[np.ndarray] = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        held.append(rng.permutation(members)[: round(fraction * len(members))])
-    held_out = np.sort(np.concatenate(held)) if held else np.empty(0, dtype=np.int64)
-    kept = np.setdiff1d(np.arange(len(labels)), held_out, assume_unique=True)
-    return held_out.astype(np.int64), kept.astype(np.int64)
-
-
 def split_indices(labels: np.ndarray, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
     """Indices into the official training split: `(train, val)`, both sorted.
 
@@ -106,6 +95,42 @@ def split_indices(labels: np.ndarray, spec: DatasetSpec) -> tuple[np.ndarray, np
     return np.sort(rng.permutation(rest)[: spec.train_subset]), val
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a run needs to know of its dataset before any evaluation: shape, classes and split sizes."""
+
+    name: str
+    in_shape: tuple[int, int, int]
+    num_classes: int
+    train_images: int
+    val_images: int
+    test_images: int
+
+
+def describe(spec: DatasetSpec) -> DatasetInfo:
+    """The shape, classes and split sizes of the dataset `spec` names, read from its cache entry (array
+    headers and the training labels; no image is read). Decodes and caches the dataset on first use, as
+    `load_splits` does, with the same errors."""
+    source = get_source(spec.name)
+    raw, _ = load_decoded(source, source.find_root(spec.root))
+    train, val = split_indices(np.asarray(raw.train_y), spec)
+    channels, height, width = raw.train_x.shape[1:]
+    return DatasetInfo(
+        name=spec.name,
+        in_shape=(int(channels), int(height), int(width)),
+        num_classes=_class_count(raw),
+        train_images=len(train),
+        val_images=len(val),
+        test_images=len(raw.test_y),
+    )
+
+
+def _class_count(raw: RawDataset) -> int:
+    if raw.classes:
+        return len(raw.classes)
+    return int(max(np.asarray(raw.train_y).max(), np.asarray(raw.test_y).max())) + 1
+
+
 def load_splits(spec: DatasetSpec) -> Splits:
     """Load the dataset named by `spec` (decoding and caching it on first use) and split it.
 
@@ -115,7 +140,6 @@ def load_splits(spec: DatasetSpec) -> Splits:
     source = get_source(spec.name)
     raw, meta = load_decoded(source, source.find_root(spec.root))
     train, val = split_indices(np.asarray(raw.train_y), spec)
-    labels = np.concatenate([np.asarray(raw.train_y), np.asarray(raw.test_y)])
     channels, height, width = raw.train_x.shape[1:]
     return Splits(
         name=spec.name,
@@ -125,7 +149,7 @@ def load_splits(spec: DatasetSpec) -> Splits:
         val_y=torch.from_numpy(raw.train_y[val]),
         test_x=torch.from_numpy(np.ascontiguousarray(raw.test_x)),
         test_y=torch.from_numpy(np.ascontiguousarray(raw.test_y)),
-        num_classes=len(raw.classes) if raw.classes else int(labels.max()) + 1,
+        num_classes=_class_count(raw),
         in_shape=(int(channels), int(height), int(width)),
         mean=tuple(meta["mean"]),
         std=tuple(meta["std"]),

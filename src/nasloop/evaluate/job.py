@@ -1,4 +1,4 @@
-"""The evaluation job: what the parent sends to a sandbox (DESIGN.md contract 2).
+"""The evaluation job: what the parent sends to a sandbox (docs/architecture.md).
 
 A job is small and JSON-serialisable: the candidate's code, which data, which training recipe, which
 stages to run, the seed and the limits. The sandbox answers with one `EvalResult`.
@@ -8,25 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-STAGES = ("static", "build", "hardware", "zero-cost", "train")
-
-
-class Strict(BaseModel):
-    """Base of every config model: unknown keys are errors that name the key."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DatasetSpec(Strict):
-    """Which dataset and how to split it. `val_fraction` of the training split is held out for selection."""
-
-    name: str = "fashion-mnist"
-    root: str | None = Field(default=None, description="directory with the dataset's files; default per dataset")
-    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
-    train_subset: int | None = Field(default=None, gt=0, description="use only this many training images")
-    split_seed: int = 0
+from nasloop.data.spec import DatasetSpec
+from nasloop.strict import Strict
 
 
 class Recipe(Strict):

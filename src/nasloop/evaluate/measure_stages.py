@@ -17,7 +17,7 @@ def _budget(message: str) -> StageFailed:
     return StageFailed(Failure(FailureKind.BUDGET, message))
 
 
-@register_stage("hardware")
+@register_stage("hardware", order=30)
 def hardware_stage(context: StageContext) -> None:
     """Parameters, FLOPs, latency (median and spread per batch size), throughput, memory, energy, CO2."""
     from nasloop.hardware import measure_hardware
@@ -42,7 +42,7 @@ def hardware_stage(context: StageContext) -> None:
         )
 
 
-@register_stage("zero-cost")
+@register_stage("zero-cost", order=40)
 def zero_cost_stage(context: StageContext) -> None:
     """The job's zero-cost proxies on one batch of training images, at initialisation."""
     from nasloop.evaluate.proxies import ProxyError, compute_proxies

@@ -1,20 +1,23 @@
 """The stages of one evaluation, run inside the sandboxed child process (never in the parent).
 
-A job names its stages (`EvalJob.stages`); they run in the canonical order of `nasloop.evaluate.job.STAGES`
-and each fails fast with its own failure kind:
+A job names its stages (`EvalJob.stages`); they run in the order their registrations declare
+(`nasloop.registry.ordered_stages()`: static, build, hardware, zero-cost, train) and each fails fast with its
+own failure kind:
 
     static     the open-code checks of `nasloop.spaces.open_code`   syntax, import, forbidden, build
     build      execute the module, build `Net(in_shape, num_classes)`, count the parameters, forward
                one batch of real training images                     import, build, budget, shape, nan, oom
     train      the proxy trainer, then predictions for val and test  nan, oom, shape, crash
 
-A stage is a function `stage(context)` registered under its name in `STAGE_FUNCTIONS` (use the
-`register_stage` decorator). It reads and fills the `StageContext`: the model, `metrics` (floats whose
-names carry their unit), `info`, and `predictions` (arrays the parent scores). It fails by raising
-`StageFailed`; any other exception is classified by `failure_from_exception`. Stages that need a model
-("hardware", "zero-cost", "train" and any stage not in `MODEL_FREE_STAGES`) get the build stage run
-before them even when the job did not name it. A requested stage that nobody registered is skipped and
-named in `info["skipped_stages"]` with the reason.
+A stage is a function `stage(context)` registered in `nasloop.registry.stages` under its name, with its
+place in the order and whether it needs a model (the `register_stage` decorator; `Stage` is what the
+registry holds; the measuring stages live in `nasloop.evaluate.measure_stages`, and
+`nasloop.evaluate.builtin_stages` imports every built-in one). It reads and fills the `StageContext`: the
+model, `metrics` (floats whose names carry their unit), `info`, and `predictions` (arrays the parent
+scores). It fails by raising `StageFailed`; any other exception is classified by
+`failure_from_exception`. Stages that need a model get the build stage run before them even when the job
+did not name it. A requested stage that nobody registered is skipped and named in
+`info["skipped_stages"]` with the reason (a config naming one fails at load already).
 
 `run_stages` never raises: everything, `SystemExit` included, becomes a failure record.
 """
@@ -38,11 +41,11 @@ from torch import nn
 
 from nasloop.candidate import EvalResult, Failure, FailureKind, State
 from nasloop.data.splits import SandboxData
-from nasloop.evaluate.job import STAGES, EvalJob
+from nasloop.evaluate.job import EvalJob
+from nasloop.registry import ordered_stages, stages
 
 CANDIDATE_FILENAME = "candidate.py"
 CHECK_BATCH_SIZE = 4  # an unusual size, so a forward pass that hard-codes a batch size fails here
-MODEL_FREE_STAGES = frozenset({"static", "build"})
 TRACEBACK_LIMIT_CHARS = 4000
 
 # Exception text that means an allocation failed (torch CPU and CUDA allocators, glibc, Python).
@@ -88,16 +91,25 @@ class StageContext:
 
 
 StageFunction = Callable[[StageContext], None]
-STAGE_FUNCTIONS: dict[str, StageFunction] = {}
 
 
-def register_stage(name: str) -> Callable[[StageFunction], StageFunction]:
-    """Decorator that makes `function(context)` the stage called `name`."""
+@dataclass(frozen=True)
+class Stage:
+    """A registered evaluation stage: its function, its place in the order (lower runs first; the built-in
+    stages use 10 to 50, and a stage of your own may go between them) and whether it needs the model
+    built first."""
+
+    name: str
+    order: int
+    function: StageFunction
+    needs_model: bool = True
+
+
+def register_stage(name: str, *, order: int, needs_model: bool = True) -> Callable[[StageFunction], StageFunction]:
+    """Decorator that registers `function(context)` as the stage `name` in `nasloop.registry.stages`."""
 
     def decorate(function: StageFunction) -> StageFunction:
-        if name in STAGE_FUNCTIONS and STAGE_FUNCTIONS[name] is not function:
-            raise ValueError(f"stage {name!r} is already registered")
-        STAGE_FUNCTIONS[name] = function
+        stages.register(name)(Stage(name, order, function, needs_model))
         return function
 
     return decorate
@@ -107,22 +119,18 @@ def register_stage(name: str) -> Callable[[StageFunction], StageFunction]:
 
 
 def plan_stages(requested: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
-    """The stages to run, in order, and the requested ones skipped (name → reason).
-
-    Known stages run in the order of `STAGES`; registered stages outside it run just before "train";
-    "build" is added when a later stage needs a model.
-    """
+    """The stages to run, in their registered order, and the requested ones skipped (name → reason);
+    "build" is added when a stage needs a model."""
+    known = ordered_stages()
     skipped = {
-        name: f"no stage named {name!r} is installed in this nasloop (known: {', '.join(STAGE_FUNCTIONS)})"
+        name: f"no stage named {name!r} is installed in this nasloop (known: {', '.join(known)})"
         for name in requested
-        if name not in STAGE_FUNCTIONS
+        if name not in known
     }
-    chosen = [name for name in dict.fromkeys(requested) if name in STAGE_FUNCTIONS]
-    if any(name not in MODEL_FREE_STAGES for name in chosen) and "build" not in chosen:
-        chosen.append("build")
-    position = {name: float(index) for index, name in enumerate(STAGES)}
-    before_train = position["train"] - 0.5
-    return sorted(chosen, key=lambda name: position.get(name, before_train)), skipped
+    chosen = {name for name in requested if name in known}
+    if any(stages.get(name).needs_model for name in chosen):
+        chosen.add("build")
+    return [name for name in known if name in chosen], skipped
 
 
 def run_stages(context: StageContext) -> EvalResult:
@@ -139,7 +147,7 @@ def run_stages(context: StageContext) -> EvalResult:
         try:
             if context.on_stage is not None:
                 context.on_stage(name)
-            STAGE_FUNCTIONS[name](context)
+            stages.get(name).function(context)
         except StageFailed as failed:
             failure = failed.failure
         except BaseException as error:  # the child's last line of defence: SystemExit included
@@ -235,7 +243,7 @@ def _reraise_sandbox_limit(error: BaseException) -> None:
 # ----------------------------------------------------------------------------------- static
 
 
-@register_stage("static")
+@register_stage("static", order=10, needs_model=False)
 def static_stage(context: StageContext) -> None:
     """The open-code checks; fails with their kind (syntax, import, forbidden, build)."""
     from nasloop.spaces.open_code import check_code
@@ -248,7 +256,7 @@ def static_stage(context: StageContext) -> None:
 # ----------------------------------------------------------------------------------- build
 
 
-@register_stage("build")
+@register_stage("build", order=20, needs_model=False)
 def build_stage(context: StageContext) -> None:
     """Execute the module, build the network, count and limit its parameters, check one forward pass."""
     module = execute_module(context.job.code)
@@ -487,7 +495,7 @@ def check_logits(logits: object, expected: tuple[int, int], input_shape: tuple[i
 TRAIN_METRICS = ("train_loss", "train_acc", "train_s", "samples_per_s", "steps", "data_s", "predict_s")
 
 
-@register_stage("train")
+@register_stage("train", order=50, needs_model=True)
 def train_stage(context: StageContext) -> None:
     """Proxy-train the model with nasloop's recipe, then predict the validation and test images."""
     from nasloop.evaluate.train import train_and_predict
@@ -530,8 +538,3 @@ def record_training_energy(
     context.metrics["train_energy_j"] = joules * (1 - share)
     context.metrics["val_energy_j"] = joules * share
     context.info["energy"] = {"method": method, "detail": f"{detail}; split by time between training and prediction"}
-
-
-# The measuring stages register themselves on import; they live apart because they need the hardware
-# and proxy packages, which the static and build stages do not.
-from nasloop.evaluate import measure_stages as measure_stages  # noqa: E402

@@ -1,6 +1,6 @@
 """The proxy trainer: nasloop's own training recipe, so candidates differ only in architecture.
 
-Two named recipes (DESIGN.md contract 3, METHODS.md section A):
+Two named recipes (docs/architecture.md; METHODS.md section A):
 
 * `paper`: the published feedback-memory protocol. One pass over the training split, SGD lr 0.01,
   momentum 0.9, weight decay 5e-4, batch 128, cross-entropy, fp32. Their cosine scheduler is stepped

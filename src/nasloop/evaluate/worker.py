@@ -2,13 +2,8 @@
 
 `python -m nasloop.evaluate.worker --data DIR` is started by `nasloop.evaluate.sandbox.Sandbox` with a
 scrubbed environment (under bubblewrap where available). It imports torch and loads the label-free
-sandbox data once, then serves jobs one at a time over stdin/stdout, one JSON object per line:
-
-    worker → parent   {"ready": true, "pid": ...}                          once, after start-up
-    parent → worker   {"cmd": "run", "job": {...}, "job_dir": "...", "device": "cpu", "grace_s": 2.0}
-    worker → parent   {"started": true, "pid": CHILD_PID}
-    parent → worker   {"cmd": "kill"}                                       optional, while a job runs
-    worker → parent   {"exit": 0, "signal": null, "timed_out": false, "killed": false, ...}
+sandbox data once, then serves jobs one at a time over stdin/stdout with the typed messages of
+`nasloop.evaluate.protocol` (Ready; then per job Run, Started, optionally Kill, Done).
 
 For each job the worker forks a child (`os.fork`: the child starts with torch imported and the data
 loaded, so a job costs milliseconds of overhead instead of seconds). The child makes itself a new
@@ -41,14 +36,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nasloop.evaluate.protocol import (
+    MEGABYTE,
+    PROGRESS_FILENAME,
+    RESULT_FILENAME,
+    WORK_DIRNAME,
+    Done,
+    JobOutcome,
+    Kill,
+    LineReader,
+    Message,
+    ProtocolError,
+    Ready,
+    Run,
+    Started,
+    decode,
+    encode,
+)
+
 NOBODY = 65534
-MEGABYTE = 1024 * 1024
 DISK_POLL_S = 1.0
 CLEAN_UP_TIMEOUT_S = 10.0
 DISK_CAP_FILES = 4  # the work directory may hold this many maximal files in total
-RESULT_FILENAME = "result.json"
-PROGRESS_FILENAME = "progress.jsonl"
-WORK_DIRNAME = "work"
 # Leave these to the candidate's threads: they count as processes for RLIMIT_NPROC.
 THREAD_ALLOWANCE = 16
 
@@ -73,25 +82,6 @@ def signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-class LineReader:
-    """Splits what arrives on a file descriptor into lines (bytes, without the newline)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buffer = b""
-        self.closed = False
-
-    def feed(self) -> list[bytes]:
-        """Read once (the fd must be readable) and return the complete lines; EOF sets `closed`."""
-        chunk = os.read(self.fd, 65536)
-        if not chunk:
-            self.closed = True
-            return []
-        self.buffer += chunk
-        *lines, self.buffer = self.buffer.split(b"\n")
-        return lines
 
 
 class HeadTail:
@@ -301,24 +291,6 @@ def write_result(work_dir: Path, outcome: tuple[Any, dict[str, Any]], child_pid:
 # ----------------------------------------------------------------------------------- the worker
 
 
-@dataclass
-class JobOutcome:
-    """How the child ended, as the worker saw it."""
-
-    exit: int | None = None
-    signal: str | None = None
-    timed_out: bool = False
-    killed: bool = False
-    disk_exceeded: bool = False
-    max_rss_mb: float = 0.0
-    wall_s: float = 0.0
-    stdout: str = ""
-    stderr: str = ""
-    stdout_bytes: int = 0
-    stderr_bytes: int = 0
-    parent_gone: bool = False
-
-
 class Worker:
     """The zygote: holds the data, forks one child per job and watches it."""
 
@@ -328,36 +300,35 @@ class Worker:
         self.commands = LineReader(0)
         self.pending: list[bytes] = []
 
-    def send(self, message: dict[str, Any]) -> None:
-        payload = (json.dumps(message) + "\n").encode()
-        view = memoryview(payload)
+    def send(self, message: Message) -> None:
+        view = memoryview(encode(message))
         while view:
             written = os.write(self.protocol_out, view)
             view = view[written:]
 
-    def next_command(self) -> dict[str, Any] | None:
+    def next_command(self) -> Message | None:
         """The next command from the parent (blocking); None when the parent closed the pipe."""
         while not self.pending:
             if self.commands.closed:
                 return None
             self.pending += [line for line in self.commands.feed() if line.strip()]
-        return json.loads(self.pending.pop(0))
+        return decode(self.pending.pop(0))
 
     def serve(self) -> None:
-        self.send({"ready": True, "pid": os.getpid()})
+        self.send(Ready(os.getpid()))
         while (command := self.next_command()) is not None:
-            if command.get("cmd") == "run":
+            if isinstance(command, Run):
                 outcome = self.run_job(command)
-                self.send({"done": True, **outcome.__dict__})
+                self.send(Done(outcome))
                 if outcome.parent_gone:
                     return
-            # "kill" while idle: the job it was meant for has already ended; nothing to do.
+            # Kill while idle: the job it was meant for has already ended; nothing to do.
 
-    def run_job(self, command: dict[str, Any]) -> JobOutcome:
+    def run_job(self, command: Run) -> JobOutcome:
         from nasloop.evaluate.job import EvalJob
 
-        job = EvalJob.model_validate(command["job"])
-        work_dir = Path(command["job_dir"]) / WORK_DIRNAME
+        job = EvalJob.model_validate(command.job)
+        work_dir = Path(command.job_dir) / WORK_DIRNAME
         work_dir.mkdir(mode=0o755)
         drop = os.geteuid() == 0
         if drop:
@@ -368,7 +339,7 @@ class Worker:
         stdout_read, stdout_write = os.pipe()
         stderr_read, stderr_write = os.pipe()
         plan = ChildPlan(
-            job=job, work_dir=work_dir, device=str(command.get("device", "cpu")), threads=threads,
+            job=job, work_dir=work_dir, device=command.device, threads=threads,
             stdout_fd=stdout_write, stderr_fd=stderr_write, close_fds=[stdout_read, stderr_read, self.protocol_out],
             drop_to_nobody=drop, process_limit=process_limit,
         )  # fmt: skip
@@ -380,8 +351,8 @@ class Worker:
             run_child(plan, self.data)
         os.close(stdout_write)
         os.close(stderr_write)
-        self.send({"started": True, "pid": pid})
-        watch = ChildWatch(self, pid, job, work_dir, float(command.get("grace_s", 2.0)))
+        self.send(Started(pid))
+        watch = ChildWatch(self, pid, job, work_dir, command.grace_s)
         outcome = watch.run(stdout_read, stderr_read)
         outcome.wall_s = time.monotonic() - started
         return outcome
@@ -469,13 +440,20 @@ class ChildWatch:
 
     def handle_command(self, selector: selectors.BaseSelector) -> None:
         for line in self.worker.commands.feed():
-            if line.strip() and json.loads(line).get("cmd") == "kill":
+            if line.strip() and self._is_kill(line):
                 self.outcome.killed = True
                 self.terminate()
         if self.worker.commands.closed:  # the parent is gone: stop the child and then ourselves
             self.outcome.parent_gone = True
             selector.unregister(0)
             self.terminate()
+
+    @staticmethod
+    def _is_kill(line: bytes) -> bool:
+        try:
+            return isinstance(decode(line), Kill)
+        except ProtocolError:
+            return False
 
     def read_stream(self, key: selectors.SelectorKey, selector: selectors.BaseSelector) -> None:
         chunk = os.read(key.fd, 65536)

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from nasloop.candidate import EvalResult
 from nasloop.config import SearchConfig
-from nasloop.evaluate.job import DatasetSpec, EvalJob
+from nasloop.data.spec import DatasetSpec
+from nasloop.evaluate.job import EvalJob
 from nasloop.executors.base import Executor, ProgressCallback, Slot, available_cores, with_threads
 from nasloop.registry import executors
 

@@ -34,7 +34,9 @@ from typing import Any, Literal
 
 from nasloop.candidate import EvalResult, FailureKind
 from nasloop.config import SearchConfig
-from nasloop.evaluate.job import DatasetSpec, EvalJob
+from nasloop.data.spec import DatasetSpec
+from nasloop.errors import NasloopError
+from nasloop.evaluate.job import EvalJob
 from nasloop.executors.base import Executor, ProgressCallback, Slot, with_threads
 from nasloop.registry import executors
 
@@ -45,7 +47,7 @@ START_TIMEOUT_S = 300.0
 CLOSE_TIMEOUT_S = 30.0
 
 
-class RayExecutorError(RuntimeError):
+class RayExecutorError(NasloopError, RuntimeError):
     """The Ray executor cannot work: Ray is missing, or the cluster cannot host the workers."""
 
 

@@ -33,15 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nasloop.errors import NasloopError
+
 ARCHITECTURE_COLUMNS = ("arch", "architecture")
 LONG_FORMAT_COLUMNS = ("device", "latency_ms")
 
 
-class LatencyTableError(ValueError):
+class LatencyTableError(NasloopError, ValueError):
     """A latency table that cannot be used: unreadable, malformed, a bad value, or no such device."""
 
 
-class LatencyNotFound(LookupError):
+class LatencyNotFound(NasloopError, LookupError):
     """The table holds no latency for an architecture."""
 
 

@@ -42,10 +42,6 @@ class LatencyStats:
         return quartiles[2] - quartiles[0]
 
     @property
-    def stdev_ms(self) -> float:
-        return statistics.stdev(self.samples_ms) if len(self.samples_ms) > 1 else 0.0
-
-    @property
     def throughput_ips(self) -> float:
         """Images per second at this batch size, from the median latency."""
         return self.batch_size / (self.median_ms / 1000.0)

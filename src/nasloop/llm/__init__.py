@@ -1,4 +1,4 @@
-"""LLM backends (DESIGN.md contract 5), usage accounting and cassette record/replay.
+"""LLM backends (docs/architecture.md), usage accounting and cassette record/replay.
 
 `make_backend(config)` builds the backend registered under `config.backend` in
 `nasloop.registry.llm_backends`, wrapped in a cassette recorder/replayer when `config.cassette` is set.
@@ -22,6 +22,7 @@ from nasloop.llm.base import (
     LLMUnreachable,
     Message,
     ModelNotFound,
+    Sampling,
     TruncatedResponse,
     Usage,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "LLMUnreachable",
     "Message",
     "ModelNotFound",
+    "Sampling",
     "ScriptedBackend",
     "TruncatedResponse",
     "Usage",

@@ -1,4 +1,4 @@
-"""The LLM backend contract (DESIGN.md contract 5): messages in, one `Completion` out, within a deadline.
+"""The LLM backend contract (docs/architecture.md): messages in, one `Completion` out, within a deadline.
 
 Every backend (an OpenAI-compatible server, an embedded GGUF model, local transformers, a replayed
 cassette, a scripted test double) implements `LLMBackend.complete` with the same meaning, so strategies
@@ -8,13 +8,50 @@ and the engine never know which one they talk to. Errors form one tree rooted at
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from nasloop.errors import NasloopError
 
 # One chat message: {"role": "system" | "user" | "assistant", "content": "..."}.
 Message = dict[str, str]
 
 ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How one call samples its answer: what a strategy asks for and every backend accepts.
+
+    `seed` None lets the engine number the run's calls (run seed + call counter). `stop` strings end the
+    answer where they first appear (they are not part of it). `response_format` asks for JSON in the
+    OpenAI shape (see `LLMBackend`).
+    """
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 2048
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    response_format: dict[str, Any] | None = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be at least 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as stored with each LLM call (JSON-ready)."""
+        data = asdict(self)
+        data["stop"] = list(self.stop)
+        return data
+
+
+DEFAULT_SAMPLING = Sampling()
 
 
 @dataclass(frozen=True)
@@ -74,8 +111,14 @@ class Completion:
 # ----------------------------------------------------------------------------------------------------
 
 
-class LLMError(Exception):
+class LLMError(NasloopError):
     """Base of every error an LLM backend raises."""
+
+
+class RecoverableLLMError(LLMError):
+    """A fault of one answer that a later call may not repeat (too long, empty, cut off, late, not the
+    JSON asked for): a strategy records a failed proposal, or goes without a suggestion, and the search
+    goes on. Every other `LLMError` (the server unreachable, the model missing, a bad config) stops it."""
 
 
 class LLMUnreachable(LLMError):
@@ -86,19 +129,19 @@ class ModelNotFound(LLMError):
     """The server does not serve the requested model, or the local model file/package is missing."""
 
 
-class ContextTooLong(LLMError):
+class ContextTooLong(RecoverableLLMError):
     """The prompt plus `max_tokens` does not fit the model's context window."""
 
 
-class EmptyResponse(LLMError):
+class EmptyResponse(RecoverableLLMError):
     """The model answered with no text at all."""
 
 
-class TruncatedResponse(LLMError):
+class TruncatedResponse(RecoverableLLMError):
     """Generation stopped at `max_tokens` (finish_reason "length") before producing any usable text."""
 
 
-class DeadlineExceeded(LLMError):
+class DeadlineExceeded(RecoverableLLMError):
     """The call's total deadline (connect + generation + retries) passed before an answer arrived."""
 
 
@@ -106,7 +149,7 @@ class LLMConfigError(LLMError):
     """The backend configuration is invalid or names something that is not installed."""
 
 
-class InvalidStructuredResponse(LLMError):
+class InvalidStructuredResponse(RecoverableLLMError):
     """A `response_format` JSON-schema request was answered with text that does not parse or validate."""
 
 
@@ -132,11 +175,12 @@ class LLMBackend(abc.ABC):
     * **Errors.** Only `LLMError` subclasses escape: `LLMUnreachable`, `ModelNotFound`, `ContextTooLong`,
       `EmptyResponse`, `TruncatedResponse` (finish_reason "length" with no usable text),
       `DeadlineExceeded`, `LLMConfigError`, `InvalidStructuredResponse`.
-    * **Structured output.** `response_format` follows the OpenAI shape
+    * **Structured output.** `sampling.response_format` follows the OpenAI shape
       `{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}` (or `{"type": "json_object"}`).
       The returned text is then JSON that validates against the schema, or the call raises
       `InvalidStructuredResponse`.
-    * **Seeds.** `seed` is passed to the model; backends that can honour it make the call reproducible.
+    * **Sampling.** `sampling` (a `Sampling`) holds every setting of the answer; there are no others.
+    * **Seeds.** `sampling.seed` is passed to the model; backends that can honour it make the call reproducible.
     * Backends are safe to call from several threads; each may serialise internally.
 
     `close()` releases sockets, threads and model memory; calling it twice is harmless.
@@ -149,13 +193,8 @@ class LLMBackend(abc.ABC):
     def complete(
         self,
         messages: list[Message],
+        sampling: Sampling = DEFAULT_SAMPLING,
         *,
-        temperature: float = 0.7,
-        max_tokens: int = 2048,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-        response_format: dict[str, Any] | None = None,
-        top_p: float = 1.0,
         deadline_s: float | None = None,
     ) -> Completion:
         """Answer `messages` (see the class docstring for the contract)."""

@@ -16,27 +16,30 @@ from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
 
-from nasloop.llm.base import Completion, LLMBackend, LLMConfigError, LLMError, Message, validate_messages
+from nasloop.llm.base import (
+    DEFAULT_SAMPLING,
+    Completion,
+    LLMBackend,
+    LLMConfigError,
+    LLMError,
+    Message,
+    Sampling,
+    validate_messages,
+)
 from nasloop.llm.config import LLMConfig
 from nasloop.registry import llm_backends
 
 
-def request_record(
-    messages: list[Message],
-    temperature: float,
-    max_tokens: int,
-    seed: int | None,
-    stop: list[str] | None,
-    response_format: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """The part of a request that decides its answer, JSON-ready."""
+def request_record(messages: list[Message], sampling: Sampling) -> dict[str, Any]:
+    """The part of a request that decides its answer, JSON-ready (`top_p` is left out, as cassettes
+    recorded before it was sampled on still replay)."""
     return {
         "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
-        "temperature": temperature,
-        "max_tokens": max_tokens,
-        "seed": seed,
-        "stop": list(stop) if stop else None,
-        "response_format": response_format,
+        "temperature": sampling.temperature,
+        "max_tokens": sampling.max_tokens,
+        "seed": sampling.seed,
+        "stop": list(sampling.stop) or None,
+        "response_format": sampling.response_format,
     }
 
 
@@ -94,31 +97,17 @@ class CassetteBackend(LLMBackend):
     def complete(
         self,
         messages: list[Message],
+        sampling: Sampling = DEFAULT_SAMPLING,
         *,
-        temperature: float = 0.7,
-        max_tokens: int = 2048,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-        response_format: dict[str, Any] | None = None,
-        top_p: float = 1.0,
         deadline_s: float | None = None,
     ) -> Completion:
         validate_messages(messages)
-        request = request_record(messages, temperature, max_tokens, seed, stop, response_format)
+        request = request_record(messages, sampling)
         key = request_key(request)
         if self.mode == "replay":
             return self._replay(key)
         assert self.inner is not None
-        completion = self.inner.complete(
-            messages,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            seed=seed,
-            stop=stop,
-            response_format=response_format,
-            top_p=top_p,
-            deadline_s=deadline_s,
-        )
+        completion = self.inner.complete(messages, sampling, deadline_s=deadline_s)
         self._append({"key": key, "request": request, "completion": completion.to_dict()})
         return completion
 

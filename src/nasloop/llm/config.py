@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from nasloop.evaluate.job import Strict
 from nasloop.llm.base import LLMConfigError
+from nasloop.strict import Strict
 
 # Embedded model names the llama-cpp backend resolves to GGUF files shipped in PyPI packages.
 EMBEDDED_MODEL_NAMES = ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b")
@@ -132,6 +132,3 @@ class LLMConfig(Strict):
                 "or set api_key_env to the variable that holds your key"
             )
         return value
-
-    def has_prices(self) -> bool:
-        return self.price_input_per_mtok is not None and self.price_output_per_mtok is not None

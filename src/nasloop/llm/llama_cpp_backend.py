@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from nasloop.llm.base import (
+    DEFAULT_SAMPLING,
     Completion,
     ContextTooLong,
     DeadlineExceeded,
@@ -57,6 +58,7 @@ from nasloop.llm.base import (
     LLMConfigError,
     LLMError,
     Message,
+    Sampling,
     TruncatedResponse,
     Usage,
     repeating_tail,
@@ -279,13 +281,8 @@ class LlamaCppBackend(LLMBackend):
     def complete(
         self,
         messages: list[Message],
+        sampling: Sampling = DEFAULT_SAMPLING,
         *,
-        temperature: float = 0.7,
-        max_tokens: int = 2048,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-        response_format: dict[str, Any] | None = None,
-        top_p: float = 1.0,
         deadline_s: float | None = None,
     ) -> Completion:
         validate_messages(messages)
@@ -294,7 +291,7 @@ class LlamaCppBackend(LLMBackend):
         started = time.monotonic()
         allowed = self.call_deadline_s(self.config.deadline_s, deadline_s)
         deadline = started + allowed
-        schema = schema_of(response_format)
+        schema = schema_of(sampling.response_format)
         if not self._lock.acquire(timeout=allowed):
             raise DeadlineExceeded(
                 f"{self.model_name}: the model was busy with other calls for the whole deadline "
@@ -302,18 +299,18 @@ class LlamaCppBackend(LLMBackend):
             )
         try:
             tokens, template_stops = self.prompt_tokens(messages)
-            budget = self._answer_budget(len(tokens), max_tokens)
+            budget = self._answer_budget(len(tokens), sampling.max_tokens)
             generation = _Generation(
                 deadline=deadline, prompt_tokens=len(tokens), repetition_limit=self.config.repetition_limit
             )
             finish_reason = self._generate(
                 generation,
                 tokens,
-                temperature=temperature,
-                top_p=top_p,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
                 max_tokens=budget,
-                seed=seed,
-                stop=[*(stop or []), *template_stops],
+                seed=sampling.seed,
+                stop=[*(sampling.stop or []), *template_stops],
                 grammar=self._grammar(schema) if schema is not None else None,
             )
         finally:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nasloop.llm.base import (
+    DEFAULT_SAMPLING,
     Completion,
     ContextTooLong,
     DeadlineExceeded,
@@ -37,6 +38,7 @@ from nasloop.llm.base import (
     LLMUnreachable,
     Message,
     ModelNotFound,
+    Sampling,
     TruncatedResponse,
     Usage,
     validate_messages,
@@ -120,31 +122,26 @@ class OpenAIBackend(LLMBackend):
     def complete(
         self,
         messages: list[Message],
+        sampling: Sampling = DEFAULT_SAMPLING,
         *,
-        temperature: float = 0.7,
-        max_tokens: int = 2048,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-        response_format: dict[str, Any] | None = None,
-        top_p: float = 1.0,
         deadline_s: float | None = None,
     ) -> Completion:
         validate_messages(messages)
         started = time.monotonic()
         deadline = started + self.call_deadline_s(self.config.deadline_s, deadline_s)
-        schema = schema_of(response_format)
+        schema = schema_of(sampling.response_format)
         request: dict[str, Any] = {
             "model": self.config.model,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "top_p": top_p,
+            "temperature": sampling.temperature,
+            "max_tokens": sampling.max_tokens,
+            "top_p": sampling.top_p,
         }
-        if seed is not None:
-            request["seed"] = seed
-        if stop:
-            request["stop"] = list(stop)
-        response = self._with_retries(messages, request, response_format, schema, deadline)
-        completion = self._completion(response, messages, time.monotonic() - started, max_tokens)
+        if sampling.seed is not None:
+            request["seed"] = sampling.seed
+        if sampling.stop:
+            request["stop"] = list(sampling.stop)
+        response = self._with_retries(messages, request, sampling.response_format, schema, deadline)
+        completion = self._completion(response, messages, time.monotonic() - started, sampling.max_tokens)
         if schema is not None:
             parse_and_validate(completion.text, schema, model=self.config.model)
         return completion

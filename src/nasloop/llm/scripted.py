@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from nasloop.llm.base import (
+    DEFAULT_SAMPLING,
     Completion,
     DeadlineExceeded,
     EmptyResponse,
     LLMBackend,
     LLMError,
     Message,
+    Sampling,
     TruncatedResponse,
     Usage,
     validate_messages,
@@ -51,11 +53,27 @@ class ScriptedCall:
     """One request the scripted backend received (tests inspect these)."""
 
     messages: list[Message]
-    temperature: float
-    max_tokens: int
-    seed: int | None
-    stop: list[str] | None
-    response_format: dict[str, Any] | None
+    sampling: Sampling
+
+    @property
+    def temperature(self) -> float:
+        return self.sampling.temperature
+
+    @property
+    def max_tokens(self) -> int:
+        return self.sampling.max_tokens
+
+    @property
+    def seed(self) -> int | None:
+        return self.sampling.seed
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        return self.sampling.stop
+
+    @property
+    def response_format(self) -> dict[str, Any] | None:
+        return self.sampling.response_format
 
 
 @llm_backends.register("scripted")
@@ -96,19 +114,14 @@ class ScriptedBackend(LLMBackend):
     def complete(
         self,
         messages: list[Message],
+        sampling: Sampling = DEFAULT_SAMPLING,
         *,
-        temperature: float = 0.7,
-        max_tokens: int = 2048,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-        response_format: dict[str, Any] | None = None,
-        top_p: float = 1.0,
         deadline_s: float | None = None,
     ) -> Completion:
         validate_messages(messages)
         started = time.monotonic()
-        schema = schema_of(response_format)
-        call = ScriptedCall([dict(m) for m in messages], temperature, max_tokens, seed, stop, response_format)
+        schema = schema_of(sampling.response_format)
+        call = ScriptedCall([dict(m) for m in messages], sampling)
         with self._lock:
             self.calls.append(call)
             answer = self._next_answer(messages)
@@ -121,10 +134,10 @@ class ScriptedBackend(LLMBackend):
                 raise DeadlineExceeded(
                     f"scripted model {self.model_name}: no answer within the deadline ({allowed:g} s)"
                 )
-        text, finish_reason = _apply_limits(answer, stop, max_tokens)
+        text, finish_reason = _apply_limits(answer, sampling.stop, sampling.max_tokens)
         if not text.strip():
             if finish_reason == "length":
-                raise TruncatedResponse(f"scripted model {self.model_name} reached max_tokens={max_tokens}")
+                raise TruncatedResponse(f"scripted model {self.model_name} reached max_tokens={sampling.max_tokens}")
             raise EmptyResponse(f"scripted model {self.model_name} answered with empty text")
         if schema is not None:
             parse_and_validate(text, schema, model=self.model_name)
@@ -144,7 +157,7 @@ class ScriptedBackend(LLMBackend):
             ) from None
 
 
-def _apply_limits(answer: str, stop: list[str] | None, max_tokens: int) -> tuple[str, str]:
+def _apply_limits(answer: str, stop: Sequence[str], max_tokens: int) -> tuple[str, str]:
     """Cut `answer` at the first stop string, then at `max_tokens` (≈ 4 characters per token)."""
     text = answer
     for stop_string in stop or []:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from nasloop.llm.base import (
+    DEFAULT_SAMPLING,
     Completion,
     DeadlineExceeded,
     EmptyResponse,
@@ -23,6 +25,7 @@ from nasloop.llm.base import (
     LLMConfigError,
     Message,
     ModelNotFound,
+    Sampling,
     TruncatedResponse,
     Usage,
     validate_messages,
@@ -82,19 +85,14 @@ class TransformersBackend(LLMBackend):
     def complete(
         self,
         messages: list[Message],
+        sampling: Sampling = DEFAULT_SAMPLING,
         *,
-        temperature: float = 0.7,
-        max_tokens: int = 2048,
-        seed: int | None = None,
-        stop: list[str] | None = None,
-        response_format: dict[str, Any] | None = None,
-        top_p: float = 1.0,
         deadline_s: float | None = None,
     ) -> Completion:
         validate_messages(messages)
         started = time.monotonic()
         deadline = started + self.call_deadline_s(self.config.deadline_s, deadline_s)
-        schema = schema_of(response_format)
+        schema = schema_of(sampling.response_format)
         if schema is not None:
             messages = [
                 *messages[:-1],
@@ -104,16 +102,16 @@ class TransformersBackend(LLMBackend):
             raise DeadlineExceeded(f"{self.model_name}: busy with other calls for the whole deadline")
         try:
             text, prompt_tokens, new_tokens, finish_reason = self._generate(
-                messages, temperature, max_tokens, seed, top_p, deadline
+                messages, sampling.temperature, sampling.max_tokens, sampling.seed, sampling.top_p, deadline
             )
         finally:
             self._lock.release()
-        text, finish_reason = _cut_at_stop(text, stop, finish_reason)
+        text, finish_reason = _cut_at_stop(text, sampling.stop, finish_reason)
         if not text.strip():
             if finish_reason == "deadline":
                 raise DeadlineExceeded(f"{self.model_name}: no text within {self.config.deadline_s:g} s")
             if finish_reason == "length":
-                raise TruncatedResponse(f"{self.model_name} reached max_tokens={max_tokens} without text")
+                raise TruncatedResponse(f"{self.model_name} reached max_tokens={sampling.max_tokens} without text")
             raise EmptyResponse(f"{self.model_name} answered with empty text")
         if schema is not None:
             parse_and_validate(text, schema, model=self.model_name)
@@ -171,7 +169,7 @@ def _device(requested: str, torch: Any) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _cut_at_stop(text: str, stop: list[str] | None, finish_reason: str) -> tuple[str, str]:
+def _cut_at_stop(text: str, stop: Sequence[str], finish_reason: str) -> tuple[str, str]:
     for stop_string in stop or []:
         index = text.find(stop_string)
         if index >= 0:

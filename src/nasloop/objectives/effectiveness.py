@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from nasloop.evaluate.job import Strict
+from nasloop.strict import Strict
 
 
 class EffectivenessConfig(Strict):

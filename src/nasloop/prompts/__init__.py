@@ -14,11 +14,13 @@ from typing import Any
 
 import jinja2
 
+from nasloop.errors import NasloopError
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE_SUFFIXES = (".md", ".j2")
 
 
-class TemplateError(ValueError):
+class TemplateError(NasloopError, ValueError):
     """A template is missing, malformed, or was rendered without a variable it uses."""
 
 

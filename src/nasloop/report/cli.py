@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from nasloop.cli import EXIT_OK, UsageError
+from nasloop.errors import EXIT_OK, UsageError
 from nasloop.report.files import ReportFiles, write_comparison, write_report
 from nasloop.store import RunDir
 

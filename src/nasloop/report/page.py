@@ -12,8 +12,6 @@ import time
 from collections.abc import Iterable, Sequence
 from html import escape
 
-from nasloop.report.svg import format_number
-
 CSS = """
 :root { --ink: #1d2329; --muted: #5d6770; --line: #d8dde2; --soft: #f4f6f8; --accent: #0072B2; --bad: #D55E00; }
 * { box-sizing: border-box; }
@@ -214,10 +212,6 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequen
     )
     css_class = f' class="{text(css)}"' if css else ""
     return f"<table{css_class}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def short_number(value: float) -> str:
-    return text(format_number(value))
 
 
 def document(title: str, body: str, *, refresh_s: float | None = None) -> str:

@@ -49,7 +49,7 @@ class SearchSpace(abc.ABC):
       canonical form differs; `crossover(a, b, rng)` takes two and returns a valid mix of them.
     - `render(arch, in_shape, num_classes)` returns the Python source of a self-contained module that
       defines `class Net(nn.Module)` with `__init__(self, in_shape, num_classes)` and `forward(x)`,
-      importing only torch, torch.nn, torch.nn.functional and math (DESIGN.md contract 1). It raises
+      importing only torch, torch.nn, torch.nn.functional and math (docs/architecture.md). It raises
       ValueError, with the `validate` message, for a malformed architecture; budgets are not checked,
       so an over-budget point can still be rendered on purpose.
     - `describe()` is a compact text description for LLM prompts: operations, construction rules,
@@ -103,6 +103,14 @@ class SearchSpace(abc.ABC):
     @abc.abstractmethod
     def niche(self, arch: str) -> str:
         """The niche (one of `niches()`) that the valid architecture `arch` belongs to."""
+
+    def niche_rule(self, niche: str) -> str:
+        """The rule of `niche` in words, for prompts that ask an LLM to stay inside it."""
+        return f"niche {niche} of the space"
+
+    def niche_reason(self, arch: str) -> str:
+        """What places the valid `arch` in its niche, in words (empty when the niche's name says it)."""
+        return ""
 
     @abc.abstractmethod
     def architecture_pattern(self) -> str | None:

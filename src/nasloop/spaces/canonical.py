@@ -1,6 +1,6 @@
 """Canonical hashing: equal hashes for candidates that are the same network written differently.
 
-The engine deduplicates candidates by these hashes before evaluating them (DESIGN.md, the flow of one
+The engine deduplicates candidates by these hashes before evaluating them (docs/architecture.md, the flow of one
 candidate). For open code, `canonical_hash` ignores what cannot change the network: formatting,
 comments, docstrings, type annotations, import spelling, and the names the code chooses for its own
 variables, parameters, helper functions, helper classes and attributes. It keeps what can: every

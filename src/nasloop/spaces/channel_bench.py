@@ -216,6 +216,20 @@ class ChannelBenchResNetSpace(SearchSpace):
     def niches(self) -> tuple[str, ...]:
         return NICHES
 
+    def niche_rule(self, niche: str) -> str:
+        low, middle, high = _NICHE_UPPER_BOUNDS
+        step = 64  # every width is a multiple of 64, so is their total
+        rules = dict(zip(NICHES, (
+            f"the 7 widths add up to at most {low} channels",
+            f"the 7 widths add up to {low + step} to {middle} channels",
+            f"the 7 widths add up to {middle + step} to {high} channels",
+            f"the 7 widths add up to at least {high + step} channels",
+        ), strict=True))  # fmt: skip
+        return rules.get(niche, super().niche_rule(niche))
+
+    def niche_reason(self, arch: str) -> str:
+        return f"widths add up to {sum(widths(arch))} channels"
+
     def niche(self, arch: str) -> str:
         total = sum(widths(arch))
         return NICHES[sum(1 for bound in _NICHE_UPPER_BOUNDS if total > bound)]

@@ -312,6 +312,17 @@ class NASBenchMacroSpace(SearchSpace):
     def niches(self) -> tuple[str, ...]:
         return NICHES
 
+    def niche_rule(self, niche: str) -> str:
+        rules = {
+            NICHES[0]: "at most 3 of the 8 digits non-zero (at most 3 layers that are not identities)",
+            NICHES[-1]: "at least 7 of the 8 digits non-zero (at least 7 layers that are not identities)",
+        }
+        count = niche.removeprefix("layers=")
+        return rules.get(niche, f"exactly {count} of the 8 digits non-zero ({count} layers that are not identities)")
+
+    def niche_reason(self, arch: str) -> str:
+        return f"{sum(1 for digit in parse(arch) if digit != 0)} non-identity layers"
+
     def niche(self, arch: str) -> str:
         working = sum(1 for digit in parse(arch) if digit != 0)
         return NICHES[min(max(working, 3), 7) - 3]

@@ -345,6 +345,15 @@ def render_network(arch: str, stem_channels: int = 16, cells_per_stage: int = 5)
 
 # LLM-NAS partitions the space by how many edges are 3x3 convolutions (METHODS.md, C).
 NICHES = ("conv3x3=0,conv1x1=0", "conv3x3=0,conv1x1>=1", "conv3x3=1", "conv3x3=2", "conv3x3=3", "conv3x3>=4")
+_LIVE = " (count only edges on a path from the input to the output)"
+NICHE_RULES = dict(zip(NICHES, (
+    "no nor_conv_3x3 edge and no nor_conv_1x1 edge" + _LIVE,
+    "no nor_conv_3x3 edge and at least one nor_conv_1x1 edge" + _LIVE,
+    "exactly 1 nor_conv_3x3 edge" + _LIVE,
+    "exactly 2 nor_conv_3x3 edges" + _LIVE,
+    "exactly 3 nor_conv_3x3 edges" + _LIVE,
+    "at least 4 nor_conv_3x3 edges" + _LIVE,
+), strict=True))  # fmt: skip
 
 _OPERATION_NOTES = {
     "none": "the zero operation: the edge is absent and contributes nothing",
@@ -410,6 +419,13 @@ class NB201Space(SearchSpace):
 
     def niches(self) -> tuple[str, ...]:
         return NICHES
+
+    def niche_rule(self, niche: str) -> str:
+        return NICHE_RULES.get(niche, super().niche_rule(niche))
+
+    def niche_reason(self, arch: str) -> str:
+        counts = count_ops(self.canonical(arch))
+        return f"{counts['nor_conv_3x3']} nor_conv_3x3 and {counts['nor_conv_1x1']} nor_conv_1x1 live edges"
 
     def niche(self, arch: str) -> str:
         counts = count_ops(arch)

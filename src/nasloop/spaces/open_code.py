@@ -1,4 +1,4 @@
-"""Static checks of an open-code candidate (DESIGN.md contract 1), run before any of its code executes.
+"""Static checks of an open-code candidate (docs/architecture.md), run before any of its code executes.
 
 `check_code(code)` parses the module and walks its syntax tree. It returns `None` when the module may be
 run, or one `Failure` listing every violation found, the first one first, each naming its line, because

@@ -1,6 +1,6 @@
-"""Run storage: the SQLite run store and the run directory layout."""
+"""Run storage: the SQLite run store, the run directory layout and the run's writer lock."""
 
-from nasloop.store.layout import RunDir
+from nasloop.store.layout import RunDir, RunInUse, RunLock
 from nasloop.store.sqlite import CandidateRecord, LLMCallRecord, RunStore
 
-__all__ = ["CandidateRecord", "LLMCallRecord", "RunDir", "RunStore"]
+__all__ = ["CandidateRecord", "LLMCallRecord", "RunDir", "RunInUse", "RunLock", "RunStore"]

@@ -1,4 +1,4 @@
-"""The run store: one SQLite file per run directory (DESIGN.md contract 6).
+"""The run store: one SQLite file per run directory (docs/architecture.md).
 
 Only the driver process writes. Every write is its own transaction, committed before the engine moves on,
 so `kill -9` at any moment loses at most the candidates being evaluated. WAL mode lets readers (`nasloop show`,
@@ -103,6 +103,17 @@ class CandidateRecord:
     created: float = 0.0
     purpose: Purpose = Purpose.SEARCH
     parent: int | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Whether its evaluation completed (a duplicate of a completed candidate included), so its metrics
+        are a result: the one test strategies, rankings and reports apply."""
+        return self.state is State.COMPLETE or (self.state is State.DUPLICATE and self.failure is None)
+
+    def score(self, metric: str) -> float | None:
+        """`metric` of a usable candidate, None otherwise or when it lacks the metric."""
+        value = self.metrics.get(metric) if self.usable else None
+        return float(value) if value is not None else None
 
     @property
     def result(self) -> EvalResult:

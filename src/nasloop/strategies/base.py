@@ -1,4 +1,4 @@
-"""The strategy contract (DESIGN.md contract 4).
+"""The strategy contract (docs/architecture.md).
 
 A strategy decides what to evaluate next; it never touches storage, processes or files. The engine calls
 
@@ -20,16 +20,18 @@ after the previous proposals were observed).
 
 from __future__ import annotations
 
+import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from nasloop.candidate import Proposal
-from nasloop.evaluate.job import Strict
-from nasloop.llm.base import Completion, Message
+from nasloop.candidate import Proposal, State
+from nasloop.llm.base import Message, Sampling
+from nasloop.llm.recording import Reply
 from nasloop.store.sqlite import CandidateRecord
+from nasloop.strict import Strict
 
 
 @dataclass(frozen=True)
@@ -50,22 +52,11 @@ class Task:
     llm_model: str = ""
 
 
-@dataclass(frozen=True)
-class Reply:
-    """A recorded LLM answer: the completion and the id of the stored call."""
-
-    completion: Completion
-    call_id: int
-
-    @property
-    def text(self) -> str:
-        return self.completion.text
-
-
 class LLM(Protocol):
-    """The LLM as a strategy sees it: a role name plus the backend's `complete` arguments."""
+    """The LLM as a strategy sees it (`nasloop.llm.recording.RecordingLLM`): a role, the messages, the
+    sampling settings; the answer comes back as a `Reply` with the id of the stored call."""
 
-    def complete(self, role: str, messages: list[Message], **options: Any) -> Reply: ...
+    def complete(self, role: str, messages: list[Message], sampling: Sampling) -> Reply: ...
 
 
 @dataclass
@@ -79,6 +70,18 @@ class Context:
     task: Task
     render: Callable[..., str]
     space: Any = None
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Candidates best first with their scores, and what the scores are (a metric name, or "cm")."""
+
+    scored: list[tuple[CandidateRecord, float]]
+    by: str
+
+    @property
+    def best(self) -> CandidateRecord | None:
+        return self.scored[0][0] if self.scored else None
 
 
 @dataclass(frozen=True)
@@ -118,11 +121,23 @@ class Strategy(ABC):
         run's selection metric."""
         return {config.selection_metric: "objective"}
 
+    @classmethod
+    def rank(cls, records: Sequence[CandidateRecord], config: Any) -> Ranking:
+        """The run's candidates best first, with the score they are ranked by: the one definition of "the
+        best" that the engine, `nasloop show`, `export --best` and final training use. By default the
+        completed candidates by the run's selection metric (ties: the earlier first)."""
+        metric = config.selection_metric
+        scored = [
+            (record, float(record.metrics[metric]))
+            for record in records
+            if record.state is State.COMPLETE and math.isfinite(record.metrics.get(metric, math.nan))
+        ]
+        return Ranking(sorted(scored, key=lambda pair: (-pair[1], pair[0].id)), metric)
+
     def __init__(self, options: Strict, task: Task, *, space: Any = None, seed: int = 0) -> None:
         self.options = options
         self.task = task
         self.space = space
-        self.seed = seed
 
     @abstractmethod
     def propose(self, ctx: Context) -> list[Proposal]:
@@ -139,7 +154,8 @@ class Strategy(ABC):
 
     def finalize(self, ctx: Context) -> list[Proposal]:
         """Proposals to evaluate once after the budget is spent (e.g. train the top-k of a zero-cost
-        search, with `Proposal.stages` and `Proposal.final_of` set). They do not count as iterations."""
+        search, with `Proposal.stages` set, purpose `final` and the finalist as `parent`). They do not count as
+        iterations."""
         return []
 
     @property
@@ -176,4 +192,4 @@ def strategy_note(**notes: Any) -> dict[str, Any]:
     return {key: value for key, value in notes.items() if value not in (None, "", [], {})}
 
 
-__all__ = ["LLM", "Context", "NoOptions", "Observation", "Reply", "Strategy", "Task", "strategy_note"]
+__all__ = ["LLM", "Context", "NoOptions", "Observation", "Ranking", "Reply", "Strategy", "Task", "strategy_note"]

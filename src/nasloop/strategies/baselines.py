@@ -24,7 +24,6 @@ from nasloop.strategies.population import (
     FinalizeOptions,
     Member,
     final_proposals,
-    record_score,
     require_metric,
     seen_architectures,
     unseen_samples,
@@ -135,7 +134,7 @@ class RegularizedEvolution(Strategy):
             if observation.proposal.notes.get("operator") == "initial":
                 self.initial_observed += 1
                 self.initial_outstanding = max(0, self.initial_outstanding - 1)
-            score = record_score(record, self.metric)
+            score = record.score(self.metric)
             if score is None or record.architecture is None:
                 continue
             self.population.append(Member(record.id, self.space.canonical(record.architecture), score))

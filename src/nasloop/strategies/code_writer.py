@@ -21,23 +21,22 @@ all of nasloop's additions off.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import Field
 
 from nasloop.candidate import Failure, FailureKind, Proposal, Purpose, State
-from nasloop.evaluate.job import Strict
-from nasloop.llm.base import ContextTooLong, DeadlineExceeded, EmptyResponse, Message, TruncatedResponse
+from nasloop.llm.base import Message, RecoverableLLMError, Sampling
 from nasloop.store.sqlite import CandidateRecord
 from nasloop.strategies.base import Context
+from nasloop.strict import Strict
 
 REPETITION_MESSAGE = (
     "Your answer fell into a loop, writing the same lines again and again, and was stopped. Write each "
     "layer once and keep `forward` short: build repeated blocks with a for loop or nn.Sequential."
 )
 
-# LLM faults that cost one answer, not the run: the proposal becomes an `extraction` failure.
-SOFT_LLM_ERRORS = (EmptyResponse, TruncatedResponse, DeadlineExceeded, ContextTooLong)
 
 EditFormat = Literal["full", "diff"]
 
@@ -96,10 +95,10 @@ def ask_for_code(
     ctx: Context,
     role: str,
     messages: list[Message],
+    sampling: Sampling,
     *,
     edit_of: str | None = None,
     tidy_code: bool = False,
-    **options: Any,
 ) -> Proposal:
     """Ask the LLM for a model and extract its code; a soft LLM fault becomes an `extraction` failure.
 
@@ -111,8 +110,8 @@ def ask_for_code(
     from nasloop.prompts.extract import extract_code
 
     try:
-        reply = ctx.llm.complete(role, messages, **options)
-    except SOFT_LLM_ERRORS as error:
+        reply = ctx.llm.complete(role, messages, sampling)
+    except RecoverableLLMError as error:
         return Proposal(failure=Failure(FailureKind.EXTRACTION, f"the LLM call failed: {error}"))
     calls = (reply.call_id,)
     if reply.completion.finish_reason == "repetition":
@@ -211,7 +210,8 @@ class EvaluatedCodes:
         if not failed and record.state not in (State.COMPLETE, State.DUPLICATE):
             return  # pruned: its score is no score
         score = record.metrics.get(self.metric)
-        entry = {"id": record.duplicate_of or record.id, "failure": record.failure.to_dict() if failed else None,
+        failure = record.failure.to_dict() if failed and record.failure else None
+        entry = {"id": record.duplicate_of or record.id, "failure": failure,
                  "score": float(score) if score is not None and not failed else None}  # fmt: skip
         self.entries.setdefault(canonical_hash(record.code), entry)
 
@@ -233,9 +233,9 @@ def ask_for_new_code(
     messages: list[Message],
     codes: EvaluatedCodes,
     options: RepairOptions,
+    sampling: Sampling,
     *,
     edit_of: str | None = None,
-    **sampling: Any,
 ) -> Proposal:
     """`ask_for_code`; if the answer repeats an evaluated candidate's code, that code fixed or one re-ask.
 
@@ -248,7 +248,7 @@ def ask_for_new_code(
     """
     from nasloop.strategies.size_fix import size_fix
 
-    first = ask_for_code(ctx, role, messages, edit_of=edit_of, tidy_code=options.tidy_code, **sampling)
+    first = ask_for_code(ctx, role, messages, sampling, edit_of=edit_of, tidy_code=options.tidy_code)
     proposal = named_net(first, options.fix_class_name)
     repeated = codes.match(proposal.code) if options.retry_repeats else None
     if repeated is None or proposal.code is None:
@@ -270,9 +270,10 @@ def ask_for_new_code(
         {"role": "assistant", "content": f"```python\n{proposal.code.strip()}\n```"},
         {"role": "user", "content": again.strip()},
     ]
-    retry_sampling = {**sampling, "temperature": options.repeat_temperature}
-    again = ask_for_code(ctx, role, follow_up, tidy_code=options.tidy_code, **retry_sampling)
-    retry = named_net(again, options.fix_class_name)
+    retry_sampling = replace(sampling, temperature=options.repeat_temperature)
+    retry = named_net(
+        ask_for_code(ctx, role, follow_up, retry_sampling, tidy_code=options.tidy_code), options.fix_class_name
+    )
     code = retry.code if retry.code is not None else proposal.code
     if retry.code is not None:  # the notes describe the code that is sent
         for key in ("renamed_class", "cleanups", "warnings", "edit"):
@@ -297,11 +298,11 @@ def write_code(
     messages: list[Message],
     codes: EvaluatedCodes,
     options: EditOptions,
+    sampling: Sampling,
     *,
     parent: CandidateRecord | None = None,
     purpose: Purpose = Purpose.SEARCH,
     role: str = "generator",
-    **sampling: Any,
 ) -> list[Proposal]:
     """The generator's answer to `messages` as proposals (see the module docstring): one, or two when a
     SEARCH/REPLACE edit of `parent` did not apply (the failed answer, then the complete module asked for
@@ -309,7 +310,7 @@ def write_code(
     edit_format = options.resolved_edit_format(ctx.task.llm_model)
     edit_of = parent.code if parent is not None and parent.code and edit_format == "diff" else None
     repair = options if isinstance(options, RepairOptions) else _no_repairs(options)
-    proposal = ask_for_new_code(ctx, role, messages, codes, repair, edit_of=edit_of, **sampling)
+    proposal = ask_for_new_code(ctx, role, messages, codes, repair, sampling, edit_of=edit_of)
     proposals = [proposal]
     if proposal.notes.get("edit") == "failed":
         answer = proposal.notes.pop("edit_answer")
@@ -319,7 +320,7 @@ def write_code(
             {"role": "assistant", "content": answer},
             {"role": "user", "content": ctx.render("edit_failed", error=proposal.failure.message).strip()},
         ]
-        retry = ask_for_new_code(ctx, role, follow_up, codes, repair, **sampling)
+        retry = ask_for_new_code(ctx, role, follow_up, codes, repair, sampling)
         retry.purpose = Purpose.RETRY
         retry.notes["edit"] = "full"
         proposals.append(retry)

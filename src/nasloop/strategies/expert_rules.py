@@ -39,7 +39,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from nasloop.candidate import Failure, Proposal, Purpose, State
-from nasloop.llm.base import Message
+from nasloop.llm.base import Message, Sampling
 from nasloop.objectives.constraints import format_value
 from nasloop.objectives.effectiveness import (
     EffectivenessConfig,
@@ -49,7 +49,7 @@ from nasloop.objectives.effectiveness import (
 )
 from nasloop.registry import strategies
 from nasloop.store.sqlite import CandidateRecord
-from nasloop.strategies.base import Context, Observation, Strategy, Task
+from nasloop.strategies.base import Context, Observation, Ranking, Strategy, Task
 from nasloop.strategies.code_writer import EvaluatedCodes, RepairOptions, cleanup_feedback, write_code
 from nasloop.strategies.expert_system import FiredRule, Resolution, Rule, fire, load_rules, resolve
 from nasloop.strategies.size_fix import size_fix_repair
@@ -228,6 +228,12 @@ class ExpertRules(Strategy):
         return True
 
     @classmethod
+    def rank(cls, records: Sequence[CandidateRecord], config: Any) -> Ranking:
+        """By combined model effectiveness, recomputed from the metrics with the run's options."""
+        options = cls.Options.model_validate(config.strategy_options)
+        return Ranking(rank_by_effectiveness(records, options.effectiveness), "cm")
+
+    @classmethod
     def needs(cls, options: Any, config: Any) -> dict[str, str]:
         """The selection metric, and what a weighted CM term reads (FPS: the hardware stage)."""
         cm = options.effectiveness
@@ -300,12 +306,8 @@ class ExpertRules(Strategy):
         parent: CandidateRecord | None,
         purpose: Purpose = Purpose.SEARCH,
     ) -> list[Proposal]:
-        sampling: dict[str, Any] = {
-            "temperature": self.opts.temperature,
-            "top_p": self.opts.top_p,
-            "max_tokens": self.opts.max_tokens,
-        }
-        return write_code(ctx, messages, self.evaluated_codes, self.opts, parent=parent, purpose=purpose, **sampling)
+        sampling = Sampling(temperature=self.opts.temperature, top_p=self.opts.top_p, max_tokens=self.opts.max_tokens)
+        return write_code(ctx, messages, self.evaluated_codes, self.opts, sampling, parent=parent, purpose=purpose)
 
     @staticmethod
     def _annotate(

@@ -50,8 +50,8 @@ import yaml
 from pydantic import Field, ValidationError
 
 from nasloop.candidate import Failure, FailureKind
-from nasloop.evaluate.job import Strict
 from nasloop.objectives.constraints import format_value
+from nasloop.strict import Strict
 
 
 class Direction(StrEnum):

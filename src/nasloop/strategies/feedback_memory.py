@@ -43,14 +43,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from nasloop.candidate import Failure, FailureKind, Proposal, Purpose, State
-from nasloop.llm.base import (
-    ContextTooLong,
-    DeadlineExceeded,
-    EmptyResponse,
-    InvalidStructuredResponse,
-    Message,
-    TruncatedResponse,
-)
+from nasloop.llm.base import Message, RecoverableLLMError, Sampling
 from nasloop.registry import strategies
 from nasloop.store.sqlite import CandidateRecord
 from nasloop.strategies.base import Context, Observation, Strategy, Task
@@ -116,8 +109,6 @@ IDEAS = (
     "remove the first pooling so the second convolution sees the full resolution",
     "replace the second max pooling by a stride-2 convolution",
 )
-
-IMPROVER_SOFT_ERRORS = (InvalidStructuredResponse, EmptyResponse, TruncatedResponse, DeadlineExceeded, ContextTooLong)
 
 
 class FeedbackMemoryOptions(RepairOptions):
@@ -307,8 +298,8 @@ class FeedbackMemory(Strategy):
 
     # -- the loop -----------------------------------------------------------------------------------
 
-    def _sampling(self) -> dict[str, Any]:
-        return {"temperature": self.opts.temperature, "top_p": self.opts.top_p, "max_tokens": self.opts.max_tokens}
+    def _sampling(self) -> Sampling:
+        return Sampling(temperature=self.opts.temperature, top_p=self.opts.top_p, max_tokens=self.opts.max_tokens)
 
     def propose(self, ctx: Context) -> list[Proposal]:
         current = self.current
@@ -393,7 +384,7 @@ class FeedbackMemory(Strategy):
         purpose: Purpose = Purpose.SEARCH,
     ) -> list[Proposal]:
         proposals = write_code(
-            ctx, messages, self.evaluated_codes, self.opts, parent=parent, purpose=purpose, **self._sampling()
+            ctx, messages, self.evaluated_codes, self.opts, self._sampling(), parent=parent, purpose=purpose
         )
         for proposal in proposals:
             if parent is not None and not proposal.parent_ids:
@@ -421,15 +412,17 @@ class FeedbackMemory(Strategy):
             reply = ctx.llm.complete(
                 "improver",
                 messages,
-                temperature=self.opts.improver_temperature,
-                top_p=self.opts.top_p,
-                max_tokens=self.opts.improver_max_tokens,
-                response_format={
-                    "type": "json_schema",
-                    "json_schema": {"name": "improvement", "schema": self._improvement_schema()},
-                },
+                Sampling(
+                    temperature=self.opts.improver_temperature,
+                    top_p=self.opts.top_p,
+                    max_tokens=self.opts.improver_max_tokens,
+                    response_format={
+                        "type": "json_schema",
+                        "json_schema": {"name": "improvement", "schema": self._improvement_schema()},
+                    },
+                ),
             )
-        except IMPROVER_SOFT_ERRORS:
+        except RecoverableLLMError:
             # A soft fault of the improver costs this iteration its suggestion, not the run.
             return "", ()
         parsed = extract_json(reply.text, IMPROVEMENT_SCHEMA)
@@ -564,12 +557,9 @@ class OneShot(Strategy):
             messages = prompt_messages(
                 ctx, "feedback_generator", self.task, system="feedback_system", parent=view, edit_format=edit_format
             )
-        sampling: dict[str, Any] = {
-            "temperature": self.opts.temperature,
-            "top_p": self.opts.top_p,
-            "max_tokens": self.opts.max_tokens,
-        }
-        return write_code(ctx, messages, EvaluatedCodes(metric=self.task.metric), self.opts, parent=seed, **sampling)
+        codes = EvaluatedCodes(metric=self.task.metric)
+        sampling = Sampling(temperature=self.opts.temperature, top_p=self.opts.top_p, max_tokens=self.opts.max_tokens)
+        return write_code(ctx, messages, codes, self.opts, sampling, parent=seed)
 
     def observe(self, observations: list[Observation]) -> None:
         for observation in observations:

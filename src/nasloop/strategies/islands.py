@@ -31,11 +31,12 @@ from typing import Any
 
 from pydantic import Field
 
-from nasloop.candidate import Proposal, Purpose, State
-from nasloop.evaluate.job import Strict
+from nasloop.candidate import Proposal, Purpose
+from nasloop.llm.base import Sampling
 from nasloop.registry import strategies
 from nasloop.store.sqlite import CandidateRecord
 from nasloop.strategies.base import LLM, Context, Observation, Reply, Strategy, Task
+from nasloop.strict import Strict
 
 
 class IslandsOptions(Strict):
@@ -88,10 +89,10 @@ class TurnTakingLLM:
         self.llm = llm
         self.turn = turn
 
-    def complete(self, role: str, messages: list[Any], **options: Any) -> Reply:
+    def complete(self, role: str, messages: list[Any], sampling: Sampling) -> Reply:
         self.turn.release()
         try:
-            return self.llm.complete(role, messages, **options)
+            return self.llm.complete(role, messages, sampling)
         finally:
             self.turn.acquire()
 
@@ -100,18 +101,6 @@ def propose_in_turn(strategy: Strategy, ctx: Context, turn: threading.Lock) -> l
     """`strategy.propose(ctx)` holding `turn` except while it waits for the LLM."""
     with turn:
         return strategy.propose(replace(ctx, llm=TurnTakingLLM(ctx.llm, turn)))
-
-
-def record_score(record: CandidateRecord, metric: str) -> float | None:
-    """The record's `metric` when it completed (a duplicate without failure carries its original's)."""
-    usable = record.state is State.COMPLETE or (record.state is State.DUPLICATE and record.failure is None)
-    value = record.metrics.get(metric) if usable else None
-    return float(value) if value is not None else None
-
-
-def proposal_counts_as_iteration(proposal: Proposal) -> bool:
-    """Only search proposals count towards an island's iterations (as in the engine's budget)."""
-    return proposal.purpose is Purpose.SEARCH
 
 
 @strategies.register("islands")
@@ -230,13 +219,13 @@ class Islands(Strategy):
             if observation.proposal.final_of is not None:
                 continue
             island.outstanding = max(0, island.outstanding - 1)
-            if proposal_counts_as_iteration(observation.proposal):
+            if observation.proposal.purpose.counts_as_iteration:
                 island.iterations += 1
                 island.since_migration += 1
             self._update_best(island, observation.record)
 
     def _update_best(self, island: Island, record: CandidateRecord) -> None:
-        score = record_score(record, self.task.metric)
+        score = record.score(self.task.metric)
         if score is not None and (island.best is None or score > island.best["score"]):
             island.best = {"id": record.id, "score": score}
 

@@ -20,21 +20,12 @@ from typing import Any
 from pydantic import Field
 
 from nasloop.candidate import Failure, FailureKind, Proposal
-from nasloop.evaluate.job import Strict
-from nasloop.llm.base import (
-    ContextTooLong,
-    DeadlineExceeded,
-    EmptyResponse,
-    InvalidStructuredResponse,
-    Message,
-    TruncatedResponse,
-)
+from nasloop.llm.base import Message, RecoverableLLMError, Sampling
 from nasloop.registry import strategies
 from nasloop.store.sqlite import CandidateRecord
 from nasloop.strategies.base import Context, Observation, Reply, Strategy, Task, strategy_note
-from nasloop.strategies.population import record_score, require_metric, seen_architectures
-
-SOFT_LLM_ERRORS = (InvalidStructuredResponse, EmptyResponse, TruncatedResponse, DeadlineExceeded, ContextTooLong)
+from nasloop.strategies.population import require_metric, seen_architectures
+from nasloop.strict import Strict
 
 
 class LLMHistoryOptions(Strict):
@@ -76,7 +67,7 @@ class LLMHistory(Strategy):
         system = ctx.render("history_system", space_description=self.space.describe(), metric=self.metric)
         tried = [self._line(record) for record in ctx.history if record.architecture]
         scored = [(score, record.architecture) for record in ctx.history
-                  if record.architecture and (score := record_score(record, self.metric)) is not None]  # fmt: skip
+                  if record.architecture and (score := record.score(self.metric)) is not None]  # fmt: skip
         best = max(scored, default=None)
         user = ctx.render(
             "history_next", metric=self.metric, tried=tried, best=best[1] if best else None,
@@ -85,7 +76,7 @@ class LLMHistory(Strategy):
         return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}]
 
     def _line(self, record: CandidateRecord) -> str:
-        score = record_score(record, self.metric)
+        score = record.score(self.metric)
         if score is not None:
             return f"{record.architecture} -> {self.metric} {score:.4g}"
         why = record.failure.message.splitlines()[0][:160] if record.failure else record.state.value
@@ -123,12 +114,14 @@ class LLMHistory(Strategy):
             return ctx.llm.complete(
                 "proposer",
                 messages,
-                temperature=self.opts.temperature,
-                top_p=self.opts.top_p,
-                max_tokens=self.opts.max_tokens,
-                response_format={"type": "json_schema", "json_schema": {"name": "next", "schema": schema}},
+                Sampling(
+                    temperature=self.opts.temperature,
+                    top_p=self.opts.top_p,
+                    max_tokens=self.opts.max_tokens,
+                    response_format={"type": "json_schema", "json_schema": {"name": "next", "schema": schema}},
+                ),
             )
-        except SOFT_LLM_ERRORS as error:
+        except RecoverableLLMError as error:
             return Failure(FailureKind.EXTRACTION, f"the LLM call failed: {type(error).__name__}: {error}")
 
     def observe(self, observations: list[Observation]) -> None:

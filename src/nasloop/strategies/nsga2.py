@@ -19,11 +19,11 @@ from typing import Any
 
 from pydantic import Field
 
-from nasloop.candidate import Proposal, State
-from nasloop.evaluate.job import Strict
+from nasloop.candidate import Proposal
 from nasloop.objectives import parse_objectives
 from nasloop.registry import strategies
 from nasloop.strategies.base import Context, Observation, Strategy, Task, strategy_note
+from nasloop.strict import Strict
 
 INSTALL_HINT = "NSGA-II needs pymoo: pip install 'nasloop[moo]'"
 
@@ -149,7 +149,7 @@ class NSGA2(Strategy):
 
     def _told(self, record: Any) -> tuple[list[float], float]:
         """(minimised objective values, constraint violation) of a stored candidate."""
-        completed = record.state is State.COMPLETE or (record.state is State.DUPLICATE and record.failure is None)
+        completed = record.usable
         values = [record.metrics.get(objective.metric) for objective in self.objectives]
         if not completed or any(value is None for value in values):
             return [0.0] * len(self.objectives), 1.0  # infeasible: dominated by every feasible network

@@ -15,9 +15,11 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field
 
 from nasloop.candidate import Proposal, Purpose, State
-from nasloop.evaluate.job import STAGES, Strict
+from nasloop.errors import NasloopError
+from nasloop.registry import known_names, stages
 from nasloop.spaces.base import SearchSpace
 from nasloop.store.sqlite import CandidateRecord
+from nasloop.strict import Strict
 
 # Metric that says a candidate was already trained, so training it again as a finalist is pointless.
 TRAINED_METRIC = "val_acc"
@@ -41,17 +43,14 @@ class Member:
         return cls(int(data["id"]), str(data["architecture"]), float(data["score"]))
 
 
-class MissingMetricError(ValueError):
+class MissingMetricError(NasloopError, ValueError):
     """A completed candidate lacks the metric the strategy ranks by: the run's stages or proxies do not
     produce it. Raised at the first such candidate, so a misconfigured run stops at once."""
 
 
-def known_stages(stages: tuple[str, ...]) -> tuple[str, ...]:
-    """`stages` if every one is an evaluation stage, else a ValueError naming the unknown ones."""
-    unknown = [stage for stage in stages if stage not in STAGES]
-    if unknown:
-        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; the stages are {', '.join(STAGES)}")
-    return stages
+def known_stages(names: tuple[str, ...]) -> tuple[str, ...]:
+    """`names` if every one is a registered evaluation stage, else a ValueError naming the unknown one."""
+    return known_names(stages, names)
 
 
 #: the stages finalists are evaluated with, checked against the evaluator's stages
@@ -62,21 +61,11 @@ class FinalizeOptions(Strict):
     """Options every population strategy shares: which finalists to evaluate once the budget is spent.
 
     `final_top_k` candidates with the best fitness (distinct architectures, not trained yet) are
-    evaluated again with `final_stages` (by default trained), as `Proposal.final_of` re-evaluations.
+    evaluated again with `final_stages` (by default trained), as re-evaluations of purpose `final`.
     """
 
     final_top_k: int = Field(default=3, ge=0, description="finalists trained after the search; 0: none")
     final_stages: FinalStages = ("static", "build", "train")
-
-
-def record_score(record: CandidateRecord, metric: str) -> float | None:
-    """The fitness of a stored candidate: `metric` if it completed (a duplicate of a completed candidate
-    counts, with its original's metrics), else None."""
-    completed = record.state is State.COMPLETE or (record.state is State.DUPLICATE and record.failure is None)
-    if not completed:
-        return None
-    value = record.metrics.get(metric)
-    return float(value) if value is not None else None
 
 
 def metric_error(record: CandidateRecord, metric: str) -> str | None:
@@ -90,7 +79,7 @@ def metric_error(record: CandidateRecord, metric: str) -> str | None:
 def require_metric(record: CandidateRecord, metric: str, strategy: str) -> None:
     """Raise `MissingMetricError` when `record` completed without `metric` and without a proxy error
     that explains it (see the class docstring)."""
-    completed = record.state is State.COMPLETE or (record.state is State.DUPLICATE and record.failure is None)
+    completed = record.usable
     if not completed or metric in record.metrics or metric_error(record, metric) is not None:
         return
     skipped = record.info.get("skipped_stages")
@@ -165,7 +154,8 @@ def final_proposals(history: Sequence[CandidateRecord], metric: str, options: Fi
             parent_ids=(record.id,),
             notes={"operator": "final"},
             stages=options.final_stages,
-            final_of=record.id,
+            purpose=Purpose.FINAL,
+            parent=record.id,
         )
         for record in finalists(history, metric, options.final_top_k)
         if record.id not in done
@@ -181,7 +171,6 @@ __all__ = [
     "finalists",
     "known_stages",
     "metric_error",
-    "record_score",
     "require_metric",
     "seen_architectures",
     "unseen_samples",

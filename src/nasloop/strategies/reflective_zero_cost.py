@@ -30,7 +30,7 @@ Both calls share one static system prompt (role, space, proxy, example), followe
 parts, so the embedded model reuses its cache of the prefix and only evaluates the new suffix.
 
 Once the budget is spent, `finalize` trains the `final_top_k` best distinct candidates by the proxy
-(`final_stages`, as `Proposal.final_of` re-evaluations), skipping those a resumed run already trained.
+(`final_stages`, as re-evaluations of purpose `final`), skipping those a resumed run already trained.
 
 The run must score every candidate with the proxy: `stages: [static, build, zero-cost]`,
 `proxies: [<proxy>]`, and usually `objective: <proxy>`. A completed candidate without the proxy's metric
@@ -45,14 +45,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from nasloop.candidate import Failure, FailureKind, Proposal
-from nasloop.llm.base import (
-    ContextTooLong,
-    DeadlineExceeded,
-    EmptyResponse,
-    InvalidStructuredResponse,
-    Message,
-    TruncatedResponse,
-)
+from nasloop.llm.base import Message, RecoverableLLMError, Sampling
 from nasloop.registry import strategies
 from nasloop.spaces.base import SearchSpace
 from nasloop.store.sqlite import CandidateRecord
@@ -62,15 +55,10 @@ from nasloop.strategies.population import (
     Member,
     final_proposals,
     metric_error,
-    record_score,
     require_metric,
     seen_architectures,
     unseen_samples,
 )
-
-# LLM faults that a later call may not repeat: the mutation becomes a failed proposal, the reflection
-# is skipped. Other LLM errors (unreachable server, missing model, bad config) stop the run.
-SOFT_LLM_ERRORS = (InvalidStructuredResponse, EmptyResponse, TruncatedResponse, DeadlineExceeded, ContextTooLong)
 
 # One in-context example per known space: (parent, child, reasoning). Other spaces get one made from
 # `sample` and `mutate` with a fixed seed.
@@ -358,12 +346,14 @@ class ReflectiveZeroCost(Strategy):
             return ctx.llm.complete(
                 "mutator",
                 messages,
-                temperature=temperature,
-                top_p=self.opts.top_p,
-                max_tokens=self.opts.max_tokens,
-                response_format=response_format(MUTATION_SCHEMA_NAME, schema),
+                Sampling(
+                    temperature=temperature,
+                    top_p=self.opts.top_p,
+                    max_tokens=self.opts.max_tokens,
+                    response_format=response_format(MUTATION_SCHEMA_NAME, schema),
+                ),
             )
-        except SOFT_LLM_ERRORS as error:
+        except RecoverableLLMError as error:
             return Failure(FailureKind.EXTRACTION, f"the LLM call failed: {type(error).__name__}: {error}")
 
     def _evaluated_before(self, architecture: str, seen: set[str]) -> bool:
@@ -385,12 +375,14 @@ class ReflectiveZeroCost(Strategy):
             reply = ctx.llm.complete(
                 "reflector",
                 self.reflection_messages(ctx, outcome),
-                temperature=self._reflection_temperature(ctx.rng),
-                top_p=self.opts.top_p,
-                max_tokens=self.opts.reflection_max_tokens,
-                response_format=response_format(LESSON_SCHEMA_NAME, schema),
+                Sampling(
+                    temperature=self._reflection_temperature(ctx.rng),
+                    top_p=self.opts.top_p,
+                    max_tokens=self.opts.reflection_max_tokens,
+                    response_format=response_format(LESSON_SCHEMA_NAME, schema),
+                ),
             )
-        except SOFT_LLM_ERRORS:
+        except RecoverableLLMError:
             self.unreflected = None
             return ()  # the failed call is stored by the engine; no lesson this time
         # Cleared only now: after a fatal LLM error the outcome is still waiting when the run resumes.
@@ -418,7 +410,7 @@ class ReflectiveZeroCost(Strategy):
             if operator == "initial":
                 self.initial_observed += 1
                 self.initial_outstanding = max(0, self.initial_outstanding - 1)
-            score = record_score(record, self.proxy)
+            score = record.score(self.proxy)
             if score is not None and record.architecture is not None:
                 self._add(Member(record.id, self.space.canonical(record.architecture), score))
             if operator == "llm-mutation":

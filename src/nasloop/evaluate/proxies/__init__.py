@@ -28,11 +28,8 @@ from nasloop.evaluate.proxies import activation, data_free, gradient
 from nasloop.evaluate.proxies.base import Proxy, ProxyError, sharing_passes, zero_cost_proxy
 from nasloop.registry import proxies
 
-# Every built-in proxy, in a fixed order for tables: data-independent, gradient, activation, baselines.
-ALL_PROXIES: tuple[str, ...] = (
-    "synflow", "snip", "grasp", "grad_norm", "fisher", "jacob_cov", "naswot", "zen", "zen_official", "zico",
-    "l2_norm", "plain", "params", "flops",
-)  # fmt: skip
+# Every registered proxy (the modules above register them), by name: the registry is the one list.
+ALL_PROXIES: tuple[str, ...] = tuple(proxies.names())
 
 
 def compute_proxies(

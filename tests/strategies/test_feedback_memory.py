@@ -9,7 +9,7 @@ from support import SHAPE_BROKEN_NET, FakeExecutor, fenced, good_net
 
 from nasloop.candidate import Purpose, State
 from nasloop.config import build_config
-from nasloop.engine import Engine, SeedFailed
+from nasloop.engine import Search, SeedFailed
 from nasloop.llm.scripted import ScriptedBackend
 from nasloop.spaces.seed import BUILTIN_SEED
 from nasloop.strategies.feedback_memory import filter_suggestion
@@ -56,7 +56,7 @@ def run(tmp_path, model, iterations=4, seed_model=None, **options):
     if seed_model is not None:
         data["seed_model"] = seed_model
     executor = FakeExecutor()
-    engine = Engine.start(
+    engine = Search.start(
         build_config(data), tmp_path / "run", backend=ScriptedBackend(answers=model), executor=executor, progress=False
     )
     return engine, engine.run(), executor
@@ -324,7 +324,7 @@ def test_one_shot_calls_only_the_generator_and_edits_the_seed(tmp_path):
             "llm": {"backend": "scripted", "model": "scripted"},
         }
     )
-    engine = Engine.start(
+    engine = Search.start(
         config, tmp_path / "run", backend=ScriptedBackend(answers=model), executor=FakeExecutor(), progress=False
     )
     summary = engine.run()
@@ -406,7 +406,7 @@ def test_a_change_that_was_not_made_is_told_so(tmp_path):
     config = build_config({"strategy": "feedback-memory", "dataset": {"name": "digits"}, "budget": {"iterations": 2},
                            "llm": {"backend": "scripted", "model": "scripted"},
                            "strategy_options": {"tidy_code": False}})  # fmt: skip
-    engine = Engine.start(config, tmp_path / "run", backend=ScriptedBackend(answers=model), executor=SameFigures(),
+    engine = Search.start(config, tmp_path / "run", backend=ScriptedBackend(answers=model), executor=SameFigures(),
                           progress=False)  # fmt: skip
     engine.run()
     assert engine.history[1].metrics == engine.history[0].metrics
@@ -430,7 +430,7 @@ def test_show_draws_each_candidates_purpose_and_parent(tmp_path, capsys):
 
     model = Model([SHAPE_BROKEN_NET, good_net(9)])
     engine, _, _ = run(tmp_path, model, iterations=2)
-    engine.store.close()
+    engine.close()
     assert main(["show", str(tmp_path / "run")]) == 0
     table = capsys.readouterr().out
     assert "seed" in table and "search of 1" in table and "repair of 2" in table

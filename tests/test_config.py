@@ -1,10 +1,11 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nasloop.config import ConfigError, build_config, dump_config, load_config
 
-EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
 
 
 def test_unknown_top_level_key_is_named():
@@ -59,6 +60,10 @@ def test_missing_file_is_a_clear_error(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
+def test_the_examples_are_found():
+    assert len(EXAMPLES) >= 3
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_every_example_config_loads(path):
     config = load_config(path)
@@ -66,3 +71,36 @@ def test_every_example_config_loads(path):
 
     assert config.strategy in strategies
     strategies.get(config.strategy).Options.model_validate(config.strategy_options)
+
+
+@pytest.mark.parametrize(
+    ("override", "named", "suggestion"),
+    [
+        ({"stages": ["static", "build", "zero_cost"]}, "zero_cost", "zero-cost"),
+        ({"stages": ["static", "build", "zero-cost"], "proxies": ["synflw"]}, "synflw", "synflow"),
+        ({"limits": {"min_proxy": {"nasowt": 1.0}}}, "nasowt", "naswot"),
+    ],
+)
+def test_a_misspelt_stage_or_proxy_fails_at_load_naming_it(tmp_path, override, named, suggestion):
+    with pytest.raises(ConfigError, match=named) as raised:
+        build_config(override)
+    assert suggestion in str(raised.value)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(override))
+    with pytest.raises(ConfigError, match=named):
+        load_config(path)
+
+
+def test_the_resolved_config_writes_out_strategy_and_space_options():
+    from nasloop.resolve import resolve_config
+
+    resolved = resolve_config(build_config({"strategy": "evolution", "space": "nb201", "stages": ["static", "build"],
+                                            "objective": "params", "strategy_options": {"population_size": 6, "sample_size": 3}}))  # fmt: skip
+    assert (
+        resolved.strategy_options["population_size"] == 6
+        and resolved.strategy_options["sample_size"] == 3
+        and "final_top_k" in resolved.strategy_options
+    )
+    assert resolved.space_options == {"stem_channels": 16, "cells_per_stage": 5}
+    with pytest.raises(ConfigError, match="space_options: space 'nb201' has no option stem_width"):
+        resolve_config(build_config({"space": "nb201", "space_options": {"stem_width": 8}}))

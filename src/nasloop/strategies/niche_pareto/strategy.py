@@ -39,7 +39,7 @@ the run with `LatencyNotFound`, or, with `latency_missing: measured`, falls back
 Members that break a `constraints` entry stay in the archive but are never parents nor on a front.
 
 **Front.** The final front is the non-dominated union of the niches' fronts (`union_front`).
-`finalize` trains its members when `train_front` is set (`final_stages`, `Proposal.final_of`), skipping
+`finalize` trains its members when `train_front` is set (`final_stages`, purpose `final`), skipping
 ones already trained; their trained accuracy then joins the regression's training points.
 
 **Ablations** (the paper's, as options): `partition: false` puts the whole space in one niche (with the
@@ -61,389 +61,39 @@ store (`knowledge_base/generation-NNN`, `pareto/generation-NNN`).
 from __future__ import annotations
 
 import difflib
-import itertools
 import json
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
-
-import numpy as np
-from pydantic import Field, model_validator
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from nasloop.candidate import Failure, FailureKind, Proposal, Purpose, State
-from nasloop.evaluate.job import Strict
-from nasloop.llm.base import (
-    ContextTooLong,
-    DeadlineExceeded,
-    EmptyResponse,
-    InvalidStructuredResponse,
-    Message,
-    TruncatedResponse,
-)
+from nasloop.llm.base import Message, RecoverableLLMError, Sampling
 from nasloop.objectives import Constraint, Objective, pareto_front, parse_constraints, parse_objectives, violations
 from nasloop.registry import strategies
 from nasloop.spaces.base import SearchSpace
 from nasloop.store.sqlite import CandidateRecord
 from nasloop.strategies.base import Context, Observation, Strategy, Task, strategy_note
-from nasloop.strategies.population import FinalStages
+from nasloop.strategies.niche_pareto.answers import (
+    Attempt,
+    evolution_schema,
+    format_value,
+    knowledge_schema,
+    response_format,
+)
+from nasloop.strategies.niche_pareto.archive import Member, Niche
+from nasloop.strategies.niche_pareto.options import (
+    DEFAULT_OBJECTIVES,
+    OPERATIONS,
+    RECENT_RESULTS,
+    MissingObjectiveError,
+    NicheParetoOptions,
+)
+from nasloop.strategies.niche_pareto.partition import make_partition
+from nasloop.strategies.niche_pareto.predictor import AccuracyPredictor
 
 if TYPE_CHECKING:
     from nasloop.hardware.lookup import LatencyTable
-
-DEFAULT_OBJECTIVES = ("val_acc:max", "latency_ms:min")
-# LLM faults a second attempt may not repeat; others (unreachable server, missing model) stop the run.
-SOFT_LLM_ERRORS = (InvalidStructuredResponse, EmptyResponse, TruncatedResponse, DeadlineExceeded, ContextTooLong)
-OPERATIONS = ("mutation", "crossover")
-SINGLE_NICHE = "all"
-# Results kept for a niche's next knowledge update (more accumulate only while its LLM calls fail).
-RECENT_RESULTS = 12
-
-# The NAS-Bench-201 niches (nasloop.spaces.nb201.NICHES) as a rule an LLM can follow.
-_LIVE = " (count only edges on a path from the input to the output)"
-NB201_NICHE_RULES = {
-    "conv3x3=0,conv1x1=0": "no nor_conv_3x3 edge and no nor_conv_1x1 edge" + _LIVE,
-    "conv3x3=0,conv1x1>=1": "no nor_conv_3x3 edge and at least one nor_conv_1x1 edge" + _LIVE,
-    "conv3x3=1": "exactly 1 nor_conv_3x3 edge" + _LIVE,
-    "conv3x3=2": "exactly 2 nor_conv_3x3 edges" + _LIVE,
-    "conv3x3=3": "exactly 3 nor_conv_3x3 edges" + _LIVE,
-    "conv3x3>=4": "at least 4 nor_conv_3x3 edges" + _LIVE,
-}
-
-
-class MissingObjectiveError(ValueError):
-    """A completed candidate lacks a metric the strategy needs: the run's stages or proxies do not produce
-    it. Raised at the first such candidate, so a misconfigured run stops at once."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# Options
-# ----------------------------------------------------------------------------------------------------
-
-
-class NicheParetoOptions(Strict):
-    """Options of `niche-pareto` (the module docstring says what each part does)."""
-
-    objectives: tuple[str, ...] | None = Field(
-        default=None, description="'metric:max|min'; None: the run's objectives, else val_acc:max, latency_ms:min"
-    )
-    constraints: tuple[str, ...] = Field(default=(), description="e.g. 'latency_ms<=20': infeasible members")
-    accuracy_metric: str = Field(default="val_acc", description="the objective the predictor supplies")
-    predictor: str = Field(default="naswot", description="a zero-cost proxy name, 'regression' or 'measured'")
-    regression_proxies: tuple[str, ...] = Field(default=("naswot", "synflow", "zen"), min_length=1)
-    regression_min_points: int = Field(default=5, ge=2, description="trained candidates before fitting")
-    regression_ridge: float = Field(default=1e-3, ge=0, description="L2 penalty on standardised features")
-    partition: bool = Field(default=True, description="False: the no-partitioning ablation (one niche)")
-    niche_by: Literal["space", "params", "flops"] = "space"
-    niche_bounds: tuple[float, ...] = Field(default=(), description="bin edges for niche_by params or flops")
-    llm: bool = Field(default=True, description="False: the no-LLM ablation (random operators)")
-    initial_per_niche: int = Field(default=2, ge=1, description="random initial architectures per niche")
-    max_parents: int = Field(default=4, ge=1, description="Pareto parents shown to the LLM")
-    operation_choice: Literal["llm", "random"] = "llm"
-    crossover_probability: float = Field(default=0.5, ge=0, le=1)
-    retries: int = Field(default=1, ge=0, description="re-asks of a rejected answer, with the error")
-    knowledge_rules: int = Field(default=4, ge=1, description="at most this many positive and negative rules")
-    rule_chars: int = Field(default=120, gt=0)
-    rationale_chars: int = Field(default=200, gt=0)
-    temperature: float = Field(default=0.7, ge=0)
-    knowledge_temperature: float = Field(default=0.3, ge=0)
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    max_tokens: int = Field(default=256, gt=0, description="evolution answer")
-    knowledge_max_tokens: int = Field(default=512, gt=0, description="room for every rule at full length")
-    constrain_pattern: bool = Field(default=True, description="constrain the architecture by the space's pattern")
-    random_tries: int = Field(default=64, ge=1, description="no-LLM operator draws before a random sample")
-    sample_tries: int = Field(default=5000, ge=1, description="draws when sampling inside a niche")
-    latency_metric: str = "latency_ms"
-    latency_table: str | None = Field(default=None, description="CSV or JSON file of latencies per architecture")
-    latency_device: str | None = Field(default=None, description="the table's device, e.g. edgegpu")
-    latency_missing: Literal["error", "measured"] = "error"
-    train_front: bool = Field(default=False, description="train the union front once the budget is spent")
-    final_max: int | None = Field(default=None, ge=1, description="at most this many front members trained")
-    final_stages: FinalStages = ("static", "build", "train")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> NicheParetoOptions:
-        increasing = bool(self.niche_bounds) and list(self.niche_bounds) == sorted(set(self.niche_bounds))
-        if self.niche_by != "space" and self.partition and not increasing:
-            raise ValueError(f"niche_by {self.niche_by} needs niche_bounds in increasing order, e.g. [2e5, 5e5]")
-        if (self.latency_table is None) != (self.latency_device is None):
-            raise ValueError("latency_table and latency_device go together (the file and the device in it)")
-        return self
-
-
-# ----------------------------------------------------------------------------------------------------
-# Niches
-# ----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Partition:
-    """How the space splits into niches: their names (simplest first), the niche of an architecture, the
-    rule of each niche in words (for prompts) and what places an architecture in its niche."""
-
-    names: tuple[str, ...]
-    assign: Callable[[str], str]
-    rules: Mapping[str, str]
-    explain: Callable[[str], str]
-
-    def niche_of(self, arch: str) -> str:
-        """The niche of the legal architecture `arch`."""
-        return self.assign(arch)
-
-
-def make_partition(space: SearchSpace, options: NicheParetoOptions, task: Task) -> Partition:
-    """The partition the options ask for (see the module docstring)."""
-    if not options.partition:
-        rules = {SINGLE_NICHE: "any architecture of the space"}
-        return Partition((SINGLE_NICHE,), lambda arch: SINGLE_NICHE, rules, lambda arch: "")
-    if options.niche_by == "space":
-        return _space_partition(space)
-    return _cost_partition(space, options.niche_by, options.niche_bounds, task)
-
-
-def _space_partition(space: SearchSpace) -> Partition:
-    names = space.niches()
-    rules = {name: NB201_NICHE_RULES.get(name, f"niche {name} of the space") for name in names}
-
-    def explain(arch: str) -> str:
-        if space.name != "nb201":
-            return ""
-        from nasloop.spaces.nb201 import count_ops
-
-        counts = count_ops(space.canonical(arch))
-        return f"{counts['nor_conv_3x3']} nor_conv_3x3 and {counts['nor_conv_1x1']} nor_conv_1x1 live edges"
-
-    return Partition(names, lambda arch: space.niche(space.canonical(arch)), rules, explain)
-
-
-def _cost_partition(space: SearchSpace, metric: str, bounds: Sequence[float], task: Task) -> Partition:
-    def value(arch: str) -> int:
-        cost = space.cost(space.canonical(arch), task.in_shape, task.num_classes)
-        return cost.params if metric == "params" else cost.flops
-
-    edges = [f"{bound:,.0f}" for bound in bounds]
-    names = (
-        f"{metric}<{edges[0]}",
-        *(f"{metric} {low}-{high}" for low, high in itertools.pairwise(edges)),
-        f"{metric}>={edges[-1]}",
-    )
-    where = f"(analytic count on {'x'.join(map(str, task.in_shape))} inputs)"
-    rules = {names[0]: f"{metric} below {edges[0]} {where}", names[-1]: f"{metric} of at least {edges[-1]} {where}"}
-    for name, low, high in zip(names[1:-1], edges, edges[1:], strict=False):
-        rules[name] = f"{metric} from {low} up to (not including) {high} {where}"
-
-    def assign(arch: str) -> str:
-        return names[sum(value(arch) >= bound for bound in bounds)]
-
-    return Partition(names, assign, rules, lambda arch: f"{metric} = {value(arch):,}")
-
-
-# ----------------------------------------------------------------------------------------------------
-# The accuracy predictor
-# ----------------------------------------------------------------------------------------------------
-
-
-def signed_log(value: float) -> float:
-    """sign(x)·log(1+|x|): proxies such as synflow span tens of orders of magnitude."""
-    return math.copysign(math.log1p(abs(value)), value)
-
-
-@dataclass
-class AccuracyPredictor:
-    """Predicted accuracy of a candidate from its zero-cost proxies (see `predictor` in the module docstring).
-
-    `kind` is a proxy name, `regression` or `measured`. For `regression`, `fit` takes the metrics of the
-    trained candidates (each holding `accuracy_metric` and every proxy of `proxies`); with fewer than
-    `min_points` of them `predict` returns the first proxy's value.
-    """
-
-    kind: str
-    accuracy_metric: str
-    proxies: tuple[str, ...] = ()
-    min_points: int = 5
-    ridge: float = 1e-3
-    points: int = 0
-    _mean: np.ndarray | None = field(default=None, repr=False)
-    _scale: np.ndarray | None = field(default=None, repr=False)
-    _weights: np.ndarray | None = field(default=None, repr=False)
-    _intercept: float = 0.0
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        """The metrics `predict` reads."""
-        if self.kind == "measured":
-            return (self.accuracy_metric,)
-        return self.proxies if self.kind == "regression" else (self.kind,)
-
-    @property
-    def fitted(self) -> bool:
-        return self._weights is not None
-
-    def fit(self, trained: Sequence[Mapping[str, float]]) -> None:
-        """Refit on the trained candidates' metrics; a no-op unless `kind` is `regression`."""
-        usable = [m for m in trained if all(name in m for name in (*self.proxies, self.accuracy_metric))]
-        self.points = len(usable)
-        if self.kind != "regression" or len(usable) < self.min_points:
-            self._weights = None
-            return
-        features = np.array([[signed_log(m[name]) for name in self.proxies] for m in usable])
-        targets = np.array([m[self.accuracy_metric] for m in usable])
-        self._mean, scale = features.mean(axis=0), features.std(axis=0)
-        self._scale = np.where(scale > 0, scale, 1.0)  # a constant feature carries no signal
-        standardised = (features - self._mean) / self._scale
-        self._intercept = float(targets.mean())
-        gram = standardised.T @ standardised + self.ridge * len(usable) * np.eye(len(self.proxies))
-        self._weights = np.linalg.solve(gram, standardised.T @ (targets - self._intercept))
-
-    def predict(self, metrics: Mapping[str, float]) -> float | None:
-        """The predicted accuracy, or None when a needed metric is missing."""
-        if self.kind == "measured":
-            return metrics.get(self.accuracy_metric)
-        if self.kind != "regression":
-            return metrics.get(self.kind)
-        if self._weights is None or self._mean is None or self._scale is None:
-            return metrics.get(self.proxies[0])
-        if any(name not in metrics for name in self.proxies):
-            return None
-        features = (np.array([signed_log(metrics[name]) for name in self.proxies]) - self._mean) / self._scale
-        return float(self._intercept + features @ self._weights)
-
-    def describe(self) -> str:
-        """One line for prompts and notes."""
-        if self.kind == "measured":
-            return "measured after training"
-        if self.kind != "regression":
-            return f"the value of the zero-cost proxy {self.kind}, which predicts accuracy without training"
-        if not self.fitted:
-            return (
-                f"the value of the zero-cost proxy {self.proxies[0]} until {self.min_points} candidates are "
-                f"trained, then a regression on {', '.join(self.proxies)}"
-            )
-        return f"predicted by a regression on {', '.join(self.proxies)} fitted on {self.points} trained candidates"
-
-
-# ----------------------------------------------------------------------------------------------------
-# Archives
-# ----------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Member:
-    """An evaluated architecture of a niche's archive: the stored candidate's id, its canonical form and the
-    metrics the objectives and the predictor read (measured or looked up)."""
-
-    id: int
-    architecture: str
-    niche: str
-    metrics: dict[str, float]
-    operation: str = "initial"
-    rationale: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Member:
-        metrics = {str(key): float(value) for key, value in dict(data["metrics"]).items()}
-        return cls(int(data["id"]), str(data["architecture"]), str(data["niche"]), metrics,
-                   str(data.get("operation", "initial")), str(data.get("rationale", "")))  # fmt: skip
-
-
-@dataclass
-class Niche:
-    """One niche: its archive, its knowledge base and the results not yet shown to the knowledge update."""
-
-    name: str
-    members: list[Member] = field(default_factory=list)
-    positive: list[str] = field(default_factory=list)
-    negative: list[str] = field(default_factory=list)
-    recent: list[dict[str, str]] = field(default_factory=list)
-    unreachable: bool = False
-
-    def knowledge(self) -> dict[str, list[str]]:
-        return {"positive": list(self.positive), "negative": list(self.negative)}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "members": [member.to_dict() for member in self.members],
-            **self.knowledge(),
-            "recent": list(self.recent),
-            "unreachable": self.unreachable,
-        }
-
-    @classmethod
-    def from_dict(cls, name: str, data: Mapping[str, Any]) -> Niche:
-        return cls(
-            name,
-            [Member.from_dict(item) for item in data.get("members") or []],
-            [str(rule) for rule in data.get("positive") or []],
-            [str(rule) for rule in data.get("negative") or []],
-            [dict(item) for item in data.get("recent") or []],
-            bool(data.get("unreachable", False)),
-        )
-
-
-# ----------------------------------------------------------------------------------------------------
-# Answer schemas
-# ----------------------------------------------------------------------------------------------------
-
-
-def knowledge_schema(rules: int, rule_chars: int) -> dict[str, Any]:
-    """JSON schema of a knowledge-base answer `{positive: [...], negative: [...]}`."""
-    rule_list = {"type": "array", "items": {"type": "string", "maxLength": rule_chars}, "maxItems": rules}
-    return {
-        "type": "object",
-        "properties": {"positive": rule_list, "negative": rule_list},
-        "required": ["positive", "negative"],
-        "additionalProperties": False,
-    }
-
-
-def evolution_schema(
-    space: SearchSpace, operations: Sequence[str], rationale_chars: int, *, constrain_pattern: bool
-) -> dict[str, Any]:
-    """JSON schema of an evolution answer `{operation, rationale, architecture}` (the rationale before the
-    architecture it justifies, since constrained decoding writes properties in order)."""
-    architecture: dict[str, Any] = {"type": "string"}
-    pattern = space.architecture_pattern() if constrain_pattern else None
-    if pattern is not None:
-        architecture["pattern"] = pattern
-    return {
-        "type": "object",
-        "properties": {
-            "operation": {"type": "string", "enum": list(operations)},
-            "rationale": {"type": "string", "maxLength": rationale_chars},
-            "architecture": architecture,
-        },
-        "required": ["operation", "rationale", "architecture"],
-        "additionalProperties": False,
-    }
-
-
-def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
-
-
-def format_value(value: float) -> str:
-    return f"{value:.4g}"
-
-
-# ----------------------------------------------------------------------------------------------------
-# The strategy
-# ----------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Attempt:
-    """The outcome of asking for one child: an architecture that passed the validator, or a failure."""
-
-    architecture: str | None
-    operation: str
-    rationale: str
-    failure: Failure | None
-    errors: list[str]
-    call_ids: tuple[int, ...]
 
 
 @strategies.register("niche-pareto")
@@ -793,12 +443,14 @@ class NichePareto(Strategy):
             reply = ctx.llm.complete(
                 "knowledge-base",
                 self.knowledge_messages(ctx, niche),
-                temperature=self.opts.knowledge_temperature,
-                top_p=self.opts.top_p,
-                max_tokens=self.opts.knowledge_max_tokens,
-                response_format=response_format("knowledge_base", schema),
+                Sampling(
+                    temperature=self.opts.knowledge_temperature,
+                    top_p=self.opts.top_p,
+                    max_tokens=self.opts.knowledge_max_tokens,
+                    response_format=response_format("knowledge_base", schema),
+                ),
             )
-        except SOFT_LLM_ERRORS:
+        except RecoverableLLMError:
             return ()  # the failed call is stored by the engine; the rules stay as they were
         niche.recent = []  # cleared only now: after a fatal LLM error the results wait for the resumed run
         parsed = extract_json(reply.text, schema)
@@ -814,7 +466,7 @@ class NichePareto(Strategy):
 
     def _ask(
         self, ctx: Context, niche: Niche, parents: Sequence[Member], operation: str | None, taken: Mapping[str, int]
-    ) -> _Attempt:
+    ) -> Attempt:
         """Stage 2: ask for a child, re-asking `retries` times with the validator's error."""
         errors: list[str] = []
         call_ids: tuple[int, ...] = ()
@@ -828,10 +480,10 @@ class NichePareto(Strategy):
             chosen, rationale, architecture = answer
             problem = self.validation_error(architecture, niche.name, taken)
             if problem is None:
-                return _Attempt(architecture, chosen, rationale, None, errors, call_ids)
+                return Attempt(architecture, chosen, rationale, None, errors, call_ids)
             errors.append(f"{architecture}: {problem[0]}")
             failure = Failure(problem[1], problem[0])
-        return _Attempt(architecture, chosen, rationale, failure, errors[:-1], call_ids)
+        return Attempt(architecture, chosen, rationale, failure, errors[:-1], call_ids)
 
     def _evolution_call(
         self, ctx: Context, niche: Niche, parents: Sequence[Member], operation: str | None, errors: Sequence[str]
@@ -847,12 +499,14 @@ class NichePareto(Strategy):
             reply = ctx.llm.complete(
                 "evolver",
                 self.evolution_messages(ctx, niche, parents, operation, errors),
-                temperature=self.opts.temperature,
-                top_p=self.opts.top_p,
-                max_tokens=self.opts.max_tokens,
-                response_format=response_format("evolution", schema),
+                Sampling(
+                    temperature=self.opts.temperature,
+                    top_p=self.opts.top_p,
+                    max_tokens=self.opts.max_tokens,
+                    response_format=response_format("evolution", schema),
+                ),
             )
-        except SOFT_LLM_ERRORS as error:
+        except RecoverableLLMError as error:
             return Failure(FailureKind.EXTRACTION, f"the LLM call failed: {type(error).__name__}: {error}"), ()
         answer_schema = evolution_schema(self.space, operations, self.opts.rationale_chars, constrain_pattern=False)
         parsed = extract_json(reply.text, answer_schema)
@@ -863,7 +517,7 @@ class NichePareto(Strategy):
 
     def _random_operator(
         self, rng: random.Random, niche: Niche, parents: Sequence[Member], operation: str, taken: Mapping[str, int]
-    ) -> _Attempt:
+    ) -> Attempt:
         """The no-LLM ablation: mutate one parent or cross two, until the child is new and in the niche; a
         random architecture of the niche after `random_tries` draws."""
         for _ in range(self.opts.random_tries):
@@ -873,12 +527,12 @@ class NichePareto(Strategy):
             else:
                 child = self.space.mutate(rng.choice(list(parents)).architecture, rng)
             if self.validation_error(child, niche.name, taken) is None:
-                return _Attempt(child, operation, "", None, [], ())
+                return Attempt(child, operation, "", None, [], ())
         sample = self._sample_in(niche.name, rng, taken)
         if sample is not None:
-            return _Attempt(sample, "random", "", None, [], ())
+            return Attempt(sample, "random", "", None, [], ())
         failure = Failure(FailureKind.BUDGET, f"no new architecture of niche {niche.name} could be found")
-        return _Attempt(None, operation, "", failure, [], ())
+        return Attempt(None, operation, "", failure, [], ())
 
     # -- observations -------------------------------------------------------------------------------
 
@@ -909,7 +563,7 @@ class NichePareto(Strategy):
 
     def _outcome(self, niche: Niche, proposal: Proposal, record: CandidateRecord) -> str:
         """Add a completed candidate to its niche's archive; the outcome in words for the knowledge update."""
-        completed = record.state is State.COMPLETE or (record.state is State.DUPLICATE and record.failure is None)
+        completed = record.usable
         if not completed or record.architecture is None:
             if record.failure is not None:
                 return f"failed ({record.failure.kind.value}): {record.failure.message[:300]}"
@@ -1007,7 +661,8 @@ class NichePareto(Strategy):
                 parent_ids=(member.id,),
                 notes={"operator": "final", "niche": member.niche},
                 stages=self.opts.final_stages,
-                final_of=member.id,
+                purpose=Purpose.FINAL,
+                parent=member.id,
             )
             for member in chosen[: self.opts.final_max]
         ]
@@ -1048,15 +703,4 @@ class NichePareto(Strategy):
         }
 
 
-__all__ = [
-    "AccuracyPredictor",
-    "Member",
-    "MissingObjectiveError",
-    "Niche",
-    "NichePareto",
-    "NicheParetoOptions",
-    "Partition",
-    "evolution_schema",
-    "knowledge_schema",
-    "make_partition",
-]
+__all__ = ["NichePareto"]

@@ -14,7 +14,7 @@ import pytest
 from support import FakeExecutor, fenced, good_net
 
 from nasloop.config import build_config
-from nasloop.engine import Engine
+from nasloop.engine import Search
 from nasloop.llm.scripted import ScriptedBackend
 from nasloop.registry import strategies
 from nasloop.store import RunDir, RunStore
@@ -42,8 +42,8 @@ def islands_config(iterations: int, llm: dict[str, Any] | None = None, **options
     )  # fmt: skip
 
 
-def run(tmp_path, iterations: int, **options: Any) -> Engine:
-    engine = Engine.start(
+def run(tmp_path, iterations: int, **options: Any) -> Search:
+    engine = Search.start(
         islands_config(iterations, **options), tmp_path / "run", backend=ScriptedBackend(answers=scripted_model),
         executor=FakeExecutor(capacity=2), progress=False,
     )  # fmt: skip
@@ -161,7 +161,7 @@ def test_islands_keep_several_llm_calls_in_flight_within_the_backend_bound(tmp_p
         llm = {"backend": "openai", "model": "served-model", "base_url": server.url, "deadline_s": 30,
                "max_concurrency": max_concurrency}  # fmt: skip
         config = islands_config(6, llm=llm, islands=3)
-        engine = Engine.start(config, tmp_path / "run", executor=FakeExecutor(capacity=3), progress=False)
+        engine = Search.start(config, tmp_path / "run", executor=FakeExecutor(capacity=3), progress=False)
         summary = engine.run()
     assert summary.iterations == 6 and summary.valid == 6
     assert server.most_serving == min(3, max_concurrency)  # three islands, bounded by the backend

@@ -14,7 +14,7 @@ from support import FakeExecutor, fenced, good_net
 
 from nasloop.candidate import EvalResult, State
 from nasloop.config import build_config
-from nasloop.engine import Engine
+from nasloop.engine import Search
 from nasloop.evaluate.job import EvalJob
 from nasloop.executors.base import Executor, ProgressCallback
 from nasloop.llm.scripted import ScriptedBackend
@@ -83,7 +83,7 @@ def run_engine(tmp_path, executor, *, strategy="feedback-memory", iterations=4, 
     )  # fmt: skip
     model = model or TimedModel()
     backend = ScriptedBackend(answers=model, delay_s=LLM_DELAY_S)
-    engine = Engine.start(config, tmp_path / "run", backend=backend, executor=executor, progress=False)
+    engine = Search.start(config, tmp_path / "run", backend=backend, executor=executor, progress=False)
     engine.run()
     return engine, model
 

@@ -1,0 +1,66 @@
+"""What `niche-pareto` asks the LLM for and gets back: the JSON schemas of its two calls and the typed
+outcome of asking for one child."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nasloop.candidate import Failure
+from nasloop.spaces.base import SearchSpace
+
+
+def knowledge_schema(rules: int, rule_chars: int) -> dict[str, Any]:
+    """JSON schema of a knowledge-base answer `{positive: [...], negative: [...]}`."""
+    rule_list = {"type": "array", "items": {"type": "string", "maxLength": rule_chars}, "maxItems": rules}
+    return {
+        "type": "object",
+        "properties": {"positive": rule_list, "negative": rule_list},
+        "required": ["positive", "negative"],
+        "additionalProperties": False,
+    }
+
+
+def evolution_schema(
+    space: SearchSpace, operations: Sequence[str], rationale_chars: int, *, constrain_pattern: bool
+) -> dict[str, Any]:
+    """JSON schema of an evolution answer `{operation, rationale, architecture}` (the rationale before the
+    architecture it justifies, since constrained decoding writes properties in order)."""
+    architecture: dict[str, Any] = {"type": "string"}
+    pattern = space.architecture_pattern() if constrain_pattern else None
+    if pattern is not None:
+        architecture["pattern"] = pattern
+    return {
+        "type": "object",
+        "properties": {
+            "operation": {"type": "string", "enum": list(operations)},
+            "rationale": {"type": "string", "maxLength": rationale_chars},
+            "architecture": architecture,
+        },
+        "required": ["operation", "rationale", "architecture"],
+        "additionalProperties": False,
+    }
+
+
+def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+
+
+def format_value(value: float) -> str:
+    return f"{value:.4g}"
+
+
+@dataclass
+class Attempt:
+    """The outcome of asking for one child: an architecture that passed the validator, or a failure."""
+
+    architecture: str | None
+    operation: str
+    rationale: str
+    failure: Failure | None
+    errors: list[str]
+    call_ids: tuple[int, ...]
+
+
+__all__ = ["Attempt", "evolution_schema", "format_value", "knowledge_schema", "response_format"]
