@@ -30,8 +30,14 @@ system-deps:
 	  else echo "warning: please install$$missing (Debian/Ubuntu package names)"; fi; \
 	fi
 
+# llama-cpp-python is built here without pip's wheel cache (a wheel cached from a native build would bring
+# the AMX kernels back), and rebuilt when the installed one reports AMX kernels.
+LLAMA_CPP := llama-cpp-python[server]>=0.3.2
+NO_AMX := import llama_cpp, sys; sys.exit("AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode())
+
 setup-test: $(BIN)/python system-deps
 	$(PIP) $(TORCH_PIN)
+	@$(BIN)/python -c '$(NO_AMX)' 2>/dev/null || $(PIP) --no-cache-dir --force-reinstall --no-deps '$(LLAMA_CPP)'
 	$(PIP) -e '.[dev,embedded,embedded-models,report,moo,ray,onnx]'
 
 setup-demo: setup-test

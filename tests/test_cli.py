@@ -22,7 +22,7 @@ def test_unknown_stage_is_named(tmp_path, capsys):
     model = tmp_path / "m.py"
     model.write_text("class Net: pass\n")
     assert main(["eval", str(model), "--dataset", "digits", "--stages", "static,trian"]) == 2
-    assert "unknown stage(s) trian" in capsys.readouterr().err
+    assert "unknown evaluation stage 'trian'" in capsys.readouterr().err
 
 
 def test_search_config_typo_is_named(tmp_path, capsys):

@@ -94,8 +94,9 @@ def test_a_misspelt_stage_or_proxy_fails_at_load_naming_it(tmp_path, override, n
 def test_the_resolved_config_writes_out_strategy_and_space_options():
     from nasloop.resolve import resolve_config
 
+    options = {"population_size": 6, "sample_size": 3}
     resolved = resolve_config(build_config({"strategy": "evolution", "space": "nb201", "stages": ["static", "build"],
-                                            "objective": "params", "strategy_options": {"population_size": 6, "sample_size": 3}}))  # fmt: skip
+                                            "objective": "params", "strategy_options": options}))  # fmt: skip
     assert (
         resolved.strategy_options["population_size"] == 6
         and resolved.strategy_options["sample_size"] == 3

@@ -55,7 +55,8 @@ def test_search_show_export_import_round_trip(tmp_path, capsys):
     assert net(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
     with RunStore(RunDir(run_dir).store_path, readonly=True) as store:
-        first, second, third = store.candidates()
+        seed, first, second, third = store.candidates()
+    assert seed.purpose is Purpose.SEED and seed.state is State.COMPLETE
     assert first.state is State.COMPLETE and 0.0 <= first.metrics["val_acc"] <= 1.0
     assert second.failure.kind.value == "extraction" and third.failure.kind.value == "shape"
 
@@ -101,7 +102,7 @@ def test_kill_9_then_resume_loses_nothing_stored(tmp_path):
         if candidate.id in before:  # stored rows are untouched: not re-added, not re-evaluated
             assert candidate.created == before[candidate.id].created
             assert candidate.metrics == before[candidate.id].metrics
-    iterations = [c for c in after if c.purpose is not Purpose.REPAIR]
+    iterations = [c for c in after if c.purpose.counts_as_iteration]
     assert len(iterations) == 5
     # the resumed scripted model starts its answers again: those repeats are duplicates, never re-trained
     assert any(c.state is State.DUPLICATE for c in after if c.id not in before)

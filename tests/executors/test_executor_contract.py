@@ -26,8 +26,9 @@ def make(name, tmp_path):
     return config, executors.get(name).from_config(config, work_dir=tmp_path / name)
 
 
-def job(config, code: str) -> EvalJob:
-    return EvalJob(code=code, dataset=config.dataset, recipe=config.recipe, limits=config.limits)
+def job(config, code: str, epochs: int = 1) -> EvalJob:
+    recipe = config.recipe.model_copy(update={"epochs": epochs})
+    return EvalJob(code=code, dataset=config.dataset, recipe=recipe, limits=config.limits)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -43,7 +44,8 @@ def test_every_job_gets_a_result_and_pruning_and_cancelling_work(name, tmp_path)
             steps.append(step)
             return True
 
-        pruned = executor.submit(job(config, good_net(9) + "\n# pruned\n"), prune)
+        # long enough that the first progress line arrives while it trains
+        pruned = executor.submit(job(config, good_net(9) + "\n# pruned\n", epochs=30), prune)
         queued = executor.submit(job(config, good_net(10) + "\n# cancelled\n"))
         cancelled = executor.cancel(queued)
         results = [future.result(timeout=600) for future in (good, broken, pruned)]

@@ -81,7 +81,7 @@ def test_progress_prunes_and_a_killed_worker_is_a_crash_record(tmp_path, local_c
     assert pruned.state is State.PRUNED and "pruned_at_step" in pruned.metrics
 
     config = build_config(
-        {"strategy": "one-shot", "dataset": {"name": "digits"}, "recipe": {"epochs": 30},  # the kill comes first
+        {"strategy": "one-shot", "seed_model": "none", "dataset": {"name": "digits"}, "recipe": {"epochs": 30},
          "budget": {"iterations": 2}, "llm": {"backend": "scripted", "model": "scripted"}}
     )  # fmt: skip
     backend = ScriptedBackend(answers=[fenced(HEAVY), fenced(LIGHT)])

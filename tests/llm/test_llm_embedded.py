@@ -124,3 +124,22 @@ def test_transformers_backend_needs_a_local_model_directory(tmp_path: Path) -> N
 
 def test_transformers_config_options_are_strict() -> None:
     assert LLMConfig(backend="transformers", model="/models/x", device="cuda:1").device == "cuda:1"
+
+
+def test_a_llama_build_with_amx_kernels_is_refused_with_the_rebuild_command() -> None:
+    from nasloop.llm.base import LLMConfigError
+    from nasloop.llm.llama_cpp_backend import ALLOW_AMX_ENV, check_build
+
+    native = "CPU : SSE3 = 1 | AVX2 = 1 | AMX_INT8 = 1 | OPENMP = 1 | "
+    with pytest.raises(LLMConfigError, match="AMX") as raised:
+        check_build(native, environ={})
+    assert "GGML_NATIVE=OFF" in str(raised.value) and ALLOW_AMX_ENV in str(raised.value)
+    check_build(native, environ={ALLOW_AMX_ENV: "1"})
+    check_build("CPU : SSE3 = 1 | AVX2 = 1 | FMA = 1 | OPENMP = 1 | ", environ={})
+
+
+def test_the_installed_llama_build_passes_its_check() -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from nasloop.llm.llama_cpp_backend import check_build
+
+    check_build(llama_cpp.llama_print_system_info().decode())

@@ -172,7 +172,7 @@ def test_the_macro_space_is_searched_in_its_own_niches_without_an_llm():
         ({"niche_by": "flops"}, "niche_bounds in increasing order"),
         ({"niche_by": "params", "niche_bounds": (5e5, 2e5)}, "niche_bounds in increasing order"),
         ({"latency_table": "table.csv"}, "go together"),
-        ({"final_stages": ("train", "fit")}, "unknown stage"),
+        ({"final_stages": ("train", "fit")}, r"unknown evaluation stage .fit."),
         ({"surprise": 1}, "Extra inputs"),
     ],
 )
@@ -438,7 +438,7 @@ def only_first_niche(subject) -> None:
 
 
 def test_a_rejected_answer_is_retried_with_the_error_then_recorded_as_failed():
-    subject = strategy()
+    subject = strategy(fallback=False)
     history = seeded(subject)
     only_first_niche(subject)
     first = "conv3x3=0,conv1x1=0"
@@ -471,12 +471,26 @@ def test_a_retry_can_succeed_and_an_answer_outside_the_schema_counts_as_rejected
 
 
 def test_retries_exhausted_on_an_illegal_architecture_is_a_build_failure():
-    subject = strategy(constrain_pattern=False, retries=0)
+    subject = strategy(constrain_pattern=False, retries=0, fallback=False)
     history = seeded(subject)
     only_first_niche(subject)
     llm = ScriptedLLM([knowledge_answer(), evolution_answer("|conv~0|+|none~0|")])
     (proposal,) = subject.propose(context(llm, history))
     assert proposal.failure.kind is FailureKind.BUILD and proposal.notes["attempts"] == 1
+
+
+def test_with_fallback_a_rejected_answer_becomes_a_random_child_inside_the_niche():
+    subject = strategy()
+    history = seeded(subject)
+    only_first_niche(subject)
+    first = "conv3x3=0,conv1x1=0"
+    parent = subject.front(first)[0].architecture
+    llm = ScriptedLLM([knowledge_answer(), evolution_answer(TWO_CONV), evolution_answer(parent)])
+    (proposal,) = subject.propose(context(llm, history))
+    assert proposal.failure is None and proposal.notes["fallback"].startswith("extraction: ")
+    assert subject.partition.niche_of(proposal.architecture) == first
+    assert subject.space.canonical(proposal.architecture) not in evaluated(history)
+    assert proposal.notes["attempts"] == 2 and proposal.llm_call_ids == (1, 2, 3)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -294,7 +294,7 @@ class Repeat(Model):
         self.times = times
 
     def __call__(self, messages):
-        if messages[1]["content"].startswith("## Parent") and self.times > 0:
+        if "## Parent" in messages[1]["content"] and self.times > 0:
             self.times -= 1
             self.calls.append(("mutator", messages))
             return json.dumps({"reasoning": "keep it", "architecture": parent_of(messages)})
@@ -304,7 +304,8 @@ class Repeat(Model):
 @pytest.mark.parametrize("retries", [0, 1])
 def test_mutation_equal_to_its_parent_is_a_duplicate_and_not_added_twice(tmp_path, retries):
     model = Repeat()
-    engine, _, _ = run(tmp_path, model, config(iterations=5, retry_duplicates=retries, final_top_k=0))
+    run_config = config(iterations=5, retry_duplicates=retries, duplicate_fallback=False, final_top_k=0)
+    engine, _, _ = run(tmp_path, model, run_config)
     child = search_records(engine)[4]
     assert child.state is State.DUPLICATE and child.duplicate_of == child.parent_ids[0]
     assert len(engine.strategy.population) == 4 and len(model.prompts("mutator")) == 1 + retries
@@ -320,6 +321,28 @@ def test_answer_repeating_an_evaluated_architecture_is_sent_back_once(tmp_path):
     assert second[:2] == first and second[2]["role"] == "assistant"  # the same conversation, continued
     assert "is the parent itself" in second[3]["content"]
     assert child.architecture in nb201.neighbors(parent_of(first))
+
+
+def test_a_repeat_left_after_the_retries_becomes_an_unseen_mutation_of_the_parent(tmp_path):
+    model = Repeat()
+    engine, _, _ = run(tmp_path, model, config(iterations=5, retry_duplicates=1, final_top_k=0))
+    child = search_records(engine)[4]
+    assert child.state is State.COMPLETE and child.notes["operator"] == "mutation-fallback"
+    assert child.notes["llm_answer"] == child.notes["parent_architecture"]
+    assert child.architecture in nb201.neighbors(child.notes["parent_architecture"])
+    assert child.id in {member.id for member in engine.strategy.population}
+
+
+def test_the_prompt_shows_the_best_members_and_the_parents_evaluated_children(tmp_path):
+    model = Model()
+    engine, _, _ = run(tmp_path, model, config(iterations=8, final_top_k=0, show_top=2))
+    prompts = model.prompts("mutator")
+    assert all(prompt.count("(params = ") >= 2 for prompt in prompts)  # the parent and a top member at least
+    assert "## Best in the population" in prompts[-1]
+    records = search_records(engine)
+    parents = [record.notes["parent_architecture"] for record in records if record.notes.get("parent_architecture")]
+    assert len(set(parents)) < len(parents)  # 8 mutations of 4 members: some parent is drawn again
+    assert any("Already evaluated mutations of this parent" in prompt for prompt in prompts)
 
 
 def test_finalize_trains_the_top_k_by_proxy_once(tmp_path):
@@ -435,7 +458,7 @@ def test_a_proxy_error_is_an_outcome_not_a_configuration_error():
 def test_options_are_strict_and_the_proxy_must_exist():
     with pytest.raises(Exception, match="population_sise"):
         ReflectiveZeroCostOptions.model_validate({"population_sise": 3})
-    with pytest.raises(Exception, match="unknown stage"):
+    with pytest.raises(Exception, match=r"unknown evaluation stage .training."):
         ReflectiveZeroCostOptions.model_validate({"final_stages": ["static", "training"]})
     with pytest.raises(ValueError, match="Did you mean synflow"):
         proxy_definition("synflw")

@@ -15,7 +15,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nasloop.data.download import download, file_checksum, verify_checksum
     from nasloop.data.errors import (
         ChecksumMismatch,
         DatasetError,
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
         DownloadError,
         MissingDependency,
     )
+    from nasloop.data.fetch import download, file_checksum, verify_checksum
     from nasloop.data.sources import DatasetSource, RawDataset, RemoteFile
     from nasloop.data.spec import DatasetSpec
     from nasloop.data.splits import (
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     )
 
 _HOMES = {
-    "download": "download", "file_checksum": "download", "verify_checksum": "download",
+    "download": "fetch", "file_checksum": "fetch", "verify_checksum": "fetch",
     "ChecksumMismatch": "errors", "DatasetError": "errors", "DatasetFilesMissing": "errors",
     "DownloadError": "errors", "MissingDependency": "errors",
     "DatasetSource": "sources", "RawDataset": "sources", "RemoteFile": "sources",

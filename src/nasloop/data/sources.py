@@ -18,8 +18,8 @@ from typing import ClassVar
 import numpy as np
 
 from nasloop.data import formats
-from nasloop.data.download import download, extract_tarball
 from nasloop.data.errors import DatasetError, DatasetFilesMissing, MissingDependency
+from nasloop.data.fetch import download, extract_tarball
 from nasloop.data.holdout import stratified_holdout
 from nasloop.registry import datasets
 

@@ -32,6 +32,11 @@
   decoding on 1 thread went from 7.9 to 12.8 tokens/s with it (1.61x), on 2 threads from 12.6 to 12.2
   (0.97x; `benchmarks/llm.py --prompt-lookup-compare`), so it is on by default when the decode threads
   are fewer than the cores.
+* **Build check.** A llama-cpp-python built for the machine's own instruction set enables llama.cpp's
+  AMX kernels on CPUs that have AMX, and those crash the process on the first generation
+  (ggml-org/llama.cpp#20824), which no Python code can catch. Such a build (its system info reports
+  `AMX_INT8 = 1`) is refused at load with the reinstall command (`AMX_REBUILD_HINT`), unless the
+  environment sets `NASLOOP_ALLOW_LLAMA_AMX=1` (for a llama.cpp where the crash is fixed).
 * Calls are serialised (one model, one KV cache); waiting for the model counts against the deadline.
 """
 
@@ -70,6 +75,11 @@ from nasloop.llm.structured import parse_and_validate, schema_of
 from nasloop.registry import llm_backends
 
 INSTALL_HINT = "pip install 'nasloop[embedded]' (llama-cpp-python)"
+AMX_REBUILD_HINT = (
+    "CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON' "
+    "pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python"
+)
+ALLOW_AMX_ENV = "NASLOOP_ALLOW_LLAMA_AMX"
 # Fewer free tokens than this after the prompt cannot hold a useful answer.
 MIN_ANSWER_TOKENS = 16
 # Generated tokens between two checks for a loop (`repeating_tail`).
@@ -89,6 +99,17 @@ def import_llama_cpp() -> Any:
     except ImportError as error:
         raise LLMConfigError(f"the llama-cpp backend needs llama-cpp-python: {INSTALL_HINT} ({error})") from None
     return llama_cpp
+
+
+def check_build(system_info: str, environ: Any = os.environ) -> None:
+    """`LLMConfigError` for a llama.cpp build with AMX kernels (see the module docstring), whose
+    `system_info` (`llama_print_system_info()`) reports `AMX_INT8 = 1`."""
+    if "AMX_INT8 = 1" in system_info and environ.get(ALLOW_AMX_ENV) != "1":
+        raise LLMConfigError(
+            "this llama-cpp-python was built with llama.cpp's AMX kernels, which crash on the first "
+            f"generation (ggml-org/llama.cpp#20824); rebuild it for AVX2: {AMX_REBUILD_HINT} "
+            f"(or set {ALLOW_AMX_ENV}=1 if your llama.cpp has the fix)"
+        )
 
 
 def available_cores() -> int:
@@ -229,6 +250,7 @@ class LlamaCppBackend(LLMBackend):
         return self.config.prompt_lookup
 
     def _load(self) -> Any:
+        check_build(self._llama_cpp.llama_print_system_info().decode(errors="replace"))
         gpu_layers = self.config.n_gpu_layers
         if gpu_layers is None:
             gpu_layers = -1 if self.gpu_offload else 0

@@ -114,6 +114,16 @@ def unseen_samples(space: SearchSpace, rng: random.Random, count: int, seen: set
     return samples
 
 
+def unseen_mutation(space: SearchSpace, parent: str, rng: random.Random, seen: set[str]) -> str | None:
+    """A random mutation of `parent` (`space.mutate`) that the run has not evaluated, or None after
+    `SAMPLE_TRIES` draws."""
+    for _ in range(SAMPLE_TRIES):
+        child = space.mutate(parent, rng)
+        if space.canonical(child) not in seen:
+            return child
+    return None
+
+
 def finalists(history: Sequence[CandidateRecord], metric: str, top_k: int) -> list[CandidateRecord]:
     """The `top_k` completed candidates with the highest `metric`, one per architecture (hash), best
     first; finalist re-evaluations and candidates that already carry a trained accuracy are left out."""
@@ -173,5 +183,6 @@ __all__ = [
     "metric_error",
     "require_metric",
     "seen_architectures",
+    "unseen_mutation",
     "unseen_samples",
 ]

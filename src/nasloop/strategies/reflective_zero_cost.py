@@ -13,9 +13,13 @@ is the mutation operator and a zero-cost proxy is the fitness (METHODS.md sectio
    the parent. Decoding is constrained by the JSON schema (with the space's architecture pattern unless
    `constrain_pattern` is off); the temperature of each call is drawn from `temperatures` with the
    iteration's RNG (the reflection's is `reflection_temperature`, or drawn too when that is None).
-   A change of nasloop's (`retry_duplicates`; 0 gives the published behaviour): an answer that repeats
-   an architecture the run already evaluated (small models often return the parent or the in-context
-   example unchanged) is sent back once, in the same conversation, asking for another one.
+   Changes of nasloop's, each an option whose zero gives the published behaviour: the prompt also lists
+   the `show_top` best members with their scores and the children of this parent already evaluated
+   (`show_tried`, so the model does not spend a query on one again); an answer that repeats an
+   architecture the run already evaluated (small models often return the parent or the in-context
+   example unchanged) is sent back `retry_duplicates` times, in the same conversation, asking for another
+   one; and one still repeated after that becomes a random unseen mutation of the parent
+   (`duplicate_fallback`, notes `operator: mutation-fallback`), so no query is spent on a repeat.
 3. **Evaluation.** The child goes to the engine, which validates it with the space, renders, dedupes and
    scores it with the run's `zero-cost` stage. An answer that is not valid JSON becomes a failed
    proposal of kind `extraction` (nothing to evaluate); an invalid architecture is still proposed, so the
@@ -57,6 +61,7 @@ from nasloop.strategies.population import (
     metric_error,
     require_metric,
     seen_architectures,
+    unseen_mutation,
     unseen_samples,
 )
 
@@ -117,6 +122,11 @@ class ReflectiveZeroCostOptions(FinalizeOptions):
         description="times an answer the run already evaluated is sent back for another one (0: the "
         "published behaviour, where it is proposed and recorded as a duplicate)",
     )
+    duplicate_fallback: bool = Field(
+        default=True, description="a repeat left after the retries becomes a random unseen mutation of the parent"
+    )
+    show_top: int = Field(default=3, ge=0, description="best population members shown with their scores")
+    show_tried: int = Field(default=8, ge=0, description="evaluated children of the parent shown, to avoid")
 
     @field_validator("temperatures")
     @classmethod
@@ -256,16 +266,30 @@ class ReflectiveZeroCost(Strategy):
     def mutation_messages(self, ctx: Context, parent: Member) -> list[Message]:
         """The prompt of one mutation call (public so tests and tools can inspect it)."""
         best = max(self.population, key=lambda member: member.score)
+        ranked = sorted(self.population, key=lambda member: -member.score)[: self.opts.show_top]
         content = ctx.render(
             "rz_mutation",
             proxy=self.proxy,
             notes=list(self.notes),
             parent=parent.architecture,
             parent_score=format_score(parent.score),
-            best=best.architecture if best.id != parent.id else None,
+            best=best.architecture if best.id != parent.id and not self.opts.show_top else None,
             best_score=format_score(best.score),
+            top=[(member.architecture, format_score(member.score)) for member in ranked if member.id != parent.id],
+            tried=self._tried_children(ctx, parent),
         )
         return [self._system(ctx), {"role": "user", "content": content.strip()}]
+
+    def _tried_children(self, ctx: Context, parent: Member) -> list[tuple[str, str]]:
+        """The latest `show_tried` evaluated children of `parent`, each with its score or "failed"."""
+        tried: dict[str, str] = {}
+        for record in ctx.history:
+            if record.architecture and record.notes.get("parent_architecture") == parent.architecture:
+                score = record.score(self.proxy)
+                tried[self.space.canonical(record.architecture)] = (
+                    format_score(score) if score is not None else "failed"
+                )
+        return list(tried.items())[-self.opts.show_tried :] if self.opts.show_tried else []
 
     def reflection_messages(self, ctx: Context, outcome: dict[str, Any]) -> list[Message]:
         """The prompt of one reflection call on `outcome` (see `_outcome`)."""
@@ -319,7 +343,8 @@ class ReflectiveZeroCost(Strategy):
             temperature=temperature,
         )
         messages = self.mutation_messages(ctx, parent)
-        seen = seen_architectures(self.space, ctx.history) if self.opts.retry_duplicates else set()
+        checks = self.opts.retry_duplicates or self.opts.duplicate_fallback
+        seen = seen_architectures(self.space, ctx.history) if checks else set()
         answer_schema = mutation_schema(self.space, self.opts.reasoning_chars, constrain_pattern=False)
         call_ids: tuple[int, ...] = ()
         answer: dict[str, Any] = {}
@@ -337,6 +362,11 @@ class ReflectiveZeroCost(Strategy):
             retry = ctx.render("rz_retry", architecture=architecture, is_parent=self._same(architecture, parent))
             messages = [*messages, {"role": "assistant", "content": reply.text}, {"role": "user", "content": retry}]
         notes.update(strategy_note(reasoning=str(answer["reasoning"]).strip(), retries=attempt))
+        if self.opts.duplicate_fallback and self._evaluated_before(architecture, seen):
+            fallback = unseen_mutation(self.space, parent.architecture, ctx.rng, seen)
+            if fallback is not None:
+                notes.update(operator="mutation-fallback", llm_answer=architecture)
+                architecture = fallback
         return Proposal(architecture=architecture, parent_ids=(parent.id,), notes=notes, llm_call_ids=call_ids)
 
     def _ask(self, ctx: Context, messages: list[Message], temperature: float) -> Reply | Failure:
@@ -413,7 +443,7 @@ class ReflectiveZeroCost(Strategy):
             score = record.score(self.proxy)
             if score is not None and record.architecture is not None:
                 self._add(Member(record.id, self.space.canonical(record.architecture), score))
-            if operator == "llm-mutation":
+            if operator in ("llm-mutation", "mutation-fallback"):
                 self.unreflected = self._outcome(proposal, record, score)
 
     def _add(self, member: Member) -> None:

@@ -43,6 +43,11 @@ class NicheParetoOptions(Strict):
     operation_choice: Literal["llm", "random"] = "llm"
     crossover_probability: float = Field(default=0.5, ge=0, le=1)
     retries: int = Field(default=1, ge=0, description="re-asks of a rejected answer, with the error")
+    fallback: bool = Field(
+        default=True,
+        description="an answer still rejected after the retries becomes a random operator's child in the niche "
+        "(False: a failed proposal, as published)",
+    )
     knowledge_rules: int = Field(default=4, ge=1, description="at most this many positive and negative rules")
     rule_chars: int = Field(default=120, gt=0)
     rationale_chars: int = Field(default=200, gt=0)

@@ -22,9 +22,12 @@ In each later generation every niche has one turn of two steps:
    With `operation_choice: random` the operation is drawn instead (crossover with probability
    `crossover_probability`) and the schema fixes it. A validator checks that the architecture is legal
    (`space.validate`), new (no evaluated candidate has its canonical form) and inside the niche; a
-   rejected answer is asked again `retries` times with the error in the prompt, then becomes a failed
-   proposal: `build` for an illegal architecture, `budget` for one outside the niche's complexity
-   bound, `extraction` for an answer without a usable new architecture (a repeat, no JSON, an LLM fault).
+   rejected answer is asked again `retries` times with the error in the prompt; then (nasloop's change,
+   `fallback`) a random mutation or crossover of the parents inside the niche is proposed instead, with
+   the rejection in the notes, so no query is spent on an answer that cannot be evaluated. With
+   `fallback: false` it becomes a failed proposal, as published: `build` for an illegal architecture,
+   `budget` for one outside the niche's complexity bound, `extraction` for an answer without a usable
+   new architecture (a repeat, no JSON, an LLM fault).
 
 So a generation costs two LLM calls per niche (the paper's 10 generations x 6 niches = 120 calls).
 
@@ -368,13 +371,20 @@ class NichePareto(Strategy):
         calls = self._update_knowledge(ctx, niche) if self.opts.llm else ()
         parents = self._parents(niche, ctx.rng)
         operation = self._drawn_operation(ctx.rng, parents)
+        fallback: dict[str, Any] = {}
         if self.opts.llm:
             attempt = self._ask(ctx, niche, parents, operation, taken)
+            if attempt.failure is not None and self.opts.fallback:
+                fallback = {"fallback": f"{attempt.failure.kind.value}: {attempt.failure.message[:200]}"}
+                chosen = attempt.operation if attempt.operation in OPERATIONS and len(parents) >= 2 else "mutation"
+                random_child = self._random_operator(ctx.rng, niche, parents, chosen, taken)
+                attempt = Attempt(random_child.architecture, random_child.operation, "", random_child.failure,
+                                  attempt.errors, attempt.call_ids)  # fmt: skip
         else:
             attempt = self._random_operator(ctx.rng, niche, parents, operation or "mutation", taken)
         notes = self._notes(
             niche, attempt.operation, rationale=attempt.rationale, attempts=len(attempt.errors) + 1,
-            rejected=attempt.errors,
+            rejected=attempt.errors, **fallback,
         )  # fmt: skip
         parent_ids = tuple(member.id for member in self._closest(attempt.architecture, parents, attempt.operation))
         call_ids = calls + attempt.call_ids
