@@ -47,6 +47,7 @@ def loaded_llama(config: LLMConfig) -> Any:
         Llama=RecordingLlama,
         llama_speculative=SimpleNamespace(LlamaPromptLookupDecoding=RecordingDraft),
         llama_supports_gpu_offload=lambda: False,
+        llama_print_system_info=lambda: b"CPU : SSE3 = 1 | AVX2 = 1 |",
     )
     return backend._load()
 
