@@ -686,3 +686,83 @@ def test_warnings_come_with_removals() -> None:
     code = TRAINING_SCRIPT.replace(f"return {logits}", f"return F.softmax({logits}, dim=1)")
     result = tidied(code)
     assert result.changed and len(result.warnings) == 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# A forward that runs its body twice
+# ----------------------------------------------------------------------------------------------------
+
+REPEATING = """\
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_shape[0], 16, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, kernel_size=3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(32 * (in_shape[1] // 4) * (in_shape[2] // 4), num_classes)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))  # (B, 16, H/2, W/2)
+        x = self.pool(F.relu(self.conv2(x)))  # (B, 32, H/4, W/4)
+        x = x.flatten(1)
+        x = self.fc(x)  # (B, num_classes)
+        x = self.pool(F.relu(self.conv1(x)))  # (B, 16, H/2, W/2)
+        x = self.pool(F.relu(self.conv2(x)))  # (B, 32, H/4, W/4)
+        x = x.flatten(1)
+        return self.fc(x)  # (B, num_classes)
+"""
+
+ONCE = """\
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))  # (B, 16, H/2, W/2)
+        x = self.pool(F.relu(self.conv2(x)))  # (B, 32, H/4, W/4)
+        x = x.flatten(1)
+        return self.fc(x)  # (B, num_classes)
+"""
+
+
+def test_a_forward_that_runs_its_body_again_after_the_output_layer_loses_the_copy() -> None:
+    with pytest.raises(RuntimeError):  # the copy feeds the logits into conv1
+        build(REPEATING)
+    result = tidied(REPEATING)
+    assert result.code == REPEATING.split("    def forward")[0] + ONCE
+    assert result.removed == (
+        "lines 17-20: removed a second copy of `forward`'s body after the output layer (it fed the output back "
+        "into the first layer)",
+    )
+    build(result.code)
+
+
+def test_a_body_repeated_before_a_return_of_x_loses_the_copy() -> None:
+    forward_once = ONCE.replace("return self.fc(x)", "x = self.fc(x)")
+    body = forward_once.split("\n", 1)[1]
+    code = REPEATING.split("    def forward")[0] + forward_once + body + "        return x\n"
+    result = tidied(code)
+    assert result.code == REPEATING.split("    def forward")[0] + forward_once + "        return x\n"
+    build(result.code)
+
+
+@pytest.mark.parametrize(
+    "forward",
+    [
+        # a block applied twice on purpose: no flatten in between
+        "x = F.relu(self.conv(x))\n        x = self.bn(x)\n        x = F.relu(self.conv(x))\n"
+        "        x = self.bn(x)\n        x = x.mean((2, 3))\n        return self.fc(x)\n",
+        # only part of the body comes again
+        "x = F.relu(self.conv(x))\n        x = x.flatten(1)\n        x = self.fc(x)\n        x = x.flatten(1)\n"
+        "        x = self.fc2(x)\n        return x\n",
+    ],
+)
+def test_a_forward_that_only_looks_repetitive_is_left_alone(forward: str) -> None:
+    code = (
+        "import torch.nn as nn\nimport torch.nn.functional as F\n\n\nclass Net(nn.Module):\n"
+        "    def __init__(self, in_shape, num_classes):\n        super().__init__()\n"
+        "        self.conv = nn.Conv2d(in_shape[0], in_shape[0], 3, padding=1)\n"
+        "        self.bn = nn.BatchNorm2d(in_shape[0])\n        self.fc = nn.Linear(in_shape[0], num_classes)\n\n"
+        "    def forward(self, x):\n        " + forward
+    )
+    assert tidied(code) == Tidied(code)

@@ -10,7 +10,7 @@ from support import FakeExecutor, fenced, good_net
 from nasloop.candidate import EvalResult, Failure, FailureKind, Purpose, State
 from nasloop.config import build_config
 from nasloop.engine import Search
-from nasloop.evaluate.stages import LayerTrace
+from nasloop.evaluate.stages import LayerTrace, describe_exception
 from nasloop.llm.scripted import ScriptedBackend
 from nasloop.strategies.size_fix import net_name_fix, size_fix
 
@@ -92,7 +92,7 @@ def forward_failure(code: str) -> Failure | None:
             model(torch.zeros(4, 1, 28, 28))
     except RuntimeError as error:
         trace.fail()
-        return Failure(FailureKind.SHAPE, f"the forward pass raised RuntimeError: {error}" + trace.describe())
+        return Failure(FailureKind.SHAPE, f"the forward pass raised {describe_exception(error)}" + trace.describe())
     finally:
         trace.remove()
     return None
@@ -157,14 +157,47 @@ class Net(nn.Module):
 """
 
 
-def test_a_layer_called_with_two_sizes_is_explained_and_not_resized():
+def test_a_layer_called_with_two_sizes_gets_a_second_layer_for_the_failing_call():
     failure = forward_failure(REUSED_LAYER)
     assert failure is not None
     assert "`conv2` is called more than once in forward, and an earlier call received (4, 32, 28, 28)" in (
         failure.message
     )
     assert "set in_channels" not in failure.message  # 64 would only move the error to the first call
-    assert size_fix(REUSED_LAYER, failure) is None
+    fixed, change = size_fix(REUSED_LAYER, failure)
+    assert change == "conv2_2.in_channels=64, a second conv2 for line 17"
+    assert fixed == REUSED_LAYER.replace(
+        "        self.pool = nn.MaxPool2d(2)\n",
+        "        self.conv2_2 = nn.Conv2d(64, 64, 3, padding=1)\n        self.pool = nn.MaxPool2d(2)\n",
+    ).replace(
+        "x = self.pool(F.relu(self.conv2(x)))\n        return", "x = self.pool(F.relu(self.conv2_2(x)))\n        return"
+    )
+    assert forward_failure(fixed) is None
+
+
+def test_a_second_layer_keeps_keyword_sizes_and_picks_a_free_name():
+    code = REUSED_LAYER.replace("nn.Linear(64, num_classes)", "nn.Linear(in_features=64, out_features=num_classes)")
+    code = code.replace("self.pool = nn.MaxPool2d(2)", "self.pool = nn.MaxPool2d(2)\n        self.fc_2 = nn.Identity()")
+    code = code.replace("nn.Conv2d(32, 64, 3, padding=1)", "nn.Conv2d(32, 32, 3, padding=1)")
+    code = code.replace("return self.fc(x.mean((2, 3)))", "x = self.fc(x.mean((2, 3)))\n        return self.fc(x)")
+    failure = forward_failure(code)  # conv2 now keeps 32 channels; fc gets 32 features, then its own output
+    assert failure is not None
+    fixed = size_fix(code, failure)
+    assert fixed is not None and fixed[1] == "fc.in_features=32"
+    failure = forward_failure(fixed[0])
+    assert failure is not None and "`fc` is called more than once" in failure.message
+    again = size_fix(fixed[0], failure)
+    assert again is not None and again[1] == "fc_3.in_features=10, a second fc for line 20"
+    assert "self.fc_3 = nn.Linear(in_features=10, out_features=num_classes)" in again[0]
+    assert forward_failure(again[0]) is None
+
+
+def test_a_layer_fed_a_tensor_of_another_rank_gets_no_second_layer():
+    code = REUSED_LAYER.replace("        x = self.pool(F.relu(self.conv2(x)))\n        return", "        return", 1)
+    code = code.replace("return self.fc(x.mean((2, 3)))", "x = self.fc(x.mean((2, 3)))\n        return self.conv1(x)")
+    failure = forward_failure(code)  # the logits (4, 10) go into conv1 again
+    assert failure is not None and "`conv1` is called more than once" in failure.message
+    assert size_fix(code, failure) is None
 
 
 def test_a_layer_called_twice_with_one_size_still_gets_its_size_fix():

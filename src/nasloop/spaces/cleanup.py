@@ -28,6 +28,11 @@ after it), the blank lines around a removed region are reduced to what was there
 kept line stays byte for byte as it was. Statements that share a line (`a = 1; b = 2`) are kept or removed
 together.
 
+One edit inside `Net`: a `forward` that runs its whole body a second time after the output layer (small
+models repeat the lines they have just written: flatten, classifier, then conv1 again on the logits, which
+always fails) loses the second copy, and what the first copy computed is returned. Only a repeat of the
+complete body that crosses a flatten is removed, so a block applied twice on purpose is left alone.
+
 A softmax or log-softmax on what `forward` returns is left in place and named in `warnings`. Code that
 does not parse, or defines no top-level `class Net`, is returned unchanged with no notes: the static check
 reports it.
@@ -41,7 +46,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
-from nasloop.spaces.open_code import TRAINING_MODULES, defines_net, is_allowed_module
+from nasloop.spaces.open_code import TRAINING_MODULES, defines_net, is_allowed_module, net_forward
 
 
 @dataclass(frozen=True)
@@ -68,14 +73,23 @@ def tidy(code: str) -> Tidied:
     if tree is None or not defines_net(tree):
         return Tidied(code)
     warnings = tuple(_softmax_warnings(tree))
+    code, removed = _top_level_tidied(code, tree)
+    repeat = _without_repeated_forward(code)
+    if repeat is not None:
+        code, removed = repeat[0], (*removed, repeat[1])
+    return Tidied(code, removed, warnings)
+
+
+def _top_level_tidied(code: str, tree: ast.Module) -> tuple[str, tuple[str, ...]]:
+    """`code` without the top-level statements `Net` does not need, and one note per removed statement."""
     lines = _split_lines(code)
     statements = [_analyse(node, index, lines) for index, node in enumerate(tree.body)]
     kept = _kept(statements)
     if len(kept) == len(statements):
-        return Tidied(code, (), warnings)
+        return code, ()
     dropped = _dropped_lines(statements, kept, lines)
     notes = tuple(_note(statement) for index, statement in enumerate(statements) if index not in kept)
-    return Tidied(_rebuild(lines, dropped, statements), notes, warnings)
+    return _rebuild(lines, dropped, statements), notes
 
 
 def _parse(code: str) -> ast.Module | None:
@@ -84,6 +98,69 @@ def _parse(code: str) -> ast.Module | None:
         return ast.parse(code)
     except (SyntaxError, ValueError, RecursionError):
         return None
+
+
+# ----------------------------------------------------------------------------------------------------
+# A forward that runs its body twice
+# ----------------------------------------------------------------------------------------------------
+
+_FLATTENS = frozenset({"flatten", "view", "reshape"})
+
+
+def _without_repeated_forward(code: str) -> tuple[str, str] | None:
+    """`(code, note)` without the second copy of `Net.forward`'s body, when the body is a copy `A` run twice
+    through a flatten: `A; A; return x`, or `A[:-1]; x = E; A[:-1]; return E`. None otherwise."""
+    tree = _parse(code)
+    forward = net_forward(tree) if tree is not None else None
+    if forward is None:
+        return None
+    body = forward.body[1:] if forward.body and _is_string(forward.body[0]) else forward.body
+    removed = _repeated_span(body)
+    if removed is None:
+        return None
+    first, last = removed
+    lines = _split_lines(code)
+    start, end = first.lineno, last.end_lineno or last.lineno
+    note = (
+        f"lines {start}-{end}: removed a second copy of `forward`'s body after the output layer (it fed the "
+        "output back into the first layer)"
+    )
+    return "".join(lines[: start - 1] + lines[end:]), note
+
+
+def _repeated_span(body: list[ast.stmt]) -> tuple[ast.stmt, ast.stmt] | None:
+    """The first and last statement to remove when `body` runs the same statements twice; None otherwise."""
+    dumps = [ast.dump(statement) for statement in body]
+    if len(body) < 5 or not isinstance(body[-1], ast.Return):
+        return None
+    if len(body) % 2 == 1:  # A; A; return
+        half = len(body) // 2
+        if dumps[:half] == dumps[half:-1] and _flattens(body[:half]):
+            return body[half], body[-2]
+        return None
+    half = len(body) // 2  # A[:-1]; x = E; A[:-1]; return E
+    last = body[half - 1]
+    returned = body[-1].value
+    if (
+        dumps[: half - 1] == dumps[half:-1]
+        and isinstance(last, ast.Assign)
+        and len(last.targets) == 1
+        and isinstance(last.targets[0], ast.Name)
+        and returned is not None
+        and ast.dump(returned) == ast.dump(last.value)
+        and _flattens(body[:half])
+    ):
+        return last, body[-2]
+    return None
+
+
+def _flattens(statements: list[ast.stmt]) -> bool:
+    """Whether the statements flatten a tensor (`x.flatten(1)`, `torch.flatten`, `x.view(...)`, `self.flatten`)."""
+    return any(
+        isinstance(node, ast.Call) and _terminal_name(node.func) in _FLATTENS
+        for statement in statements
+        for node in ast.walk(statement)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -644,10 +721,10 @@ class _Softmax:
 
 def _softmax_warnings(tree: ast.Module) -> list[str]:
     """A warning for each `return` of `Net.forward` that gives a softmax or log-softmax of the logits."""
-    net = next(n for n in reversed(tree.body) if isinstance(n, ast.ClassDef) and n.name == "Net")
-    forward = next((n for n in net.body if isinstance(n, ast.FunctionDef) and n.name == "forward"), None)
+    forward = net_forward(tree)
     if forward is None:
         return []
+    net = next(n for n in reversed(tree.body) if isinstance(n, ast.ClassDef) and n.name == "Net")
     layers = _self_assignments(net)
     warnings = []
     for node in _module_scope_returns(forward):

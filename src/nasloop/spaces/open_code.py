@@ -266,6 +266,14 @@ def defines_net(tree: ast.Module) -> bool:
     return any(isinstance(node, ast.ClassDef) and node.name == "Net" for node in tree.body)
 
 
+def net_forward(tree: ast.Module) -> ast.FunctionDef | None:
+    """The `forward` method of the module's (last) top-level `class Net`, None without one."""
+    net = next((n for n in reversed(tree.body) if isinstance(n, ast.ClassDef) and n.name == "Net"), None)
+    if net is None:
+        return None
+    return next((n for n in net.body if isinstance(n, ast.FunctionDef) and n.name == "forward"), None)
+
+
 def is_allowed_module(module: str) -> bool:
     """Whether `module` is on the import allow-list (optional modules only when installed)."""
     allowed = module in ALLOWED_MODULES or any(module.startswith(package + ".") for package in ALLOWED_PACKAGES)

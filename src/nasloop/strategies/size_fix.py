@@ -6,8 +6,11 @@ layer `fc1` = Linear(...) ... set in_features=3136`). `size_fix` applies exactly
 it finds the layer's constructor call (`self.fc1 = nn.Linear(...)`, or an entry of an `nn.Sequential`
 such as `features.3`) and replaces its input-size argument with the number, leaving every other character
 of the code as it was. When the layer cannot be found unambiguously it returns None, and the strategy asks
-the LLM as usual. `size_fix_repair` wraps a fix as a repair proposal; fixes may chain (the fixed model can
-fail at the next wrong size) up to a limit. `net_name_fix` is the other mechanical repair: the one network
+the LLM as usual. A layer called at two places of `forward` with inputs of different sizes (small models
+copy a line and forget to declare a new layer) gets a second layer for the call that failed: the
+declaration copied under a new name with the input size that call received, and that call made to the new
+layer. `size_fix_repair` wraps a fix as a repair proposal; fixes may chain (the fixed model can fail at the
+next wrong size) up to a limit. `net_name_fix` is the other mechanical repair: the one network
 class of an answer renamed to `Net` when the model called it something else.
 """
 
@@ -20,7 +23,7 @@ import tokenize
 from typing import TYPE_CHECKING
 
 from nasloop.candidate import Failure, FailureKind, Proposal, Purpose
-from nasloop.spaces.open_code import defines_net
+from nasloop.spaces.open_code import defines_net, net_forward
 
 if TYPE_CHECKING:
     from nasloop.strategies.code_writer import EvaluatedCodes
@@ -31,18 +34,33 @@ SIZE_MESSAGE = re.compile(
     re.DOTALL,
 )
 
+REUSE_MESSAGE = re.compile(
+    r"\(candidate\.py line (?P<line>\d+), in forward\)\. It failed in layer `(?P<layer>\w+)` = (?P<type>\w+)\("
+    r".*?which received an input of shape \((?P<received>[\d, ]+)\): `(?P=layer)` is called more than once in "
+    r"forward, and an earlier call received \((?P<first>[\d, ]+)\)",
+    re.DOTALL,
+)
+# The input-size argument of the layers a second layer can be made for, and the input dimension it sizes.
+INPUT_SIZE: dict[str, tuple[str, int]] = {
+    **{f"Conv{d}d": ("in_channels", 1) for d in (1, 2, 3)},
+    **{f"BatchNorm{d}d": ("num_features", 1) for d in (1, 2, 3)},
+    "Linear": ("in_features", -1),
+}
+
 
 def size_fix(code: str, failure: Failure) -> tuple[str, str] | None:
-    """`(fixed code, "layer.field=value")` for a failure that names a wrong layer size; None otherwise."""
+    """`(fixed code, "layer.field=value")` for a failure that names a wrong layer size, or a layer called at
+    two places with different input sizes; None otherwise."""
     if failure.kind is not FailureKind.SHAPE:
-        return None
-    match = SIZE_MESSAGE.search(failure.message)
-    if match is None:
         return None
     try:
         tree = ast.parse(code)
     except SyntaxError:
         return None
+    match = SIZE_MESSAGE.search(failure.message)
+    if match is None:
+        reuse = REUSE_MESSAGE.search(failure.message)
+        return _second_layer(code, tree, reuse) if reuse is not None else None
     call = _layer_call(tree, match["layer"].split("."))
     if call is None:
         return None
@@ -58,6 +76,79 @@ def size_fix(code: str, failure: Failure) -> tuple[str, str] | None:
     except SyntaxError:
         return None
     return fixed, f"{match['layer']}.{field}={value}"
+
+
+def _second_layer(code: str, tree: ast.Module, match: re.Match[str]) -> tuple[str, str] | None:
+    """The code with a second layer for the call of layer `match["layer"]` on the failing line of forward."""
+    layer, line = match["layer"], int(match["line"])
+    received = [int(size) for size in match["received"].split(",")]
+    first = [int(size) for size in match["first"].split(",")]
+    declared = _declaration(tree, layer)
+    if declared is None or match["type"] not in INPUT_SIZE or len(received) != len(first):
+        return None
+    field, dimension = INPUT_SIZE[match["type"]]
+    statement, call = declared
+    argument = next((keyword for keyword in call.keywords if keyword.arg == field), None)
+    if argument is None and not (call.args and not isinstance(call.args[0], ast.Starred)):
+        return None
+    calls = _calls_in_forward(tree, layer)
+    failing = [node for node in calls if node.lineno <= line <= (node.end_lineno or node.lineno)]
+    if len(failing) != 1 or failing[0] is calls[0]:
+        return None
+    name = _unused_name(tree, layer)
+    value = received[dimension]
+    new_call = ast.Call(call.func, list(call.args), [ast.keyword(k.arg, k.value) for k in call.keywords])
+    if argument is not None:
+        new_call.keywords = [
+            ast.keyword(field, ast.Constant(value)) if k.arg == field else k for k in new_call.keywords
+        ]
+    else:
+        new_call.args[0] = ast.Constant(value)
+    fixed = _replace(code, failing[0].func, f"self.{name}")
+    lines = fixed.splitlines(keepends=True)
+    indent = lines[statement.lineno - 1][: statement.col_offset]
+    end = statement.end_lineno or statement.lineno
+    newline = "\r\n" if lines[end - 1].endswith("\r\n") else "\n"
+    declaration = f"{indent}self.{name} = {ast.unparse(new_call)}{newline}"
+    fixed = "".join(lines[:end]) + declaration + "".join(lines[end:])
+    try:
+        ast.parse(fixed)
+    except SyntaxError:
+        return None
+    return fixed, f"{name}.{field}={value}, a second {layer} for line {line}"
+
+
+def _declaration(tree: ast.Module, layer: str) -> tuple[ast.Assign | ast.AnnAssign, ast.Call] | None:
+    """The one statement `self.layer = Layer(...)` and its call."""
+    found = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign | ast.AnnAssign)
+        and isinstance(node.value, ast.Call)
+        and any(_is_self_attribute(target, layer) for target in _targets(node))
+    ]
+    if len(found) != 1 or not isinstance(found[0].value, ast.Call):
+        return None
+    return found[0], found[0].value
+
+
+def _calls_in_forward(tree: ast.Module, layer: str) -> list[ast.Call]:
+    """The calls `self.layer(...)` in `Net.forward`, in source order."""
+    forward = net_forward(tree)
+    if forward is None:
+        return []
+    calls = [node for node in ast.walk(forward) if isinstance(node, ast.Call) and _is_self_attribute(node.func, layer)]
+    return sorted(calls, key=lambda node: (node.lineno, node.col_offset))
+
+
+def _unused_name(tree: ast.Module, layer: str) -> str:
+    """`layer_2` (or `layer_3`, ...): a name no attribute or variable of the code has."""
+    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    used |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    number = 2
+    while f"{layer}_{number}" in used:
+        number += 1
+    return f"{layer}_{number}"
 
 
 def size_fix_repair(
@@ -137,16 +228,10 @@ def _defines_name(tree: ast.Module, name: str) -> bool:
 
 def _layer_call(tree: ast.Module, path: list[str]) -> ast.Call | None:
     """The constructor call of the layer at `path` (`fc1`, `features.3`), when exactly one is found."""
-    calls = [
-        node.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Assign | ast.AnnAssign)
-        and isinstance(node.value, ast.Call)
-        and any(_is_self_attribute(target, path[0]) for target in _targets(node))
-    ]
-    if len(calls) != 1:
+    declared = _declaration(tree, path[0])
+    if declared is None:
         return None
-    call: ast.Call = calls[0]
+    call = declared[1]
     for index in path[1:]:  # entries of nn.Sequential(...) given as positional arguments
         if not index.isdigit() or _callee(call) != "Sequential" or int(index) >= len(call.args):
             return None
