@@ -90,7 +90,7 @@ def forward_failure(code: str) -> Failure | None:
     try:
         with torch.no_grad():
             model(torch.zeros(4, 1, 28, 28))
-    except RuntimeError as error:
+    except Exception as error:  # as check_forward catches them
         trace.fail()
         return Failure(FailureKind.SHAPE, f"the forward pass raised {describe_exception(error)}" + trace.describe())
     finally:
@@ -404,3 +404,45 @@ def test_feedback_memory_renames_the_class_and_paper_style_does_not(tmp_path):
     assert engine.history[0].notes["renamed_class"] == "ImprovedNet" and engine.history[0].state is State.COMPLETE
     engine, _, _ = search(tmp_path / "paper", "feedback-memory", [IMPROVED_NET], iterations=1, prompt_style="paper")
     assert engine.history[0].state is State.FAILED and engine.history[0].failure.kind is FailureKind.BUILD
+
+
+# What the 1.5B wrote three times in one benchmark run: `bn1` assigned again for the classifier's batch norm.
+REASSIGNED_LAYER = """
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_shape[0], 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(8 * 14 * 14, 32)
+        self.bn1 = nn.BatchNorm1d(32)
+        self.fc2 = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.bn1(self.conv1(x))))
+        x = F.relu(self.bn1(self.fc1(x.flatten(1))))
+        return self.fc2(x)
+"""
+
+
+def test_a_layer_name_assigned_twice_is_split_between_its_calls():
+    failure = forward_failure(REASSIGNED_LAYER)
+    assert failure is not None and "It failed in layer `bn1` = BatchNorm1d" in failure.message
+    fixed, change = size_fix(REASSIGNED_LAYER, failure)
+    assert change == "bn1_2: `self.bn1` was assigned 2 times (calls on line 18)"
+    assert fixed == REASSIGNED_LAYER.replace("self.bn1 = nn.BatchNorm1d", "self.bn1_2 = nn.BatchNorm1d").replace(
+        "F.relu(self.bn1(self.fc1", "F.relu(self.bn1_2(self.fc1"
+    )
+    assert forward_failure(fixed) is None
+
+
+def test_a_layer_assigned_twice_alike_or_called_a_different_number_of_times_is_not_split():
+    alike = REASSIGNED_LAYER.replace("nn.BatchNorm1d(32)", "nn.BatchNorm2d(8)")
+    fewer_calls = REASSIGNED_LAYER.replace("F.relu(self.bn1(self.fc1(x.flatten(1))))", "F.relu(self.fc1(x.flatten(1)))")
+    for code in (alike, fewer_calls):
+        failure = Failure(FailureKind.SHAPE, "the forward pass raised ... It failed in layer `bn1` = BatchNorm2d(8)")
+        assert size_fix(code, failure) is None

@@ -9,9 +9,11 @@ of the code as it was. When the layer cannot be found unambiguously it returns N
 the LLM as usual. A layer called at two places of `forward` with inputs of different sizes (small models
 copy a line and forget to declare a new layer) gets a second layer for the call that failed: the
 declaration copied under a new name with the input size that call received, and that call made to the new
-layer. `size_fix_repair` wraps a fix as a repair proposal; fixes may chain (the fixed model can fail at the
-next wrong size) up to a limit. `net_name_fix` is the other mechanical repair: the one network
-class of an answer renamed to `Net` when the model called it something else.
+layer. A layer name assigned twice in `__init__` (`self.bn1 = nn.BatchNorm2d(32)`, later `self.bn1 =
+nn.BatchNorm1d(128)` for the classifier) and called as many times in `forward` is split: the k-th call gets
+the k-th layer, under a new name. `size_fix_repair` wraps a fix as a repair proposal; fixes may chain
+(the fixed model can fail at the next wrong size) up to a limit. `net_name_fix` is the other mechanical
+repair: the one network class of an answer renamed to `Net` when the model called it something else.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import ast
 import io
 import re
 import tokenize
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from nasloop.candidate import Failure, FailureKind, Proposal, Purpose
@@ -40,6 +43,7 @@ REUSE_MESSAGE = re.compile(
     r"forward, and an earlier call received \((?P<first>[\d, ]+)\)",
     re.DOTALL,
 )
+FAILED_LAYER = re.compile(r"It failed in layer `(?P<layer>\w+)` = ")
 # The input-size argument of the layers a second layer can be made for, and the input dimension it sizes.
 INPUT_SIZE: dict[str, tuple[str, int]] = {
     **{f"Conv{d}d": ("in_channels", 1) for d in (1, 2, 3)},
@@ -57,6 +61,10 @@ def size_fix(code: str, failure: Failure) -> tuple[str, str] | None:
         tree = ast.parse(code)
     except SyntaxError:
         return None
+    failed_in = FAILED_LAYER.search(failure.message)
+    split = _split_reassigned(code, tree, failed_in["layer"]) if failed_in is not None else None
+    if split is not None:
+        return split
     match = SIZE_MESSAGE.search(failure.message)
     if match is None:
         reuse = REUSE_MESSAGE.search(failure.message)
@@ -118,8 +126,38 @@ def _second_layer(code: str, tree: ast.Module, match: re.Match[str]) -> tuple[st
     return fixed, f"{name}.{field}={value}, a second {layer} for line {line}"
 
 
-def _declaration(tree: ast.Module, layer: str) -> tuple[ast.Assign | ast.AnnAssign, ast.Call] | None:
-    """The one statement `self.layer = Layer(...)` and its call."""
+def _split_reassigned(code: str, tree: ast.Module, layer: str) -> tuple[str, str] | None:
+    """The code with the k-th of n different assignments `self.layer = ...` and the k-th of n calls
+    `self.layer(...)` in forward renamed `layer_k` (k >= 2); None unless both counts are n >= 2."""
+    assignments = _assignments(tree, layer)
+    calls = _calls_in_forward(tree, layer)
+    if len(assignments) < 2 or len(assignments) != len(calls):
+        return None
+    if len({ast.dump(node.value) for node in assignments if node.value is not None}) < 2:
+        return None
+    names = [layer]
+    for _ in assignments[1:]:
+        names.append(_unused_name(tree, layer, taken=names))
+    edits: list[tuple[ast.expr, str]] = []
+    for assignment, call, name in zip(assignments[1:], calls[1:], names[1:], strict=True):
+        target = next(target for target in _targets(assignment) if _is_self_attribute(target, layer))
+        edits += [(target, f"self.{name}"), (call.func, f"self.{name}")]
+    fixed = code
+    for node, text in sorted(edits, key=lambda edit: (edit[0].lineno, edit[0].col_offset), reverse=True):
+        fixed = _replace(fixed, node, text)
+    try:
+        ast.parse(fixed)
+    except SyntaxError:
+        return None
+    lines = ", ".join(str(call.lineno) for call in calls[1:])
+    return (
+        fixed,
+        f"{', '.join(names[1:])}: `self.{layer}` was assigned {len(assignments)} times (calls on line {lines})",
+    )
+
+
+def _assignments(tree: ast.Module, layer: str) -> list[ast.Assign | ast.AnnAssign]:
+    """The statements `self.layer = Layer(...)`, in source order."""
     found = [
         node
         for node in ast.walk(tree)
@@ -127,6 +165,12 @@ def _declaration(tree: ast.Module, layer: str) -> tuple[ast.Assign | ast.AnnAssi
         and isinstance(node.value, ast.Call)
         and any(_is_self_attribute(target, layer) for target in _targets(node))
     ]
+    return sorted(found, key=lambda node: (node.lineno, node.col_offset))
+
+
+def _declaration(tree: ast.Module, layer: str) -> tuple[ast.Assign | ast.AnnAssign, ast.Call] | None:
+    """The one statement `self.layer = Layer(...)` and its call."""
+    found = _assignments(tree, layer)
     if len(found) != 1 or not isinstance(found[0].value, ast.Call):
         return None
     return found[0], found[0].value
@@ -141,9 +185,9 @@ def _calls_in_forward(tree: ast.Module, layer: str) -> list[ast.Call]:
     return sorted(calls, key=lambda node: (node.lineno, node.col_offset))
 
 
-def _unused_name(tree: ast.Module, layer: str) -> str:
-    """`layer_2` (or `layer_3`, ...): a name no attribute or variable of the code has."""
-    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+def _unused_name(tree: ast.Module, layer: str, taken: Collection[str] = ()) -> str:
+    """`layer_2` (or `layer_3`, ...): a name no attribute or variable of the code has, nor `taken`."""
+    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)} | set(taken)
     used |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     number = 2
     while f"{layer}_{number}" in used:
