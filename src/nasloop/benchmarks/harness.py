@@ -34,6 +34,7 @@ from typing import Any
 
 from nasloop.candidate import Purpose, State
 from nasloop.llm.base import LLMBackend
+from nasloop.registry import strategies
 from nasloop.store import CandidateRecord
 
 #: default option overrides that make a strategy sensible at 10-200 queries (reported with the results)
@@ -45,7 +46,6 @@ BUDGET_OPTIONS: dict[str, dict[str, Any]] = {
     "niche-pareto": {"initial_per_niche": 1},
     "llm-history": {},
 }
-LLM_FREE = frozenset({"random", "evolution"})
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,8 @@ class Variant:
 
     @property
     def uses_llm(self) -> bool:
-        return self.strategy not in LLM_FREE and self.options.get("llm", True) is not False
+        """What the strategy declares (`Strategy.uses_llm`), unless its options turn the LLM off (`llm: false`)."""
+        return bool(strategies.get(self.strategy).uses_llm) and self.options.get("llm", True) is not False
 
 
 def _value(text: str) -> Any:
