@@ -119,12 +119,25 @@ def test_sequential_entries_are_fixed_one_failure_at_a_time():
 NOT_FLATTENED = FLATTEN_MISMATCH.replace("self.fc1(x.flatten(1))", "self.fc1(x)")
 
 
-def test_a_missing_flatten_is_explained_and_left_to_the_llm():
+def test_a_missing_flatten_is_added_at_the_failing_call_with_the_flattened_size():
     failure = forward_failure(NOT_FLATTENED)
     assert failure is not None
     assert "the input was not flattened" in failure.message and "`x = torch.flatten(x, 1)`" in failure.message
     assert "in_features must be 3136" in failure.message and "set in_features" not in failure.message
-    assert size_fix(NOT_FLATTENED, failure) is None  # a new line is needed, not a number
+    fixed, change = size_fix(NOT_FLATTENED, failure)
+    assert change == "fc1 input flattened on line 19, in_features=3136"
+    assert fixed == FLATTEN_MISMATCH.replace("64 * 6 * 6", "3136")
+    assert forward_failure(fixed) is None
+
+
+def test_a_missing_flatten_of_an_expression_keeps_a_right_size_and_wraps_the_expression():
+    code = NOT_FLATTENED.replace("64 * 6 * 6", "3136").replace("self.fc1(x)", "self.fc1(x + 0)")
+    failure = forward_failure(code)
+    assert failure is not None
+    fixed, change = size_fix(code, failure)
+    assert change == "fc1 input flattened on line 19, in_features=3136"
+    assert fixed == code.replace("self.fc1(x + 0)", "self.fc1((x + 0).flatten(1))")
+    assert forward_failure(fixed) is None
 
 
 def test_logits_with_spatial_dimensions_are_explained():

@@ -11,9 +11,11 @@ copy a line and forget to declare a new layer) gets a second layer for the call 
 declaration copied under a new name with the input size that call received, and that call made to the new
 layer. A layer name assigned twice in `__init__` (`self.bn1 = nn.BatchNorm2d(32)`, later `self.bn1 =
 nn.BatchNorm1d(128)` for the classifier) and called as many times in `forward` is split: the k-th call gets
-the k-th layer, under a new name. `size_fix_repair` wraps a fix as a repair proposal; fixes may chain
-(the fixed model can fail at the next wrong size) up to a limit. `net_name_fix` is the other mechanical
-repair: the one network class of an answer renamed to `Net` when the model called it something else.
+the k-th layer, under a new name. A `Linear` fed an unflattened feature map gets its input flattened at the
+failing call (`self.fc(x)` becomes `self.fc(x.flatten(1))`) and the flattened size. `size_fix_repair` wraps
+a fix as a repair proposal; fixes may chain (the fixed model can fail at the next wrong size) up to a limit.
+`net_name_fix` is the other mechanical repair: the one network class of an answer renamed to `Net` when the
+model called it something else.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ REUSE_MESSAGE = re.compile(
     r"forward, and an earlier call received \((?P<first>[\d, ]+)\)",
     re.DOTALL,
 )
+NOT_FLATTENED = re.compile(
+    r"\(candidate\.py line (?P<line>\d+), in forward\)\. It failed in layer `(?P<layer>\w+)` = Linear\(.*?"
+    r"the input was not flattened.*?in_features must be (?P<features>\d+)",
+    re.DOTALL,
+)
 FAILED_LAYER = re.compile(r"It failed in layer `(?P<layer>\w+)` = ")
 # The input-size argument of the layers a second layer can be made for, and the input dimension it sizes.
 INPUT_SIZE: dict[str, tuple[str, int]] = {
@@ -65,6 +72,9 @@ def size_fix(code: str, failure: Failure) -> tuple[str, str] | None:
     split = _split_reassigned(code, tree, failed_in["layer"]) if failed_in is not None else None
     if split is not None:
         return split
+    unflattened = NOT_FLATTENED.search(failure.message)
+    if unflattened is not None:
+        return _flattened(code, tree, unflattened)
     match = SIZE_MESSAGE.search(failure.message)
     if match is None:
         reuse = REUSE_MESSAGE.search(failure.message)
@@ -84,6 +94,38 @@ def size_fix(code: str, failure: Failure) -> tuple[str, str] | None:
     except SyntaxError:
         return None
     return fixed, f"{match['layer']}.{field}={value}"
+
+
+def _flattened(code: str, tree: ast.Module, match: re.Match[str]) -> tuple[str, str] | None:
+    """The code with the input of the failing call of Linear `match["layer"]` flattened, and its in_features
+    set to the flattened size when it differs."""
+    layer, line, features = match["layer"], int(match["line"]), match["features"]
+    declared = _declaration(tree, layer)
+    failing = [
+        node
+        for node in _calls_in_forward(tree, layer)
+        if node.lineno <= line <= (node.end_lineno or node.lineno) and len(node.args) == 1 and not node.keywords
+    ]
+    if declared is None or len(failing) != 1 or isinstance(failing[0].args[0], ast.Starred):
+        return None
+    call = declared[1]
+    size = next((k.value for k in call.keywords if k.arg == "in_features"), call.args[0] if call.args else None)
+    if size is None or isinstance(size, ast.Starred):
+        return None
+    given = failing[0].args[0]
+    shown = ast.get_source_segment(code, given) or ast.unparse(given)
+    plain = isinstance(given, ast.Name | ast.Attribute | ast.Call | ast.Subscript) and "\n" not in shown
+    edits = [(given, f"{shown if plain else f'({shown})'}.flatten(1)")]
+    if not (isinstance(size, ast.Constant) and str(size.value) == features):
+        edits.append((size, features))
+    fixed = code
+    for node, text in sorted(edits, key=lambda edit: (edit[0].lineno, edit[0].col_offset), reverse=True):
+        fixed = _replace(fixed, node, text)
+    try:
+        ast.parse(fixed)
+    except SyntaxError:
+        return None
+    return fixed, f"{layer} input flattened on line {line}, in_features={features}"
 
 
 def _second_layer(code: str, tree: ast.Module, match: re.Match[str]) -> tuple[str, str] | None:
