@@ -88,12 +88,8 @@ def size_fix(code: str, failure: Failure) -> tuple[str, str] | None:
         argument = call.args[0]
     if argument is None:
         return None
-    fixed = _replace(code, argument, value)
-    try:
-        ast.parse(fixed)
-    except SyntaxError:
-        return None
-    return fixed, f"{match['layer']}.{field}={value}"
+    fixed = _edited(code, [(argument, value)])
+    return (fixed, f"{match['layer']}.{field}={value}") if fixed is not None else None
 
 
 def _flattened(code: str, tree: ast.Module, match: re.Match[str]) -> tuple[str, str] | None:
@@ -118,14 +114,8 @@ def _flattened(code: str, tree: ast.Module, match: re.Match[str]) -> tuple[str, 
     edits = [(given, f"{shown if plain else f'({shown})'}.flatten(1)")]
     if not (isinstance(size, ast.Constant) and str(size.value) == features):
         edits.append((size, features))
-    fixed = code
-    for node, text in sorted(edits, key=lambda edit: (edit[0].lineno, edit[0].col_offset), reverse=True):
-        fixed = _replace(fixed, node, text)
-    try:
-        ast.parse(fixed)
-    except SyntaxError:
-        return None
-    return fixed, f"{layer} input flattened on line {line}, in_features={features}"
+    fixed = _edited(code, edits)
+    return (fixed, f"{layer} input flattened on line {line}, in_features={features}") if fixed is not None else None
 
 
 def _second_layer(code: str, tree: ast.Module, match: re.Match[str]) -> tuple[str, str] | None:
@@ -161,11 +151,7 @@ def _second_layer(code: str, tree: ast.Module, match: re.Match[str]) -> tuple[st
     newline = "\r\n" if lines[end - 1].endswith("\r\n") else "\n"
     declaration = f"{indent}self.{name} = {ast.unparse(new_call)}{newline}"
     fixed = "".join(lines[:end]) + declaration + "".join(lines[end:])
-    try:
-        ast.parse(fixed)
-    except SyntaxError:
-        return None
-    return fixed, f"{name}.{field}={value}, a second {layer} for line {line}"
+    return (fixed, f"{name}.{field}={value}, a second {layer} for line {line}") if _parses(fixed) else None
 
 
 def _split_reassigned(code: str, tree: ast.Module, layer: str) -> tuple[str, str] | None:
@@ -184,12 +170,8 @@ def _split_reassigned(code: str, tree: ast.Module, layer: str) -> tuple[str, str
     for assignment, call, name in zip(assignments[1:], calls[1:], names[1:], strict=True):
         target = next(target for target in _targets(assignment) if _is_self_attribute(target, layer))
         edits += [(target, f"self.{name}"), (call.func, f"self.{name}")]
-    fixed = code
-    for node, text in sorted(edits, key=lambda edit: (edit[0].lineno, edit[0].col_offset), reverse=True):
-        fixed = _replace(fixed, node, text)
-    try:
-        ast.parse(fixed)
-    except SyntaxError:
+    fixed = _edited(code, edits)
+    if fixed is None:
         return None
     lines = ", ".join(str(call.lineno) for call in calls[1:])
     return (
@@ -344,6 +326,22 @@ def _is_self_attribute(target: ast.expr, name: str) -> bool:
 def _callee(call: ast.Call) -> str:
     function = call.func
     return function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", "")
+
+
+def _edited(code: str, edits: list[tuple[ast.expr, str]]) -> str | None:
+    """`code` with the source of each node replaced by its text (nodes of `code`'s own tree, not
+    overlapping), or None when the result does not parse."""
+    for node, text in sorted(edits, key=lambda edit: (edit[0].lineno, edit[0].col_offset), reverse=True):
+        code = _replace(code, node, text)  # from the end, so the earlier positions stay valid
+    return code if _parses(code) else None
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except SyntaxError:
+        return False
+    return True
 
 
 def _replace(code: str, node: ast.expr, text: str) -> str:
