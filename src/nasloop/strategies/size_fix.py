@@ -60,8 +60,10 @@ INPUT_SIZE: dict[str, tuple[str, int]] = {
 
 
 def size_fix(code: str, failure: Failure) -> tuple[str, str] | None:
-    """`(fixed code, "layer.field=value")` for a failure that names a wrong layer size, or a layer called at
-    two places with different input sizes; None otherwise."""
+    """`(fixed code, what changed)` for a failure in a layer whose name is assigned twice, a `Linear` fed an
+    unflattened map, a wrong layer size the message names ("layer.field=value"), or a layer called at two
+    places with different input sizes (the cases of the module docstring, tried in that order); None
+    otherwise."""
     if failure.kind is not FailureKind.SHAPE:
         return None
     try:
