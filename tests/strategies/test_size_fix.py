@@ -12,6 +12,7 @@ from nasloop.config import build_config
 from nasloop.engine import Search
 from nasloop.evaluate.stages import LayerTrace, describe_exception
 from nasloop.llm.scripted import ScriptedBackend
+from nasloop.strategies.code_writer import EvaluatedCodes
 from nasloop.strategies.size_fix import net_name_fix, size_fix
 
 # What the 1.5B model wrote in a benchmark run: its comments assume 3x3 convolutions without padding.
@@ -359,12 +360,38 @@ def test_fixes_chain_up_to_the_limit(tmp_path):
 
 
 @pytest.mark.parametrize("strategy", ["feedback-memory", "expert-rules"])
-def test_an_answer_repeating_a_size_error_is_fixed_instead_of_re_asked(tmp_path, strategy):
+def test_an_answer_repeating_fixed_code_is_re_asked_about_the_fixed_model(tmp_path, strategy):
     engine, _, prompts = search(tmp_path, strategy, [FLATTEN_MISMATCH, FLATTEN_MISMATCH], iterations=2)
     repeat = engine.history[2]  # 1 failed, 2 its fix, 3 the LLM's second answer: candidate 1 again
-    assert repeat.notes["repeat_of"] == 1 and repeat.notes["size_fix"] == "fc1.in_features=3136"
-    assert repeat.state is State.DUPLICATE and repeat.duplicate_of == 2  # the fixed code was evaluated already
-    assert not any("same model as candidate" in prompt for prompt in prompts)
+    # its fix is candidate 2, which trained: evaluating it again would teach nothing, so the LLM is asked again
+    assert repeat.notes["repeat_of"] == 1 and "size_fix" not in repeat.notes
+    assert repeat.state is State.COMPLETE and repeat.code.strip() == good_net(8).strip()  # the re-ask's answer
+    re_ask = next(prompt for prompt in prompts if "same model as candidate" in prompt)
+    assert "This is (once its layer sizes are fixed) the same model as candidate 2, which was evaluated" in re_ask
+    if strategy == "feedback-memory":  # it has other changes to offer, and asks for one of them
+        from nasloop.strategies.feedback_memory import IDEAS
+
+        assert repeat.notes["asked_instead"] in IDEAS
+        assert f"Make this change instead: {repeat.notes['asked_instead']}." in re_ask
+    else:
+        assert "asked_instead" not in repeat.notes and "Make the change you were asked for" in re_ask
+
+
+def test_a_repeat_of_a_fix_chains_first_link_is_fixed_to_new_code_without_the_llm():
+    from nasloop.spaces.canonical import canonical_hash
+    from nasloop.strategies.code_writer import RepairOptions, _known_fixes
+
+    first = forward_failure(TWO_WRONG_SIZES)
+    middle, change = size_fix(TWO_WRONG_SIZES, first)
+    assert change == "conv2.in_channels=32"
+    entry = {"id": 1, "failure": first.to_dict(), "score": None}
+    codes = EvaluatedCodes({canonical_hash(TWO_WRONG_SIZES): entry})
+    codes.entries[canonical_hash(middle)] = {"id": 2, "failure": forward_failure(middle).to_dict(), "score": None}
+    code, fixes, left = _known_fixes(TWO_WRONG_SIZES, entry, codes, RepairOptions())
+    assert fixes == ["conv2.in_channels=32", "fc1.in_features=3136"] and left is None
+    assert forward_failure(code) is None
+    code, fixes, left = _known_fixes(TWO_WRONG_SIZES, entry, codes, RepairOptions(max_size_fixes=1))
+    assert fixes == ["conv2.in_channels=32"] and left["id"] == 2  # the limit: still a repeat of candidate 2
 
 
 def test_paper_style_makes_no_mechanical_repairs(tmp_path):
@@ -459,3 +486,46 @@ def test_a_layer_assigned_twice_alike_or_called_a_different_number_of_times_is_n
     for code in (alike, fewer_calls):
         failure = Failure(FailureKind.SHAPE, "the forward pass raised ... It failed in layer `bn1` = BatchNorm2d(8)")
         assert size_fix(code, failure) is None
+
+
+def logits_failure(code: str) -> Failure | None:
+    """The evaluator's failure for what `forward` of `code` returns (`check_logits`), or None."""
+    from nasloop.evaluate.stages import StageFailed, check_logits
+
+    with torch.no_grad():
+        logits = build(code)(torch.zeros(4, 1, 28, 28))
+    try:
+        check_logits(logits, (4, 10), (4, 1, 28, 28))
+    except StageFailed as failed:
+        return failed.failure
+    return None
+
+
+LOGITS_DROPPED = FLATTEN_MISMATCH.replace("64 * 6 * 6", "3136").replace(
+    "        return self.fc2(F.relu(self.fc1(x.flatten(1))))\n",
+    "        x = self.fc2(F.relu(self.fc1(x.flatten(1))))  # (B, 10)\n",
+)
+NONE_RETURNED = Failure(
+    FailureKind.SHAPE, "forward must return one tensor of logits with shape (4, 10); it returned NoneType"
+)
+
+
+def test_a_forward_that_drops_its_logits_gets_a_return():
+    # What the 1.5B model wrote in the README main job: the classifier's output assigned, never returned.
+    failure = logits_failure(LOGITS_DROPPED)
+    assert failure is not None and failure.message == NONE_RETURNED.message
+    fixed, change = size_fix(LOGITS_DROPPED, failure)
+    assert change == "`return x` added at the end of forward (line 20)"
+    assert fixed == LOGITS_DROPPED + "        return x\n"
+    assert logits_failure(fixed) is None
+    unterminated = LOGITS_DROPPED.rstrip("\n")
+    assert size_fix(unterminated, failure)[0] == unterminated + "\n        return x\n"
+
+
+def test_a_forward_with_a_return_or_ending_otherwise_gets_no_added_return():
+    conv2 = "        x = self.pool(F.relu(self.conv2(x)))\n"
+    early_return = LOGITS_DROPPED.replace(conv2, "        if x is None:\n            return x\n")
+    no_assignment = LOGITS_DROPPED.replace("x = self.fc2(", "print(self.fc2(").replace("(1))))", "(1)))))")
+    tuple_target = LOGITS_DROPPED.replace("x = self.fc2(", "x, y = self.fc2(").replace("(1))))", "(1)))), 0")
+    for code in (early_return, no_assignment, tuple_target):
+        assert size_fix(code, NONE_RETURNED) is None

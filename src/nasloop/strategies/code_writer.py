@@ -11,7 +11,9 @@ it
    the logits is named (`warnings`); nothing `Net` uses is ever removed (`nasloop.spaces.cleanup`);
 3. renames a lone network class to `Net` when the model called it something else (`fix_class_name`);
 4. when the code repeats an evaluated candidate's, asks once more with a note saying how that code ended
-   (`retry_repeats`), or, when it failed on a wrong layer size, fixes the size in code (`fix_sizes`);
+   and, for a model that trained, a different change to make when the strategy has one (`retry_repeats`),
+   or, when it failed on a wrong layer size, fixes the size in code, following fixes made before
+   (`fix_sizes`);
 5. when an edit did not apply, records that answer as a failed proposal and asks once more, in the same
    conversation, for the complete module: a second proposal with purpose `retry`.
 
@@ -236,35 +238,39 @@ def ask_for_new_code(
     sampling: Sampling,
     *,
     edit_of: str | None = None,
+    instead: str | None = None,
 ) -> Proposal:
     """`ask_for_code`; if the answer repeats an evaluated candidate's code, that code fixed or one re-ask.
 
     With `fix_sizes`, a repeat of failed code whose failure named a wrong layer size is fixed mechanically
-    (notes `size_fix`) and no more LLM calls are made. Otherwise, with `retry_repeats`, the re-ask shows
-    the model its answer and how that code ended (its failure, or its score: the same network again
-    teaches nothing), and samples at `repeat_temperature`; its code is what the engine records (the first
-    answer's code when the re-ask yields none). Notes say `repeat_of` the evaluated candidate, and the
-    proposal carries every call made.
+    (notes `size_fix`), following the fixes already evaluated (a repeat of the first link of a chain of
+    fixes goes to its end); when that gives new code no more LLM calls are made. Otherwise, with
+    `retry_repeats`, the re-ask shows the model its answer and how that code ended (its failure, or its
+    score: the same network again teaches nothing) and, for a repeat of a model that trained, asks for the
+    change `instead` when one is given (a model that could not make one change often makes another), and
+    samples at `repeat_temperature`; its code is what the engine records (the first answer's code when
+    the re-ask yields none). Notes say `repeat_of` the evaluated candidate, and the proposal carries every
+    call made.
     """
-    from nasloop.strategies.size_fix import size_fix
-
     first = ask_for_code(ctx, role, messages, sampling, edit_of=edit_of, tidy_code=options.tidy_code)
     proposal = named_net(first, options.fix_class_name)
     repeated = codes.match(proposal.code) if options.retry_repeats else None
     if repeated is None or proposal.code is None:
         return proposal
     notes = {**proposal.notes, "repeat_of": repeated["id"]}
+    code, fixes, repeated = _known_fixes(proposal.code, repeated, codes, options)
+    if repeated is None:  # the fixes lead to code not evaluated yet
+        return Proposal(code=code, notes={**notes, "size_fix": "; ".join(fixes)}, llm_call_ids=proposal.llm_call_ids)
     if repeated.get("failure"):
         failure = Failure.from_dict(repeated["failure"])
-        fixed = size_fix(proposal.code, failure) if options.fix_sizes else None
-        if fixed is not None:
-            return Proposal(code=fixed[0], notes={**notes, "size_fix": fixed[1]}, llm_call_ids=proposal.llm_call_ids)
         error = f"{failure.kind.value}: {failure.message}".splitlines()[0]
-        again = ctx.render("repeated_code", id=repeated["id"], error=error)
+        again = ctx.render("repeated_code", id=repeated["id"], error=error, fixed=bool(fixes))
     else:
         score = repeated.get("score")
         outcome = f"{codes.metric} = {score:.4f}" if score is not None else "a complete evaluation"
-        again = ctx.render("repeated_model", id=repeated["id"], outcome=outcome)
+        again = ctx.render("repeated_model", id=repeated["id"], outcome=outcome, instead=instead, fixed=bool(fixes))
+        if instead is not None:
+            notes["asked_instead"] = instead
     follow_up: list[Message] = [
         *messages,
         {"role": "assistant", "content": f"```python\n{proposal.code.strip()}\n```"},
@@ -280,6 +286,26 @@ def ask_for_new_code(
             notes.pop(key, None)
         notes.update(retry.notes)
     return Proposal(code=code, notes=notes, llm_call_ids=proposal.llm_call_ids + retry.llm_call_ids)
+
+
+def _known_fixes(
+    code: str, repeated: dict[str, Any], codes: EvaluatedCodes, options: RepairOptions
+) -> tuple[str, list[str], dict[str, Any] | None]:
+    """`code` (which repeats the evaluated `repeated`) after the size fixes of each failure on the way, up to
+    `max_size_fixes`: (the code, the fixes made, the evaluated entry it still repeats or None)."""
+    from nasloop.strategies.size_fix import size_fix
+
+    fixes: list[str] = []
+    entry: dict[str, Any] | None = repeated
+    while entry is not None and entry.get("failure") and options.fix_sizes and len(fixes) < options.max_size_fixes:
+        fixed = size_fix(code, Failure.from_dict(entry["failure"]))
+        if fixed is None:
+            break
+        code, entry = fixed[0], codes.match(fixed[0])
+        fixes.append(fixed[1])
+    if not fixes:
+        return code, fixes, repeated
+    return code, fixes, entry
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -303,14 +329,16 @@ def write_code(
     parent: CandidateRecord | None = None,
     purpose: Purpose = Purpose.SEARCH,
     role: str = "generator",
+    instead: str | None = None,
 ) -> list[Proposal]:
     """The generator's answer to `messages` as proposals (see the module docstring): one, or two when a
     SEARCH/REPLACE edit of `parent` did not apply (the failed answer, then the complete module asked for
-    once more, purpose `retry`). `parent` is the candidate the prompt asks to change, if any."""
+    once more, purpose `retry`). `parent` is the candidate the prompt asks to change, if any; `instead`
+    the change to ask for when the answer repeats a model that trained (`ask_for_new_code`)."""
     edit_format = options.resolved_edit_format(ctx.task.llm_model)
     edit_of = parent.code if parent is not None and parent.code and edit_format == "diff" else None
     repair = options if isinstance(options, RepairOptions) else _no_repairs(options)
-    proposal = ask_for_new_code(ctx, role, messages, codes, repair, sampling, edit_of=edit_of)
+    proposal = ask_for_new_code(ctx, role, messages, codes, repair, sampling, edit_of=edit_of, instead=instead)
     proposals = [proposal]
     if proposal.notes.get("edit") == "failed":
         answer = proposal.notes.pop("edit_answer")
@@ -320,7 +348,7 @@ def write_code(
             {"role": "assistant", "content": answer},
             {"role": "user", "content": ctx.render("edit_failed", error=proposal.failure.message).strip()},
         ]
-        retry = ask_for_new_code(ctx, role, follow_up, codes, repair, sampling)
+        retry = ask_for_new_code(ctx, role, follow_up, codes, repair, sampling, instead=instead)
         retry.purpose = Purpose.RETRY
         retry.notes["edit"] = "full"
         proposals.append(retry)

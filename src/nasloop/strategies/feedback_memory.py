@@ -315,7 +315,9 @@ class FeedbackMemory(Strategy):
         ideas = ctx.rng.sample(IDEAS, min(self.opts.ideas, len(IDEAS))) if parent is not None else []
         suggestion, improver_call = self._improve(ctx, parent=view, ideas=ideas)
         messages = self._messages(ctx, "generator", parent=view, suggestion=suggestion)
-        proposals = self._generate(ctx, messages, parent=parent)
+        others = [idea for idea in IDEAS if idea not in ideas]  # asked for when the answer repeats a model
+        instead = ctx.rng.choice(others) if ideas and others else None
+        proposals = self._generate(ctx, messages, parent=parent, instead=instead)
         proposals[0].llm_call_ids = improver_call + proposals[0].llm_call_ids
         return proposals
 
@@ -382,9 +384,17 @@ class FeedbackMemory(Strategy):
         *,
         parent: CandidateRecord | None,
         purpose: Purpose = Purpose.SEARCH,
+        instead: str | None = None,
     ) -> list[Proposal]:
         proposals = write_code(
-            ctx, messages, self.evaluated_codes, self.opts, self._sampling(), parent=parent, purpose=purpose
+            ctx,
+            messages,
+            self.evaluated_codes,
+            self.opts,
+            self._sampling(),
+            parent=parent,
+            purpose=purpose,
+            instead=instead,
         )
         for proposal in proposals:
             if parent is not None and not proposal.parent_ids:

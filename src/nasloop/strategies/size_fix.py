@@ -12,8 +12,10 @@ declaration copied under a new name with the input size that call received, and 
 layer. A layer name assigned twice in `__init__` (`self.bn1 = nn.BatchNorm2d(32)`, later `self.bn1 =
 nn.BatchNorm1d(128)` for the classifier) and called as many times in `forward` is split: the k-th call gets
 the k-th layer, under a new name. A `Linear` fed an unflattened feature map gets its input flattened at the
-failing call (`self.fc(x)` becomes `self.fc(x.flatten(1))`) and the flattened size. `size_fix_repair` wraps
-a fix as a repair proposal; fixes may chain (the fixed model can fail at the next wrong size) up to a limit.
+failing call (`self.fc(x)` becomes `self.fc(x.flatten(1))`) and the flattened size. A `forward` with no
+`return` that ends by assigning the logits (`x = self.fc(x)`, so it returns None) gets `return x`.
+`size_fix_repair` wraps a fix as a repair proposal; fixes may chain (the fixed model can fail at the next
+wrong size) up to a limit.
 `net_name_fix` is the other mechanical repair: the one network class of an answer renamed to `Net` when the
 model called it something else.
 """
@@ -50,6 +52,7 @@ NOT_FLATTENED = re.compile(
     r"the input was not flattened.*?in_features must be (?P<features>\d+)",
     re.DOTALL,
 )
+NO_RETURN = "it returned NoneType"
 FAILED_LAYER = re.compile(r"It failed in layer `(?P<layer>\w+)` = ")
 # The input-size argument of the layers a second layer can be made for, and the input dimension it sizes.
 INPUT_SIZE: dict[str, tuple[str, int]] = {
@@ -60,16 +63,18 @@ INPUT_SIZE: dict[str, tuple[str, int]] = {
 
 
 def size_fix(code: str, failure: Failure) -> tuple[str, str] | None:
-    """`(fixed code, what changed)` for a failure in a layer whose name is assigned twice, a `Linear` fed an
-    unflattened map, a wrong layer size the message names ("layer.field=value"), or a layer called at two
-    places with different input sizes (the cases of the module docstring, tried in that order); None
-    otherwise."""
+    """`(fixed code, what changed)` for a `forward` that returns None, a failure in a layer whose name is
+    assigned twice, a `Linear` fed an unflattened map, a wrong layer size the message names
+    ("layer.field=value"), or a layer called at two places with different input sizes (the cases of the
+    module docstring); None otherwise."""
     if failure.kind is not FailureKind.SHAPE:
         return None
     try:
         tree = ast.parse(code)
     except SyntaxError:
         return None
+    if NO_RETURN in failure.message:
+        return _returned(code, tree)
     failed_in = FAILED_LAYER.search(failure.message)
     split = _split_reassigned(code, tree, failed_in["layer"]) if failed_in is not None else None
     if split is not None:
@@ -118,6 +123,28 @@ def _flattened(code: str, tree: ast.Module, match: re.Match[str]) -> tuple[str, 
         edits.append((size, features))
     fixed = _edited(code, edits)
     return (fixed, f"{layer} input flattened on line {line}, in_features={features}") if fixed is not None else None
+
+
+def _returned(code: str, tree: ast.Module) -> tuple[str, str] | None:
+    """The code with `return x` after the last statement of a `forward` that has no `return` and ends by
+    assigning `x` (`x = self.fc(x)`: the logits computed, then dropped)."""
+    forward = net_forward(tree)
+    if forward is None or any(isinstance(node, ast.Return) for node in ast.walk(forward)):
+        return None
+    last = forward.body[-1]
+    targets = _targets(last) if isinstance(last, ast.Assign | ast.AnnAssign) else []
+    if isinstance(last, ast.AugAssign):
+        targets = [last.target]
+    if len(targets) != 1 or not isinstance(targets[0], ast.Name):
+        return None
+    name = targets[0].id
+    lines = code.splitlines(keepends=True)
+    end = last.end_lineno or last.lineno
+    newline = "\r\n" if lines[end - 1].endswith("\r\n") else "\n"
+    ending = "" if lines[end - 1].endswith(("\n", "\r")) else newline
+    statement = f"{ending}{lines[last.lineno - 1][: last.col_offset]}return {name}{newline}"
+    fixed = "".join(lines[:end]) + statement + "".join(lines[end:])
+    return (fixed, f"`return {name}` added at the end of forward (line {end + 1})") if _parses(fixed) else None
 
 
 def _second_layer(code: str, tree: ast.Module, match: re.Match[str]) -> tuple[str, str] | None:
