@@ -529,3 +529,72 @@ def test_a_forward_with_a_return_or_ending_otherwise_gets_no_added_return():
     tuple_target = LOGITS_DROPPED.replace("x = self.fc2(", "x, y = self.fc2(").replace("(1))))", "(1)))), 0")
     for code in (early_return, no_assignment, tuple_target):
         assert size_fix(code, NONE_RETURNED) is None
+
+
+# What the 1.5B model wrote in the 20-iteration benchmark: doubled widths, 4.8M parameters for a 2M limit.
+TOO_WIDE = """
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        channels, height, width = in_shape
+        self.conv1 = nn.Conv2d(channels, 64, kernel_size=3, padding=1)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.conv2 = nn.Conv2d(64, out_channels=128, kernel_size=3, padding=1)
+        self.bn2 = nn.BatchNorm2d(num_features=128)
+        self.conv3 = nn.Conv2d(128, 256, kernel_size=3, padding=1)
+        self.bn3 = nn.BatchNorm2d(256)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(256 * (height // 8) * (width // 8), 128)
+        self.bn4 = nn.BatchNorm1d(128)
+        self.fc2 = nn.Linear(128, num_classes)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.bn1(self.conv1(x))))  # (B, 64, H/2, W/2)
+        x = self.pool(F.relu(self.bn2(self.conv2(x))))  # (B, 128, H/4, W/4)
+        x = self.pool(F.relu(self.bn3(self.conv3(x))))  # (B, 256, H/8, W/8)
+        x = x.view(-1, 256 * 3 * 3)  # (B, 2304)
+        return self.fc2(F.relu(self.bn4(self.fc1(x))))  # (B, num_classes)
+"""
+
+
+def parameters(code: str) -> int:
+    return sum(parameter.numel() for parameter in build(code).parameters())
+
+
+def over_the_limit(code: str, limit: int) -> Failure:
+    count = parameters(code)
+    assert count > limit
+    return Failure(FailureKind.BUDGET, f"the network has {count:,} parameters; the limit is {limit:,}. Make it smaller")
+
+
+def test_a_network_over_the_parameter_limit_gets_its_layer_widths_halved():
+    before = parameters(TOO_WIDE)
+    fixed, change = size_fix(TOO_WIDE, over_the_limit(TOO_WIDE, 200_000))
+    assert change == f"layer widths halved ({before:,} parameters, the limit is 200,000)"
+    changed = [(old, new) for old, new in zip(TOO_WIDE.splitlines(), fixed.splitlines(), strict=True) if old != new]
+    assert len(changed) == 10  # the nine layers with written-out widths and the view; comments stay
+    assert "nn.Conv2d(channels, 32, kernel_size=3, padding=1)" in fixed and "nn.Linear(64, num_classes)" in fixed
+    assert "out_channels=64" in fixed and "num_features=64" in fixed and "x.view(-1, 128 * 3 * 3)" in fixed
+    assert "kernel_size=3, padding=1" in fixed and "nn.MaxPool2d(2)" in fixed  # not widths
+    assert forward_failure(fixed) is None and parameters(fixed) < before / 3
+
+
+def test_widths_from_names_or_too_small_to_halve_are_left_alone():
+    named = """
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(in_shape[0] * in_shape[1] * in_shape[2], num_classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+"""
+    assert size_fix(named, over_the_limit(named, 1000)) is None
+    assert size_fix(named, Failure(FailureKind.BUDGET, "the network's FLOPs exceed the limit")) is None

@@ -76,7 +76,9 @@ class RepairOptions(EditOptions):
     )
     repeat_temperature: float = Field(default=1.0, ge=0, description="sampling temperature of that re-ask")
     fix_sizes: bool = Field(
-        default=True, description="fix a layer declared for the wrong input size in code, without the LLM"
+        default=True,
+        description="repair in code, without the LLM, what strategies.size_fix can fix (a wrong layer size, a "
+        "missing flatten or return, a network over max_params)",
     )
     max_size_fixes: int = Field(default=3, ge=1, description="fixes in a row, each on the previous fix's failure")
     fix_class_name: bool = Field(

@@ -13,7 +13,9 @@ layer. A layer name assigned twice in `__init__` (`self.bn1 = nn.BatchNorm2d(32)
 nn.BatchNorm1d(128)` for the classifier) and called as many times in `forward` is split: the k-th call gets
 the k-th layer, under a new name. A `Linear` fed an unflattened feature map gets its input flattened at the
 failing call (`self.fc(x)` becomes `self.fc(x.flatten(1))`) and the flattened size. A `forward` with no
-`return` that ends by assigning the logits (`x = self.fc(x)`, so it returns None) gets `return x`.
+`return` that ends by assigning the logits (`x = self.fc(x)`, so it returns None) gets `return x`. A
+network over the parameter limit (`limits.max_params`) gets its written-out layer widths halved, all of
+them, so that layers that agreed still agree (a width computed in other ways is then set by the fixes above).
 `size_fix_repair` wraps a fix as a repair proposal; fixes may chain (the fixed model can fail at the next
 wrong size) up to a limit.
 `net_name_fix` is the other mechanical repair: the one network class of an answer renamed to `Net` when the
@@ -53,6 +55,15 @@ NOT_FLATTENED = re.compile(
     re.DOTALL,
 )
 NO_RETURN = "it returned NoneType"
+TOO_MANY_PARAMETERS = re.compile(r"the network has (?P<count>[\d,]+) parameters; the limit is (?P<limit>[\d,]+)")
+# The width arguments of the layers whose widths are halved for the parameter limit, by position and keyword.
+WIDTHS: dict[str, tuple[tuple[int, str], ...]] = {
+    **{f"Conv{d}d": ((0, "in_channels"), (1, "out_channels")) for d in (1, 2, 3)},
+    **{f"BatchNorm{d}d": ((0, "num_features"),) for d in (1, 2, 3)},
+    "Linear": ((0, "in_features"), (1, "out_features")),
+}
+RESHAPES = frozenset({"view", "reshape"})
+NARROWEST = 16  # widths below this are left alone (kernel sizes, small classifiers)
 FAILED_LAYER = re.compile(r"It failed in layer `(?P<layer>\w+)` = ")
 # The input-size argument of the layers a second layer can be made for, and the input dimension it sizes.
 INPUT_SIZE: dict[str, tuple[str, int]] = {
@@ -63,16 +74,19 @@ INPUT_SIZE: dict[str, tuple[str, int]] = {
 
 
 def size_fix(code: str, failure: Failure) -> tuple[str, str] | None:
-    """`(fixed code, what changed)` for a `forward` that returns None, a failure in a layer whose name is
-    assigned twice, a `Linear` fed an unflattened map, a wrong layer size the message names
-    ("layer.field=value"), or a layer called at two places with different input sizes (the cases of the
-    module docstring); None otherwise."""
-    if failure.kind is not FailureKind.SHAPE:
+    """`(fixed code, what changed)` for a network over the parameter limit, a `forward` that returns None,
+    a failure in a layer whose name is assigned twice, a `Linear` fed an unflattened map, a wrong layer
+    size the message names ("layer.field=value"), or a layer called at two places with different input
+    sizes (the cases of the module docstring); None otherwise."""
+    if failure.kind not in (FailureKind.SHAPE, FailureKind.BUDGET):
         return None
     try:
         tree = ast.parse(code)
     except SyntaxError:
         return None
+    if failure.kind is FailureKind.BUDGET:
+        over = TOO_MANY_PARAMETERS.search(failure.message)
+        return _halved_widths(code, tree, over) if over is not None else None
     if NO_RETURN in failure.message:
         return _returned(code, tree)
     failed_in = FAILED_LAYER.search(failure.message)
@@ -145,6 +159,54 @@ def _returned(code: str, tree: ast.Module) -> tuple[str, str] | None:
     statement = f"{ending}{lines[last.lineno - 1][: last.col_offset]}return {name}{newline}"
     fixed = "".join(lines[:end]) + statement + "".join(lines[end:])
     return (fixed, f"`return {name}` added at the end of forward (line {end + 1})") if _parses(fixed) else None
+
+
+def _halved_widths(code: str, tree: ast.Module, over: re.Match[str]) -> tuple[str, str] | None:
+    """The code with every written-out layer width halved, for a network over the parameter limit: each
+    even number >= 16 given as a convolution's channels, a batch norm's features, a `Linear`'s features or
+    the last size of a `view`/`reshape` (the first such factor of a product: `512 * 7 * 7` becomes
+    `256 * 7 * 7`), so that layers that agreed still agree and the parameters drop to about a quarter.
+    Widths from names (`channels`, `num_classes`) stay. None when no width can be halved."""
+    edits: list[tuple[ast.expr, str]] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        if _terminal(node.func) in RESHAPES and len(node.args) >= 2:  # x.view(-1, 512 * 7 * 7)
+            width = _width_literal(node.args[-1])
+            if width is not None:
+                edits.append((width[0], str(width[1] // 2)))
+        for position, keyword in WIDTHS.get(_terminal(node.func), ()):
+            argument = next((k.value for k in node.keywords if k.arg == keyword), None)
+            if argument is None and len(node.args) > position and not isinstance(node.args[position], ast.Starred):
+                argument = node.args[position]
+            width = _width_literal(argument) if argument is not None else None
+            if width is not None:
+                edits.append((width[0], str(width[1] // 2)))
+    if not edits:
+        return None
+    fixed = _edited(code, edits)
+    if fixed is None:
+        return None
+    return fixed, f"layer widths halved ({over['count']} parameters, the limit is {over['limit']})"
+
+
+def _width_literal(node: ast.expr) -> tuple[ast.Constant, int] | None:
+    """The number to halve in a width argument (its node and value): the argument itself, or the first
+    factor of a product."""
+    if isinstance(node, ast.Constant):
+        value = node.value
+        if isinstance(value, int) and not isinstance(value, bool) and value >= NARROWEST and value % 2 == 0:
+            return node, value
+        return None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+        return _width_literal(node.left) or _width_literal(node.right)
+    return None
+
+
+def _terminal(node: ast.expr) -> str:
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else ""
 
 
 def _second_layer(code: str, tree: ast.Module, match: re.Match[str]) -> tuple[str, str] | None:
