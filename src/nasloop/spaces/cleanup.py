@@ -46,7 +46,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
-from nasloop.spaces.open_code import TRAINING_MODULES, defines_net, is_allowed_module, net_forward
+from nasloop.spaces.open_code import (
+    TRAINING_MODULES,
+    defines_net,
+    is_allowed_module,
+    net_forward,
+    terminal_name,
+)
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,7 @@ def _repeated_span(body: list[ast.stmt]) -> tuple[ast.stmt, ast.stmt] | None:
 def _flattens(statements: list[ast.stmt]) -> bool:
     """Whether the statements flatten a tensor (`x.flatten(1)`, `torch.flatten`, `x.view(...)`, `self.flatten`)."""
     return any(
-        isinstance(node, ast.Call) and _terminal_name(node.func) in _FLATTENS
+        isinstance(node, ast.Call) and terminal_name(node.func) in _FLATTENS
         for statement in statements
         for node in ast.walk(statement)
     )
@@ -780,7 +786,7 @@ def _returned_softmax(
         kind, shown, last_of_sequential = found
         relation = "whose last layer is" if last_of_sequential else "which is"
         return _Softmax(f"{called}, {relation} `{shown}`", kind, value.lineno)
-    name = _terminal_name(function)
+    name = terminal_name(function)
     return _Softmax(called, _SOFTMAX_FUNCTIONS[name], value.lineno) if name in _SOFTMAX_FUNCTIONS else None
 
 
@@ -799,7 +805,7 @@ def _softmax_layer(layer: ast.expr) -> tuple[str, str, bool] | None:
     """(kind, the layer's source, whether it ends an `nn.Sequential`) for a softmax layer."""
     if not isinstance(layer, ast.Call):
         return None
-    name = _terminal_name(layer.func)
+    name = terminal_name(layer.func)
     if name in _SOFTMAX_LAYERS:
         return _SOFTMAX_LAYERS[name], _short(layer), False
     if name == "Sequential" and layer.args:
@@ -812,12 +818,6 @@ def _self_attribute(node: ast.expr) -> str | None:
     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
         return node.attr
     return None
-
-
-def _terminal_name(node: ast.expr) -> str:
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    return node.id if isinstance(node, ast.Name) else ""
 
 
 def _short(node: ast.expr, limit: int = 60) -> str:

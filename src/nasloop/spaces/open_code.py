@@ -274,6 +274,13 @@ def net_forward(tree: ast.Module) -> ast.FunctionDef | None:
     return next((n for n in net.body if isinstance(n, ast.FunctionDef) and n.name == "forward"), None)
 
 
+def terminal_name(node: ast.expr) -> str:
+    """The last name of a called or referenced thing: `nn.Conv2d` → `Conv2d`, `relu` → `relu`, else ""."""
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else ""
+
+
 def is_allowed_module(module: str) -> bool:
     """Whether `module` is on the import allow-list (optional modules only when installed)."""
     allowed = module in ALLOWED_MODULES or any(module.startswith(package + ".") for package in ALLOWED_PACKAGES)

@@ -305,8 +305,6 @@ def _known_fixes(
             break
         code, entry = fixed[0], codes.match(fixed[0])
         fixes.append(fixed[1])
-    if not fixes:
-        return code, fixes, repeated
     return code, fixes, entry
 
 

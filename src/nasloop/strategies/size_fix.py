@@ -32,7 +32,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from nasloop.candidate import Failure, FailureKind, Proposal, Purpose
-from nasloop.spaces.open_code import defines_net, net_forward
+from nasloop.spaces.open_code import defines_net, net_forward, terminal_name
 
 if TYPE_CHECKING:
     from nasloop.strategies.code_writer import EvaluatedCodes
@@ -167,21 +167,20 @@ def _halved_widths(code: str, tree: ast.Module, over: re.Match[str]) -> tuple[st
     the last size of a `view`/`reshape` (the first such factor of a product: `512 * 7 * 7` becomes
     `256 * 7 * 7`), so that layers that agreed still agree and the parameters drop to about a quarter.
     Widths from names (`channels`, `num_classes`) stay. None when no width can be halved."""
-    edits: list[tuple[ast.expr, str]] = []
+    arguments: list[ast.expr] = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
-        if _terminal(node.func) in RESHAPES and len(node.args) >= 2:  # x.view(-1, 512 * 7 * 7)
-            width = _width_literal(node.args[-1])
-            if width is not None:
-                edits.append((width[0], str(width[1] // 2)))
-        for position, keyword in WIDTHS.get(_terminal(node.func), ()):
+        if terminal_name(node.func) in RESHAPES and len(node.args) >= 2:  # x.view(-1, 512 * 7 * 7)
+            arguments.append(node.args[-1])
+        for position, keyword in WIDTHS.get(terminal_name(node.func), ()):
             argument = next((k.value for k in node.keywords if k.arg == keyword), None)
             if argument is None and len(node.args) > position and not isinstance(node.args[position], ast.Starred):
                 argument = node.args[position]
-            width = _width_literal(argument) if argument is not None else None
-            if width is not None:
-                edits.append((width[0], str(width[1] // 2)))
+            if argument is not None:
+                arguments.append(argument)
+    widths = [width for width in map(_width_literal, arguments) if width is not None]
+    edits: list[tuple[ast.expr, str]] = [(node, str(value // 2)) for node, value in widths]
     if not edits:
         return None
     fixed = _edited(code, edits)
@@ -201,12 +200,6 @@ def _width_literal(node: ast.expr) -> tuple[ast.Constant, int] | None:
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
         return _width_literal(node.left) or _width_literal(node.right)
     return None
-
-
-def _terminal(node: ast.expr) -> str:
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    return node.id if isinstance(node, ast.Name) else ""
 
 
 def _second_layer(code: str, tree: ast.Module, match: re.Match[str]) -> tuple[str, str] | None:
