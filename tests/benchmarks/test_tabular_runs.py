@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,8 @@ from nasloop.engine import Search
 from nasloop.llm.scripted import ScriptedBackend
 from nasloop.registry import benchmarks, executors, spaces
 from nasloop.resolve import resolve_config
+from nasloop.spaces import nb201
+from nasloop.store import RunDir, RunStore
 
 NB201 = {"name": "nb201", "dataset": "cifar10"}
 
@@ -112,6 +115,26 @@ def test_the_harness_writes_its_table_and_plot_with_the_scripted_llm(tmp_path):
     pytest.importorskip("matplotlib")
     assert "search_quality.png" in names and (tmp_path / "out" / "search_quality.png").stat().st_size > 5000
     assert "llm-history" in (tmp_path / "out" / "search_quality.txt").read_text()
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_llm_history_turns_a_repeated_answer_into_an_unseen_neighbour_of_it(tmp_path, fallback):
+    space = spaces.get("nb201")()
+    same = space.sample(random.Random(3))
+    backend = ScriptedBackend(answers=lambda messages: json.dumps({"architecture": same}))
+    label = "llm-history" if fallback else "llm-history:duplicate_fallback=false"
+    trace = run_variant(Variant.parse(label), benchmark=NB201, budget=5, seed=0, root=tmp_path, backend=backend)
+    with RunStore(RunDir(Path(trace.run_dir)).store_path, readonly=True) as store:
+        records = sorted((r for r in store.candidates() if r.purpose is Purpose.SEARCH), key=lambda r: r.id)
+    assert len(records) == 5 and records[0].architecture == same and records[0].notes["operator"] == "llm-history"
+    assert len(backend.calls) == 1 + 4 * 2  # every later answer repeats the first, and is sent back once
+    if fallback:
+        assert trace.duplicates == 0 and len({space.canonical(r.architecture) for r in records}) == 5
+        assert all(r.notes["operator"] == "mutation-fallback" and r.notes["llm_answer"] == same for r in records[1:])
+        assert all(r.state is State.COMPLETE for r in records)
+        assert space.canonical(records[1].architecture) in {space.canonical(n) for n in nb201.neighbors(same)}
+    else:
+        assert trace.duplicates == 4 and all(r.state is State.DUPLICATE for r in records[1:])
 
 
 def test_trace_reads_the_best_by_validation_and_counts_repeats():

@@ -8,7 +8,10 @@ no mutation operator, no reflection. It is the baseline the elaborate LLM strate
 The history is listed in the order it was evaluated, so each prompt extends the previous one and the
 embedded model reads only the new lines; the best so far is named at the end. An answer that repeats an
 architecture the run already evaluated is sent back up to `retry_duplicates` times, in the same
-conversation, naming it; an answer without a usable architecture is a failed proposal (`extraction`).
+conversation, naming it; a repeat left after the retries becomes a random unseen mutation of the LLM's
+answer (`duplicate_fallback`, notes `operator: mutation-fallback` and `llm_answer`), so no query is spent
+on a network the run already has (`duplicate_fallback: false` keeps the plain GENIUS loop, repeats
+included). An answer without a usable architecture is a failed proposal (`extraction`).
 The score is the run's objective (`metric` to choose another), for example the table's `val_acc` on a
 tabular benchmark.
 """
@@ -24,7 +27,7 @@ from nasloop.llm.base import Message, RecoverableLLMError, Sampling
 from nasloop.registry import strategies
 from nasloop.store.sqlite import CandidateRecord
 from nasloop.strategies.base import Context, Observation, Reply, Strategy, Task, strategy_note
-from nasloop.strategies.population import require_metric, seen_architectures
+from nasloop.strategies.population import require_metric, seen_architectures, unseen_mutation
 from nasloop.strict import Strict
 
 
@@ -37,6 +40,9 @@ class LLMHistoryOptions(Strict):
     max_tokens: int = Field(default=160, gt=0)
     retry_duplicates: int = Field(
         default=1, ge=0, description="times an already evaluated answer is sent back for another architecture"
+    )
+    duplicate_fallback: bool = Field(
+        default=True, description="a repeat left after the retries becomes a random unseen mutation of the answer"
     )
     constrain_pattern: bool = Field(default=True, description="constrain the answer by the space's pattern")
 
@@ -107,6 +113,11 @@ class LLMHistory(Strategy):
             again = ctx.render("history_retry", architecture=architecture)
             messages = [*messages, {"role": "assistant", "content": reply.text}, {"role": "user", "content": again}]
         notes = strategy_note(operator="llm-history", retries=attempt)
+        if repeated and self.opts.duplicate_fallback:
+            fallback = unseen_mutation(self.space, architecture, ctx.rng, seen)
+            if fallback is not None:
+                notes.update(operator="mutation-fallback", llm_answer=architecture)
+                architecture = fallback
         return [Proposal(architecture=architecture, notes=notes, llm_call_ids=calls)]
 
     def _ask(self, ctx: Context, messages: list[Message], schema: dict[str, Any]) -> Reply | Failure:
