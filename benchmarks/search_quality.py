@@ -26,7 +26,7 @@ import os
 import sys
 from pathlib import Path
 
-from nasloop.benchmarks.harness import Trace, Variant, run_variant, summarise, write_results
+from nasloop.benchmarks.harness import SINGLE_OBJECTIVE_OPTIONS, Trace, Variant, run_variant, summarise, write_results
 from nasloop.registry import benchmarks
 
 # REA's mean test accuracy at 50 queries (shared/benchmarks/README.md anchors): the default threshold.
@@ -64,7 +64,9 @@ def main() -> int:
     if threshold is None:
         threshold = THRESHOLDS.get((args.benchmark, args.dataset), optimum)
     budgets = sorted(int(budget) for budget in args.budgets.split(","))
-    variants = [Variant.parse(text.strip()) for text in args.variants.split(";") if text.strip()]
+    variants = [
+        Variant.parse(text.strip(), SINGLE_OBJECTIVE_OPTIONS) for text in args.variants.split(";") if text.strip()
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
     traces_file = args.out / "traces.jsonl"
     if not args.report_only:

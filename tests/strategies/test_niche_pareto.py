@@ -572,3 +572,21 @@ def test_artifacts_hold_the_knowledge_bases_and_the_union_front():
     front = json.loads(artifacts["pareto/generation-001"])
     assert [entry["id"] for entry in front] == [m.id for m in subject.union_front()]
     assert {"val_acc", "latency_ms", "niche", "architecture"} <= set(front[0])
+
+
+def test_niches_off_the_union_front_take_a_turn_only_every_off_front_every_generations():
+    subject = strategy(llm=False, objectives=("val_acc:max",), predictor="measured", off_front_every=3)
+    history = []
+    for candidate_id, proposal in enumerate(turns(subject, count=12), start=1):  # generation 0: every niche twice
+        accuracy = 0.5 + 0.05 * SPACE.canonical(proposal.architecture).count("conv_3x3")
+        history.append(observe(subject, proposal, candidate_id, {"val_acc": accuracy}))
+    (best,) = subject.union_front()  # one objective: the front is the best network
+    niches_by_generation: dict[int, list[str]] = {}
+    for turn in range(8):
+        proposal = subject.propose(context(history=history, seed=turn))[0]
+        niches_by_generation.setdefault(proposal.notes["generation"], []).append(proposal.notes["niche"])
+        history.append(observe(subject, proposal, len(history) + 1, {"val_acc": 0.1}))  # never a new best
+    assert niches_by_generation[1] == [best.niche] and niches_by_generation[2] == [best.niche]
+    assert niches_by_generation[3] == list(SPACE.niches())  # every third generation: every niche
+    published = strategy(llm=False, objectives=("val_acc:max",), predictor="measured")
+    assert published.opts.off_front_every == 1

@@ -23,8 +23,9 @@ from nasloop.llm.scripted import ScriptedBackend
 from nasloop.prompts import render
 from nasloop.registry import spaces
 from nasloop.spaces import nb201
+from nasloop.store.sqlite import CandidateRecord
 from nasloop.strategies.base import Context, Observation, Task
-from nasloop.strategies.population import MissingMetricError
+from nasloop.strategies.population import MissingMetricError, unseen_child
 from nasloop.strategies.reflective_zero_cost import (
     EXAMPLES,
     ReflectiveZeroCostOptions,
@@ -268,7 +269,9 @@ def test_answer_that_is_not_json_is_an_extraction_failure_the_reflector_sees(tmp
 def test_invalid_architecture_is_stored_with_the_space_message(tmp_path):
     bad = "|nor_conv_5x5~0|+|none~0|none~1|+|none~0|none~1|none~2|"
     model = Model(answers=[json.dumps({"reasoning": "bigger kernel", "architecture": bad})])
-    engine, _, executor = run(tmp_path, model, config(iterations=6, constrain_pattern=False, final_top_k=0))
+    engine, _, executor = run(
+        tmp_path, model, config(iterations=6, constrain_pattern=False, enumerate_children=0, final_top_k=0)
+    )
     failed = search_records(engine)[4]
     assert failed.state is State.FAILED and failed.failure.kind is FailureKind.BUILD
     assert failed.architecture == bad and "unknown operation 'nor_conv_5x5'" in failed.failure.message
@@ -304,7 +307,9 @@ class Repeat(Model):
 @pytest.mark.parametrize("retries", [0, 1])
 def test_mutation_equal_to_its_parent_is_a_duplicate_and_not_added_twice(tmp_path, retries):
     model = Repeat()
-    run_config = config(iterations=5, retry_duplicates=retries, duplicate_fallback=False, final_top_k=0)
+    run_config = config(
+        iterations=5, retry_duplicates=retries, duplicate_fallback=False, enumerate_children=0, final_top_k=0
+    )
     engine, _, _ = run(tmp_path, model, run_config)
     child = search_records(engine)[4]
     assert child.state is State.DUPLICATE and child.duplicate_of == child.parent_ids[0]
@@ -314,7 +319,7 @@ def test_mutation_equal_to_its_parent_is_a_duplicate_and_not_added_twice(tmp_pat
 
 def test_answer_repeating_an_evaluated_architecture_is_sent_back_once(tmp_path):
     model = Repeat(times=1)
-    engine, _, _ = run(tmp_path, model, config(iterations=5, final_top_k=0))
+    engine, _, _ = run(tmp_path, model, config(iterations=5, enumerate_children=0, final_top_k=0))
     child = search_records(engine)[4]
     assert child.state is State.COMPLETE and child.notes["retries"] == 1 and len(child.llm_call_ids) == 2
     first, second = [messages for role, messages in model.calls if role == "mutator"]
@@ -325,7 +330,7 @@ def test_answer_repeating_an_evaluated_architecture_is_sent_back_once(tmp_path):
 
 def test_a_repeat_left_after_the_retries_becomes_an_unseen_mutation_of_the_parent(tmp_path):
     model = Repeat()
-    engine, _, _ = run(tmp_path, model, config(iterations=5, retry_duplicates=1, final_top_k=0))
+    engine, _, _ = run(tmp_path, model, config(iterations=5, retry_duplicates=1, enumerate_children=0, final_top_k=0))
     child = search_records(engine)[4]
     assert child.state is State.COMPLETE and child.notes["operator"] == "mutation-fallback"
     assert child.notes["llm_answer"] == child.notes["parent_architecture"]
@@ -412,7 +417,7 @@ def test_resume_restores_population_reflections_and_pending_reflection(tmp_path)
 
 def test_macro_space_search_runs(tmp_path):
     model = Model("macro")
-    run_config = config(iterations=6, space="macro", proxy="l2_norm", final_top_k=0)
+    run_config = config(iterations=6, space="macro", proxy="l2_norm", enumerate_children=0, final_top_k=0)
     engine, summary, _ = run(tmp_path, model, run_config, InProcessZeroCost(run_config.dataset))
     assert summary.valid == 6
     assert "Macro block space" in model.calls[0][1][0]["content"]
@@ -493,3 +498,93 @@ def test_example_configs_build_their_strategy(name):
                               space=spaces.get(run_config.space)())  # fmt: skip
     assert run_config.objective in run_config.proxies and "zero-cost" in run_config.stages
     assert getattr(strategy, "proxy", run_config.objective) == run_config.objective
+
+
+def test_no_llm_ablation_mutates_the_parent_at_random_without_a_backend(tmp_path):
+    run_config = config(iterations=10, population_size=3, tournament_size=3, llm=False, final_top_k=0)
+    engine = Search.start(run_config, tmp_path / "run", executor=AnalyticParams(), progress=False)  # no backend
+    assert engine.strategy.uses_llm is False
+    engine.run()
+    records = search_records(engine)
+    assert [record.notes["operator"] for record in records] == ["initial"] * 3 + ["random-mutation"] * 7
+    assert len({engine.space.canonical(record.architecture) for record in records}) == 10  # no repeat
+    for record in records[3:]:  # tournament over the whole population: the best member is the parent
+        parent = engine.history[record.parent_ids[0] - 1]
+        earlier = [other for other in records if other.id < record.id and other.state is State.COMPLETE]
+        assert parent.metrics["params"] == max(other.metrics["params"] for other in earlier)
+        assert record.architecture in nb201.neighbors(record.notes["parent_architecture"])
+
+
+def test_a_parent_whose_neighbourhood_is_exhausted_passes_the_turn_to_the_next_member():
+    space = spaces.get("nb201")()
+    best, second = space.sample(random.Random(1)), space.sample(random.Random(2))
+    exhausted = {space.canonical(best), space.canonical(second)} | {space.canonical(n) for n in nb201.neighbors(best)}
+    child = unseen_child(space, [best, second], random.Random(0), exhausted)
+    assert child in nb201.neighbors(second) and space.canonical(child) not in exhausted
+    everything = {space.canonical(n) for n in nb201.neighbors(second)} | exhausted
+    fresh = unseen_child(space, [best, second], random.Random(0), everything)
+    assert space.canonical(fresh) not in everything  # a random unseen architecture in the end
+
+
+class FirstChoice(Model):
+    """Answers every mutation with the first architecture its schema allows (the parent when it has no enum)."""
+
+    def __init__(self):
+        super().__init__()
+        self.schemas = []
+
+    def __call__(self, messages):
+        if messages[1]["content"].startswith("## Result of the last mutation"):
+            return super().__call__(messages)
+        self.calls.append(("mutator", messages))
+        return json.dumps({"reasoning": "the first one", "architecture": self.next_choice or parent_of(messages)})
+
+
+def test_the_answer_is_decoded_as_one_of_the_parents_unseen_mutations(tmp_path):
+    model = FirstChoice()
+    backend = ScriptedBackend(answers=model)
+    complete = backend.complete
+
+    def recording(messages, sampling, **kwargs):  # the schema the strategy sent, and its first choice
+        schema = sampling.response_format["json_schema"]["schema"]
+        model.schemas.append(schema)
+        model.next_choice = (schema["properties"].get("architecture", {}).get("enum") or [None])[0]
+        return complete(messages, sampling, **kwargs)
+
+    backend.complete = recording
+    run_config = config(iterations=7, population_size=3, tournament_size=3, final_top_k=0)
+    engine = Search.start(run_config, tmp_path / "run", backend=backend, executor=AnalyticParams(), progress=False)
+    engine.run()
+    records = search_records(engine)
+    mutations = [schema for schema in model.schemas if "architecture" in schema["properties"]]
+    assert len(mutations) == 4 and all(record.state is State.COMPLETE for record in records)
+    for record, schema in zip(records[3:], mutations, strict=True):
+        choices = schema["properties"]["architecture"]["enum"]
+        parent = record.notes["parent_architecture"]
+        earlier = {engine.space.canonical(other.architecture) for other in records if other.id < record.id}
+        unseen = {engine.space.canonical(n) for n in nb201.neighbors(parent)} - earlier - {parent}
+        assert {engine.space.canonical(choice) for choice in choices} == unseen  # all 24 - seen, each once
+        assert len(choices) == len(unseen) and record.architecture == choices[0]
+        assert record.notes["operator"] == "llm-mutation"
+
+
+def test_a_parent_with_every_mutation_evaluated_gets_a_child_without_an_llm_call(tmp_path):
+    model = Model()
+    run_config = config(iterations=5, population_size=4, final_top_k=0)
+    engine = Search.start(run_config, tmp_path / "run", backend=ScriptedBackend(answers=model),
+                          executor=AnalyticParams(), progress=False)  # fmt: skip
+    engine.run()
+    strategy = engine.strategy
+    best = max(strategy.population, key=lambda member: member.score)
+    neighbours = [
+        CandidateRecord(id=100 + index, iteration=100 + index, state=State.COMPLETE, architecture=neighbour,
+                        space="nb201", hash=f"neighbour-{index}")
+        for index, neighbour in enumerate(nb201.neighbors(best.architecture))
+    ]  # fmt: skip
+    history = [*engine.history, *neighbours]
+    ctx = Context(llm=None, history=history, rng=random.Random(0), iteration=9, task=strategy.task, render=render,
+                  space=engine.space)  # fmt: skip
+    proposal = strategy._mutate(ctx, best)  # no LLM is reachable: ctx.llm is None
+    assert proposal.notes["operator"] == "mutation-fallback" and proposal.notes["exhausted"] is True
+    taken = {engine.space.canonical(record.architecture) for record in history if record.architecture}
+    assert engine.space.canonical(proposal.architecture) not in taken and not proposal.llm_call_ids

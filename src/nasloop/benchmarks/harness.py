@@ -27,7 +27,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,10 +41,16 @@ from nasloop.store import CandidateRecord
 BUDGET_OPTIONS: dict[str, dict[str, Any]] = {
     "random": {"final_top_k": 0},
     "evolution": {"final_top_k": 0, "population_size": 20, "sample_size": 5},
-    "reflective-zero-cost": {"final_top_k": 0, "population_size": 10, "initial_batch_size": 1},
-    # single-objective on the accuracy table (pareto_quality.py sets the device objectives itself)
+    # 3 random members, then the best member is always the parent (tournament over the whole population)
+    "reflective-zero-cost": {"final_top_k": 0, "population_size": 3, "tournament_size": 3, "initial_batch_size": 1},
     "niche-pareto": {"initial_per_niche": 1},
     "llm-history": {},
+}
+#: on top of BUDGET_OPTIONS for a single objective (`benchmarks/search_quality.py`): the union front of
+#: niche-pareto is then the best network, and niches without it take a turn only every 6th generation
+SINGLE_OBJECTIVE_OPTIONS: dict[str, dict[str, Any]] = {
+    **BUDGET_OPTIONS,
+    "niche-pareto": {**BUDGET_OPTIONS["niche-pareto"], "off_front_every": 6},
 }
 
 
@@ -57,10 +63,11 @@ class Variant:
     options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, text: str) -> Variant:
-        """`name` or `name:key=value,key=value` (values are JSON where they parse, else strings)."""
+    def parse(cls, text: str, defaults: Mapping[str, Mapping[str, Any]] = BUDGET_OPTIONS) -> Variant:
+        """`name` or `name:key=value,key=value` (values are JSON where they parse, else strings), over the
+        strategy's `defaults`."""
         strategy, _, rest = text.partition(":")
-        options = dict(BUDGET_OPTIONS.get(strategy, {}))
+        options = dict(defaults.get(strategy, {}))
         for item in filter(None, rest.split(",")):
             key, separator, value = item.partition("=")
             if not separator:
@@ -263,10 +270,11 @@ def _duplicates_within(run: Trace, budget: int) -> int:
 
 def format_table(rows: Sequence[Row], *, optimum: float, threshold: float, title: str) -> str:
     """The summary as a text table (accuracies in percent)."""
+    width = max([len("strategy"), *(len(row.variant) for row in rows)])
     lines = [
         title,
         f"optimum (best test accuracy of the table) {100 * optimum:.2f}; threshold {100 * threshold:.2f}",
-        f"{'strategy':<44} {'N':>4} {'seeds':>5} {'test acc (mean ± std)':>22} {'regret':>7} "
+        f"{'strategy':<{width}} {'N':>4} {'seeds':>5} {'test acc (mean ± std)':>22} {'regret':>7} "
         f"{'q→thr':>6} {'dup':>5} {'tok/q':>7} {'LLM s/q':>7}",
     ]
     for row in rows:
@@ -274,7 +282,7 @@ def format_table(rows: Sequence[Row], *, optimum: float, threshold: float, title
         regret = f"{row.regret:.2f}" if row.regret is not None else "-"
         to = f"{row.queries_to_threshold:.0f}" if row.queries_to_threshold is not None else "-"
         lines.append(
-            f"{row.variant[:44]:<44} {row.budget:>4} {row.seeds:>5} {score:>22} {regret:>7} "
+            f"{row.variant:<{width}} {row.budget:>4} {row.seeds:>5} {score:>22} {regret:>7} "
             f"{to + f' ({row.reached})':>6} {row.duplicate_rate:>5.0%} {row.tokens_per_query:>7.0f} "
             f"{row.llm_seconds_per_query:>7.1f}"
         )
@@ -365,6 +373,7 @@ def exact_random_search(rows: Sequence[tuple[str, dict[str, float]]], queries: i
 
 __all__ = [
     "BUDGET_OPTIONS",
+    "SINGLE_OBJECTIVE_OPTIONS",
     "Row",
     "Trace",
     "Variant",

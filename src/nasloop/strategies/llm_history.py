@@ -27,7 +27,7 @@ from nasloop.llm.base import Message, RecoverableLLMError, Sampling
 from nasloop.registry import strategies
 from nasloop.store.sqlite import CandidateRecord
 from nasloop.strategies.base import Context, Observation, Reply, Strategy, Task, strategy_note
-from nasloop.strategies.population import require_metric, seen_architectures, unseen_mutation
+from nasloop.strategies.population import require_metric, seen_architectures, unseen_child
 from nasloop.strict import Strict
 
 
@@ -114,11 +114,15 @@ class LLMHistory(Strategy):
             messages = [*messages, {"role": "assistant", "content": reply.text}, {"role": "user", "content": again}]
         notes = strategy_note(operator="llm-history", retries=attempt)
         if repeated and self.opts.duplicate_fallback:
-            fallback = unseen_mutation(self.space, architecture, ctx.rng, seen)
-            if fallback is not None:
-                notes.update(operator="mutation-fallback", llm_answer=architecture)
-                architecture = fallback
+            notes.update(operator="mutation-fallback", llm_answer=architecture)
+            architecture = unseen_child(self.space, [architecture, *self._best_first(ctx)], ctx.rng, seen)
         return [Proposal(architecture=architecture, notes=notes, llm_call_ids=calls)]
+
+    def _best_first(self, ctx: Context) -> list[str]:
+        """The run's scored architectures, best first."""
+        scored = [(score, record.architecture) for record in ctx.history
+                  if record.architecture and (score := record.score(self.metric)) is not None]  # fmt: skip
+        return [architecture for _, architecture in sorted(scored, key=lambda pair: -pair[0])]
 
     def _ask(self, ctx: Context, messages: list[Message], schema: dict[str, Any]) -> Reply | Failure:
         try:

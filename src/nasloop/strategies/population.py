@@ -124,6 +124,34 @@ def unseen_mutation(space: SearchSpace, parent: str, rng: random.Random, seen: s
     return None
 
 
+def unseen_children(
+    space: SearchSpace, parent: str, rng: random.Random, seen: set[str], limit: int, draws: int = 400
+) -> list[str]:
+    """Up to `limit` distinct mutations of `parent` (`space.mutate`) that the run has not evaluated, in the
+    order `draws` random mutations first produced them: every one of a small neighbourhood (NAS-Bench-201's
+    24 one-edge changes), a random part of a large one."""
+    children: dict[str, str] = {}
+    for _ in range(draws):
+        child = space.mutate(parent, rng)
+        key = space.canonical(child)
+        if key not in seen and key not in children:
+            children[key] = child
+            if len(children) == limit:
+                break
+    return list(children.values())
+
+
+def unseen_child(space: SearchSpace, parents: Sequence[str], rng: random.Random, seen: set[str]) -> str:
+    """A random unseen mutation of the first of `parents` that still has one (`unseen_mutation`), else a
+    random unseen architecture: a parent whose neighbourhood the run has exhausted (an elitist search
+    stuck at a local optimum) passes the turn to the next, so no query goes to a repeat."""
+    for parent in parents:
+        child = unseen_mutation(space, parent, rng, seen)
+        if child is not None:
+            return child
+    return unseen_samples(space, rng, 1, seen)[0]
+
+
 def finalists(history: Sequence[CandidateRecord], metric: str, top_k: int) -> list[CandidateRecord]:
     """The `top_k` completed candidates with the highest `metric`, one per architecture (hash), best
     first; finalist re-evaluations and candidates that already carry a trained accuracy are left out."""
@@ -183,6 +211,8 @@ __all__ = [
     "metric_error",
     "require_metric",
     "seen_architectures",
+    "unseen_child",
+    "unseen_children",
     "unseen_mutation",
     "unseen_samples",
 ]

@@ -15,7 +15,12 @@ is the mutation operator and a zero-cost proxy is the fitness (METHODS.md sectio
    iteration's RNG (the reflection's is `reflection_temperature`, or drawn too when that is None).
    Changes of nasloop's, each an option whose zero gives the published behaviour: the prompt also lists
    the `show_top` best members with their scores and the children of this parent already evaluated
-   (`show_tried`, so the model does not spend a query on one again); an answer that repeats an
+   (`show_tried`, so the model does not spend a query on one again); the answer's architecture is
+   decoded as one of the parent's unseen mutations (`enumerate_children` of them, listed by drawing
+   `space.mutate`, an enum in the JSON schema), so a backend that enforces the schema can return neither
+   a repeat nor an illegal change, and a parent whose every mutation was evaluated passes the turn to the
+   next member without an LLM call (1.5B answers repeated an evaluated network, or changed several
+   things, in most first answers, and repeated the same answer when sent back); an answer that repeats an
    architecture the run already evaluated (small models often return the parent or the in-context
    example unchanged) is sent back `retry_duplicates` times, in the same conversation, asking for another
    one; and one still repeated after that becomes a random unseen mutation of the parent
@@ -33,6 +38,10 @@ is the mutation operator and a zero-cost proxy is the fitness (METHODS.md sectio
 Both calls share one static system prompt (role, space, proxy, example), followed by the changing
 parts, so the embedded model reuses its cache of the prefix and only evaluates the new suffix.
 
+**Ablation** `llm: false`: each child is a random mutation of the parent that the run has not evaluated
+(`space.mutate`), with no reflection, so the LLM's share of a result can be measured on the same
+population, selection and budget. It sets `uses_llm` on the instance, so the engine creates no backend.
+
 Once the budget is spent, `finalize` trains the `final_top_k` best distinct candidates by the proxy
 (`final_stages`, as re-evaluations of purpose `final`), skipping those a resumed run already trained.
 
@@ -44,6 +53,7 @@ stops the run with a `MissingMetricError` that says so.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -61,7 +71,8 @@ from nasloop.strategies.population import (
     metric_error,
     require_metric,
     seen_architectures,
-    unseen_mutation,
+    unseen_child,
+    unseen_children,
     unseen_samples,
 )
 
@@ -103,6 +114,9 @@ class ReflectiveZeroCostOptions(FinalizeOptions):
     )
     tournament_size: int = Field(default=1, ge=1, description="1: uniform parent; k: best of k uniform draws")
     reflection: bool = Field(default=True, description="False: the no-reflection ablation")
+    llm: bool = Field(
+        default=True, description="False: the no-LLM ablation (a random unseen mutation of the parent, no reflection)"
+    )
     reflection_memory: int = Field(default=5, ge=1, description="latest lessons shown in mutation prompts")
     temperatures: tuple[float, ...] = Field(default=(0.2, 0.4, 0.6, 0.8, 1.0), min_length=1)
     reflection_temperature: float | None = Field(
@@ -124,6 +138,13 @@ class ReflectiveZeroCostOptions(FinalizeOptions):
     )
     duplicate_fallback: bool = Field(
         default=True, description="a repeat left after the retries becomes a random unseen mutation of the parent"
+    )
+    enumerate_children: int = Field(
+        default=32,
+        ge=0,
+        description="the answer's architecture is decoded as one of at most this many unseen mutations of the "
+        "parent (an enum in the JSON schema), so it can be neither a repeat nor an illegal change; 0: any string "
+        "of the space's pattern, as published",
     )
     show_top: int = Field(default=3, ge=0, description="best population members shown with their scores")
     show_tried: int = Field(default=8, ge=0, description="evaluated children of the parent shown, to avoid")
@@ -158,12 +179,16 @@ def score_definition(metric: str) -> str:
     return f"The evaluation's {metric} of the network (higher is better)."
 
 
-def mutation_schema(space: SearchSpace, reasoning_chars: int, *, constrain_pattern: bool) -> dict[str, Any]:
+def mutation_schema(
+    space: SearchSpace, reasoning_chars: int, *, constrain_pattern: bool, choices: Sequence[str] = ()
+) -> dict[str, Any]:
     """JSON schema of a mutation answer `{reasoning, architecture}` (reasoning first: it is written
-    before the architecture it justifies)."""
+    before the architecture it justifies); with `choices` the architecture is one of them."""
     architecture: dict[str, Any] = {"type": "string"}
     pattern = space.architecture_pattern() if constrain_pattern else None
-    if pattern is not None:
+    if choices:
+        architecture["enum"] = list(choices)
+    elif pattern is not None:
         architecture["pattern"] = pattern
     return {
         "type": "object",
@@ -240,6 +265,8 @@ class ReflectiveZeroCost(Strategy):
     def __init__(self, options: Any, task: Task, *, space: Any = None, seed: int = 0) -> None:
         super().__init__(options, task, space=space, seed=seed)
         self.opts: ReflectiveZeroCostOptions = options
+        # Per instance, so the no-LLM ablation needs no backend; the engine reads the instance attribute.
+        self.uses_llm = options.llm  # type: ignore[misc]
         # `proxy` names the fitness in prompts and notes; it is the zero-cost proxy unless `fitness` says else.
         self.proxy = options.fitness or options.proxy
         self.zero_cost = options.fitness is None or options.fitness == options.proxy
@@ -311,6 +338,8 @@ class ReflectiveZeroCost(Strategy):
         missing = self.opts.population_size - self.initial_observed - self.initial_outstanding
         if missing > 0 or not self.population:
             return self._initial(ctx, max(1, min(missing, self.opts.initial_batch_size)))
+        if not self.opts.llm:
+            return [self._random_mutation(ctx, self._select_parent(ctx.rng))]
         reflection_calls = self._reflect(ctx)
         parent = self._select_parent(ctx.rng)
         proposal = self._mutate(ctx, parent)
@@ -329,6 +358,21 @@ class ReflectiveZeroCost(Strategy):
         contestants = rng.sample(self.population, min(self.opts.tournament_size, len(self.population)))
         return max(contestants, key=lambda member: member.score)
 
+    def _random_mutation(self, ctx: Context, parent: Member) -> Proposal:
+        """The no-LLM ablation's child: a random mutation of `parent` the run has not evaluated (a repeat
+        when none is found)."""
+        seen = seen_architectures(self.space, ctx.history)
+        architecture = unseen_child(self.space, self._parents_from(parent), ctx.rng, seen)
+        notes = strategy_note(
+            operator="random-mutation", parent_architecture=parent.architecture, parent_score=parent.score
+        )
+        return Proposal(architecture=architecture, parent_ids=(parent.id,), notes=notes)
+
+    def _parents_from(self, parent: Member) -> list[str]:
+        """`parent` first, then the other members best first: where a fallback looks for an unseen child."""
+        others = sorted((m for m in self.population if m.id != parent.id), key=lambda member: -member.score)
+        return [parent.architecture, *(member.architecture for member in others)]
+
     def _mutate(self, ctx: Context, parent: Member) -> Proposal:
         """Ask the LLM for one mutation of `parent`; a soft LLM fault or a non-JSON answer is a failed
         proposal of kind `extraction`, an answer with an invalid architecture goes to the engine. An
@@ -343,13 +387,20 @@ class ReflectiveZeroCost(Strategy):
             temperature=temperature,
         )
         messages = self.mutation_messages(ctx, parent)
-        checks = self.opts.retry_duplicates or self.opts.duplicate_fallback
+        checks = self.opts.retry_duplicates or self.opts.duplicate_fallback or self.opts.enumerate_children
         seen = seen_architectures(self.space, ctx.history) if checks else set()
+        choices: list[str] = []
+        if self.opts.enumerate_children:
+            choices = unseen_children(self.space, parent.architecture, ctx.rng, seen, self.opts.enumerate_children)
+            if not choices:  # every mutation of the parent was evaluated: nothing for the LLM to choose
+                notes.update(operator="mutation-fallback", exhausted=True)
+                architecture = unseen_child(self.space, self._parents_from(parent), ctx.rng, seen)
+                return Proposal(architecture=architecture, parent_ids=(parent.id,), notes=notes)
         answer_schema = mutation_schema(self.space, self.opts.reasoning_chars, constrain_pattern=False)
         call_ids: tuple[int, ...] = ()
         answer: dict[str, Any] = {}
         for attempt in range(self.opts.retry_duplicates + 1):
-            reply = self._ask(ctx, messages, temperature)
+            reply = self._ask(ctx, messages, temperature, choices)
             if isinstance(reply, Failure):
                 return Proposal(parent_ids=(parent.id,), notes=notes, failure=reply, llm_call_ids=call_ids)
             call_ids += (reply.call_id,)
@@ -363,15 +414,18 @@ class ReflectiveZeroCost(Strategy):
             messages = [*messages, {"role": "assistant", "content": reply.text}, {"role": "user", "content": retry}]
         notes.update(strategy_note(reasoning=str(answer["reasoning"]).strip(), retries=attempt))
         if self.opts.duplicate_fallback and self._evaluated_before(architecture, seen):
-            fallback = unseen_mutation(self.space, parent.architecture, ctx.rng, seen)
-            if fallback is not None:
-                notes.update(operator="mutation-fallback", llm_answer=architecture)
-                architecture = fallback
+            notes.update(operator="mutation-fallback", llm_answer=architecture)
+            architecture = unseen_child(self.space, self._parents_from(parent), ctx.rng, seen)
         return Proposal(architecture=architecture, parent_ids=(parent.id,), notes=notes, llm_call_ids=call_ids)
 
-    def _ask(self, ctx: Context, messages: list[Message], temperature: float) -> Reply | Failure:
-        """One mutation call; a soft LLM fault becomes an `extraction` failure."""
-        schema = mutation_schema(self.space, self.opts.reasoning_chars, constrain_pattern=self.opts.constrain_pattern)
+    def _ask(
+        self, ctx: Context, messages: list[Message], temperature: float, choices: Sequence[str]
+    ) -> Reply | Failure:
+        """One mutation call (the architecture one of `choices` when given); a soft LLM fault becomes an
+        `extraction` failure."""
+        schema = mutation_schema(
+            self.space, self.opts.reasoning_chars, constrain_pattern=self.opts.constrain_pattern, choices=choices
+        )
         try:
             return ctx.llm.complete(
                 "mutator",

@@ -38,6 +38,12 @@ class NicheParetoOptions(Strict):
     niche_by: Literal["space", "params", "flops"] = "space"
     niche_bounds: tuple[float, ...] = Field(default=(), description="bin edges for niche_by params or flops")
     llm: bool = Field(default=True, description="False: the no-LLM ablation (random operators)")
+    off_front_every: int = Field(
+        default=1,
+        ge=1,
+        description="a niche with no member on the union front gets a turn only every this many generations "
+        "(1: every generation, as published)",
+    )
     initial_per_niche: int = Field(default=2, ge=1, description="random initial architectures per niche")
     max_parents: int = Field(default=4, ge=1, description="Pareto parents shown to the LLM")
     operation_choice: Literal["llm", "random"] = "llm"

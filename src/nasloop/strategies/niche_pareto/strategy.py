@@ -306,8 +306,17 @@ class NichePareto(Strategy):
                 continue
             niche = order[self.step // turns]
             self.step += 1
-            if not niche.unreachable:
+            if not niche.unreachable and self._has_turn(niche):
                 return niche
+
+    def _has_turn(self, niche: Niche) -> bool:
+        """Whether `niche` takes its turn this generation: always, unless it holds no member of the union
+        front and the generation is not a multiple of `off_front_every` (a single-objective run's union
+        front is its best network, so the turns go to the niche that holds it)."""
+        if self.opts.off_front_every == 1 or self.generation == 0 or self.generation % self.opts.off_front_every == 0:
+            return True
+        front = self.union_front()
+        return not front or any(member.niche == niche.name for member in front)
 
     def _initial_count(self) -> int:
         """Random initial architectures per niche; the single niche of `partition: false` gets as many as
