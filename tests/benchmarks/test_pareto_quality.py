@@ -120,6 +120,8 @@ def test_a_device_metric_the_table_lacks_fails_that_objective(tmp_path):
 
 def test_a_variant_uses_the_llm_exactly_when_its_strategy_declares_it_and_its_options_allow_it():
     uses = {label: Variant.parse(label).uses_llm for label in
-            ("random", "evolution", "nsga2", "niche-pareto", "niche-pareto:llm=false", "llm-history")}  # fmt: skip
+            ("random", "evolution", "nsga2", "niche-pareto", "niche-pareto:llm=false", "llm-history",
+             "reflective-zero-cost", "reflective-zero-cost:llm=false")}  # fmt: skip
     assert uses == {"random": False, "evolution": False, "nsga2": False, "niche-pareto": True,
-                    "niche-pareto:llm=false": False, "llm-history": True}  # fmt: skip
+                    "niche-pareto:llm=false": False, "llm-history": True, "reflective-zero-cost": True,
+                    "reflective-zero-cost:llm=false": False}  # fmt: skip

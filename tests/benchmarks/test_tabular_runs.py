@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from nasloop.benchmarks.harness import Variant, exact_random_search, run_variant, summarise, trace_of, write_results
+from nasloop.benchmarks.harness import (
+    SINGLE_OBJECTIVE_OPTIONS,
+    Row,
+    Variant,
+    exact_random_search,
+    format_table,
+    run_variant,
+    summarise,
+    trace_of,
+    write_results,
+)
 from nasloop.candidate import FailureKind, Purpose, State
 from nasloop.config import ConfigError, build_config
 from nasloop.engine import Search
@@ -135,6 +145,16 @@ def test_llm_history_turns_a_repeated_answer_into_an_unseen_neighbour_of_it(tmp_
         assert space.canonical(records[1].architecture) in {space.canonical(n) for n in nb201.neighbors(same)}
     else:
         assert trace.duplicates == 4 and all(r.state is State.DUPLICATE for r in records[1:])
+
+
+def test_single_objective_defaults_add_to_the_budget_defaults_and_labels_print_whole():
+    plain, single = Variant.parse("niche-pareto"), Variant.parse("niche-pareto", SINGLE_OBJECTIVE_OPTIONS)
+    assert "off_front_every" not in plain.options and single.options["off_front_every"] > 1
+    assert single.options["initial_per_niche"] == plain.options["initial_per_niche"] == 1
+    assert Variant.parse("niche-pareto:off_front_every=1", SINGLE_OBJECTIVE_OPTIONS).options["off_front_every"] == 1
+    label = "reflective-zero-cost:llm=false,population_size=3,tournament_size=3"
+    row = Row(label, 10, 2, 93.1, 0.2, 1.2, None, 0, 0.0, 0.0, 0.0)
+    assert label in format_table([row], optimum=0.9437, threshold=0.9385, title="t")
 
 
 def test_trace_reads_the_best_by_validation_and_counts_repeats():

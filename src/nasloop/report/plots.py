@@ -184,9 +184,11 @@ def anytime_figure(
     title: str,
     optimum: float | None = None,
     ylabel: str = "test accuracy of the best by validation (%)",
+    from_query: int = 5,
 ) -> Path:
     """Best so far against queries: one line per strategy (the mean over seeds) in a band of one standard
-    deviation, and the optimum as a dashed line."""
+    deviation, and the optimum as a dashed line. The vertical axis starts at the lowest band from query
+    `from_query` on, so the first few random guesses do not squash the range where strategies differ."""
     figure, axes = _figure(8, 4.8)
     plot = axes[0][0]
     for index, (label, (xs, means, stds)) in enumerate(curves.items()):
@@ -196,6 +198,13 @@ def anytime_figure(
                           [m + s for m, s in zip(means, stds, strict=True)], color=color, alpha=0.15)  # fmt: skip
     if optimum is not None:
         plot.axhline(optimum, color="#555555", linestyle="--", linewidth=1, label=f"optimum {optimum:.2f}")
+    shown = [(m - s, m + s) for xs, means, stds in curves.values()
+             for x, m, s in zip(xs, means, stds, strict=True) if x >= from_query]  # fmt: skip
+    if shown:
+        low = min(band[0] for band in shown)
+        high = max([band[1] for band in shown] + ([optimum] if optimum is not None else []))
+        margin = 0.05 * (high - low) or 0.5
+        plot.set_ylim(low - margin, high + margin)
     plot.set_xscale("log")
     plot.set_xlabel("queries")
     plot.set_ylabel(ylabel)
