@@ -21,7 +21,8 @@ found vs true front per device to --out.
 
 Variants are `;`-separated strategies with options (`niche-pareto:partition=false`); the defaults are
 niche-pareto (full), its no-partition and no-LLM ablations, random and NSGA-II. Traces are appended to
---out/traces.jsonl, so variants may run in separate invocations (`--report-only` only summarises).
+--out/traces.jsonl, so variants may run in separate invocations (`--report-only` only summarises);
+running a command again skips the seeds already there and continues a run that was interrupted halfway.
 """
 
 from __future__ import annotations
@@ -85,12 +86,18 @@ def run_all(variants: list[Variant], devices: list[str], budgets: list[int], arg
         from nasloop.llm.llama_cpp_backend import available_cores
 
         backend = make_backend(LLMConfig(**llm, n_threads=available_cores()))
+    lines = traces_file.read_text().splitlines() if traces_file.exists() else []
+    entries = [json.loads(line) for line in lines if line.strip()]
+    done = {(entry["device"], entry["trace"]["variant"], entry["trace"]["seed"]) for entry in entries}
     for device in devices:
         objectives = ["val_acc:max", f"{device}_latency_ms:min"]
         for variant in variants:
             count = args.llm_seeds if variant.uses_llm else args.seeds
             budget = LLM_CANDIDATES if variant.uses_llm else max(budgets)
             for seed in range(count):
+                if (device, variant.label, seed) in done:
+                    print(f"{device} {variant.label} seed {seed}: already in {traces_file}", flush=True)
+                    continue
                 trace = run_variant(
                     variant, benchmark={"name": "nb201", "dataset": "cifar10"}, budget=budget, seed=seed,
                     root=args.out / "runs" / device, backend=backend, llm=llm if variant.uses_llm else None,

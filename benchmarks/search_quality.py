@@ -15,6 +15,7 @@ every run's trace and an anytime plot (PNG) to --out. The logic is `nasloop.benc
 Variants are `;`-separated, each `strategy` or `strategy:key=value,key=value` (strategy options, JSON
 values). Each run's trace is appended to --out/traces.jsonl as it finishes, and the table summarises
 every trace there, so strategies may run in separate invocations (`--report-only` only summarises).
+Running a command again skips the seeds already there and continues a run that was interrupted halfway.
 Strategies that call the LLM share one loaded model.
 """
 
@@ -71,7 +72,7 @@ def main() -> int:
     traces_file = args.out / "traces.jsonl"
     if not args.report_only:
         run_all(variants, args, budgets, traces_file)
-    traces = [Trace(**json.loads(line)) for line in traces_file.read_text().splitlines() if line.strip()]
+    traces = read_traces(traces_file)
     options = {variant.label: variant.options for variant in variants}
     title = f"{args.benchmark} {args.dataset}: fitness {args.fitness}"
     rows = summarise(traces, budgets, optimum, threshold)
@@ -80,6 +81,13 @@ def main() -> int:
     print("options:", json.dumps(options))
     print("written:", ", ".join(str(path) for path in written))
     return 0
+
+
+def read_traces(path: Path) -> list[Trace]:
+    """The traces written to `path` so far (none when it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [Trace(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run_all(variants: list[Variant], args: argparse.Namespace, budgets: list[int], traces_file: Path) -> None:
@@ -93,10 +101,14 @@ def run_all(variants: list[Variant], args: argparse.Namespace, budgets: list[int
         threads = args.llm_threads or available_cores()
         backend = make_backend(LLMConfig(**{**llm, "n_threads": threads}))
     spec = {"name": args.benchmark, "dataset": args.dataset, **({"table": str(args.table)} if args.table else {})}
+    done = {(trace.variant, trace.seed) for trace in read_traces(traces_file)}
     for variant in variants:
         count = args.llm_seeds if variant.uses_llm else args.seeds
         budget = min(max(budgets), args.llm_budget) if variant.uses_llm else max(budgets)
         for seed in range(args.first_seed, args.first_seed + count):
+            if (variant.label, seed) in done:
+                print(f"{variant.label} seed {seed}: already in {traces_file}", flush=True)
+                continue
             trace = run_variant(
                 variant, benchmark=spec, budget=budget, seed=seed, root=args.out / "runs",
                 backend=backend, llm=llm if variant.uses_llm else None, fitness=args.fitness,

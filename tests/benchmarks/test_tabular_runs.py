@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,38 @@ def test_random_search_agrees_with_an_exact_computation_from_the_table(tmp_path)
     mean, error = statistics.fmean(values), statistics.stdev(values) / len(values) ** 0.5
     assert abs(mean - expected) < 4 * error, (mean, expected, error)
     assert 0.925 < expected < 0.935  # the README's anchor: RS 93.03 at 10 queries (300 repeats)
+
+
+def test_an_interrupted_harness_run_is_continued_and_a_different_one_is_refused(tmp_path, monkeypatch):
+    variant = Variant.parse("evolution")
+    record = Search._record
+
+    def interrupt_at_five(engine, *args, **kwargs):
+        if engine.iterations_done == 5:
+            raise KeyboardInterrupt
+        return record(engine, *args, **kwargs)
+
+    monkeypatch.setattr(Search, "_record", interrupt_at_five)
+    with pytest.raises(KeyboardInterrupt):
+        run_variant(variant, benchmark=NB201, budget=12, seed=3, root=tmp_path)
+    monkeypatch.setattr(Search, "_record", record)
+    with RunStore(RunDir(tmp_path / "evolution-seed3").store_path, readonly=True) as store:
+        first = [record.architecture for record in sorted(store.candidates(), key=lambda record: record.id)]
+    assert len(first) == 5
+    trace = run_variant(variant, benchmark=NB201, budget=12, seed=3, root=tmp_path)
+    assert trace.queries == 12 and trace.architectures[:5] == first
+    with pytest.raises(FileExistsError, match="evolution-seed3 holds a run with a different config"):
+        run_variant(variant, benchmark=NB201, budget=20, seed=3, root=tmp_path)
+
+
+def test_the_harness_script_run_again_skips_the_seeds_it_has(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "search_quality.py"
+    command = [sys.executable, str(script), "--variants", "random", "--budgets", "5", "--seeds", "2",
+               "--out", str(tmp_path)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    again = subprocess.run(command, check=True, capture_output=True, text=True)
+    assert again.stdout.count("already in") == 2
+    assert len((tmp_path / "traces.jsonl").read_text().splitlines()) == 2
 
 
 def test_the_harness_writes_its_table_and_plot_with_the_scripted_llm(tmp_path):

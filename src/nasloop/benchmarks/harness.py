@@ -30,12 +30,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nasloop.candidate import Purpose, State
 from nasloop.llm.base import LLMBackend
 from nasloop.registry import strategies
 from nasloop.store import CandidateRecord
+
+if TYPE_CHECKING:
+    from nasloop.config import SearchConfig
+    from nasloop.engine import Search
 
 #: default option overrides that make a strategy sensible at 10-200 queries (reported with the results)
 BUDGET_OPTIONS: dict[str, dict[str, Any]] = {
@@ -159,7 +163,6 @@ def run_variant(
     """One search of `variant` on the benchmark with `budget` queries; its trace (`extra`: more config
     keys, e.g. `objectives` for a multi-objective search)."""
     from nasloop.config import build_config
-    from nasloop.engine import Search
 
     data: dict[str, Any] = {
         "strategy": variant.strategy,
@@ -173,7 +176,7 @@ def run_variant(
     }
     run_dir = root / f"{_slug(variant.label)}-seed{seed}"
     started = time.perf_counter()
-    engine = Search.start(build_config(data), run_dir, backend=backend if variant.uses_llm else None, progress=False)
+    engine = _start_or_resume(build_config(data), run_dir, backend=backend if variant.uses_llm else None)
     try:
         engine.run()
     finally:
@@ -194,6 +197,25 @@ def run_variant(
         llm_seconds=totals["latency_s"], wall_seconds=wall, run_dir=str(run_dir), points=points,
         architectures=[record.architecture or "" for record in searched], llm_calls=int(totals["calls"]),
     )  # fmt: skip
+
+
+def _start_or_resume(config: SearchConfig, run_dir: Path, backend: LLMBackend | None) -> Search:
+    """A new run in `run_dir`, or the interrupted one there continued when it was started with the same
+    config (a harness killed halfway loses nothing); a different run there is an error naming it."""
+    from nasloop.config import dump_config, load_config
+    from nasloop.engine import Search
+    from nasloop.resolve import resolve_config
+    from nasloop.store import RunDir
+
+    layout = RunDir(run_dir)
+    if not layout.exists():
+        return Search.start(config, run_dir, backend=backend, progress=False)
+    wanted = resolve_config(config).model_copy(update={"run_dir": str(layout.root)})
+    if dump_config(load_config(layout.config_path)) != dump_config(wanted):
+        raise FileExistsError(
+            f"{run_dir} holds a run with a different config: remove it or give the harness another --out"
+        )
+    return Search.resume(run_dir, backend=backend, progress=False)
 
 
 def _point(record: CandidateRecord) -> dict[str, float]:
