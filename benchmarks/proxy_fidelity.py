@@ -7,10 +7,11 @@ the table prints Spearman's rho and Kendall's tau of each proxy (and of params a
 table's 200-epoch validation accuracy, beside the published figures where the protocol can be matched.
 
 No CIFAR-10 images are available here: the batch is nasloop's synthetic stand-in (`synthetic-cifar10`,
-Gaussian pixels, random labels). Data-free proxies (synflow, params, flops) do not read the images, so
-their protocol is the published one; data-dependent proxies (snip, grasp, grad_norm, fisher, jacob_cov,
-naswot, zen, zico, plain) see noise instead of photos and their figures are not comparable with published
-ones measured on CIFAR-10 (the table says which is which).
+Gaussian pixels, random labels). Data-free proxies (synflow, params, flops, l2_norm; zen and zen_official
+draw their own Gaussian inputs) do not read the images, so their protocol is the published one;
+data-dependent proxies (snip, grasp, grad_norm, fisher, jacob_cov, naswot, zico, plain) see noise instead
+of photos and their figures are not comparable with published ones measured on CIFAR-10 (the table says
+which is which).
 
     python benchmarks/proxy_fidelity.py --cells 200 --out runs/proxy_fidelity.json
 """
@@ -38,7 +39,7 @@ from nasloop.registry import benchmarks, spaces
 PUBLISHED_SPEARMAN = {
     "grad_norm": 0.594, "snip": 0.596, "grasp": 0.514, "fisher": 0.36, "synflow": 0.737, "jacob_cov": 0.731,
 }  # fmt: skip
-DATA_FREE = frozenset({"synflow", "params", "flops"})
+DATA_FREE = frozenset({"synflow", "params", "flops", "l2_norm", "zen", "zen_official"})
 
 
 def main() -> int:

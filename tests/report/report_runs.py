@@ -130,8 +130,9 @@ PARETO_FRONT = [1, 3, 5, 8]
 def write_pareto_run(root: Path) -> RunDir:
     layout, store = create_run(
         root,
-        {"strategy": "niche-pareto", "space": "nb201", "dataset": {"name": "digits"},
-         "objectives": ["val_acc:max", "latency_ms:min"], "llm": {"backend": "scripted", "model": "scripted"}},
+        {"strategy": "niche-pareto", "strategy_options": {"predictor": "measured"}, "space": "nb201",
+         "dataset": {"name": "digits"}, "objectives": ["val_acc:max", "latency_ms:min"],
+         "llm": {"backend": "scripted", "model": "scripted"}},
     )  # fmt: skip
     rng = random.Random(3)
     for candidate_id, point in enumerate(PARETO_POINTS, start=1):

@@ -7,6 +7,7 @@ import pytest
 from report_runs import FEEDBACK_BEST, PARETO_FRONT
 
 from nasloop.candidate import Failure, FailureKind, Purpose, State
+from nasloop.config import build_config
 from nasloop.objectives import parse_objectives
 from nasloop.report.data import (
     EVALUATION,
@@ -19,6 +20,7 @@ from nasloop.report.data import (
     load_run,
     moving_average,
     pareto_view,
+    run_objectives,
     spearman,
     unique_labels,
     validity_series,
@@ -162,6 +164,20 @@ def test_pareto_view_front_and_hypervolume(pareto_run):
     assert all(b >= a for a, b in itertools.pairwise(hypervolume))  # HV never decreases
     assert hypervolume[3] == hypervolume[2]  # candidate 4 failed: HV unchanged
     assert 0 < hypervolume[-1] <= 1
+
+
+def test_an_accuracy_predicted_by_a_proxy_is_plotted_as_the_proxy():
+    objectives = ["val_acc:max", "latency_ms:min"]
+    config = build_config({"strategy": "niche-pareto", "space": "nb201", "objectives": objectives,
+                           "strategy_options": {"predictor": "naswot"}})  # fmt: skip
+    assert [str(o) for o in run_objectives(config)] == ["naswot:max", "latency_ms:min"]
+    measured = config.model_copy(update={"strategy_options": {"predictor": "measured"}})
+    assert [str(o) for o in run_objectives(measured)] == ["val_acc:max", "latency_ms:min"]
+    candidates = [candidate(1), candidate(2)]
+    for record, (score, latency) in zip(candidates, [(600.0, 1.0), (650.0, 2.0)], strict=True):
+        record.metrics.update(naswot=score, latency_ms=latency)
+    view = pareto_view(candidates, run_objectives(config))
+    assert view.front_ids == [1, 2] and view.hypervolume is not None
 
 
 def test_pareto_view_without_spread_has_no_hypervolume():

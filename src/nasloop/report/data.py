@@ -465,8 +465,19 @@ class ParetoView:
 
 
 def run_objectives(config: SearchConfig) -> list[Objective]:
-    """The run's objectives (empty for a single-objective run)."""
-    return parse_objectives(",".join(config.objectives)) if config.objectives else []
+    """The run's objectives (empty for a single-objective run), each as the candidate metric its strategy
+    ranks by: niche-pareto's accuracy predicted by a proxy is plotted as that proxy's value."""
+    if not config.objectives:
+        return []
+    from nasloop.registry import UnknownNameError, strategies
+
+    objectives = parse_objectives(",".join(config.objectives))
+    try:
+        strategy = strategies.get(config.strategy)
+        options = strategy.Options.model_validate(config.strategy_options)
+    except (UnknownNameError, ValueError):
+        return objectives
+    return [Objective(strategy.stored_metric(options, o.metric), o.direction) for o in objectives]
 
 
 def _has_all(metrics: dict[str, float], objectives: Sequence[Objective]) -> bool:

@@ -122,6 +122,12 @@ class Strategy(ABC):
         return {config.selection_metric: "objective"}
 
     @classmethod
+    def stored_metric(cls, options: Any, metric: str) -> str:
+        """The candidate metric that stands for objective `metric` in this strategy's ranking (reports
+        plot it): the metric itself, unless the strategy predicts it from another (a proxy)."""
+        return metric
+
+    @classmethod
     def rank(cls, records: Sequence[CandidateRecord], config: Any) -> Ranking:
         """The run's candidates best first, with the score they are ranked by: the one definition of "the
         best" that the engine, `nasloop show`, `export --best` and final training use. By default the

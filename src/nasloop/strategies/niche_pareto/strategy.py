@@ -130,6 +130,13 @@ class NichePareto(Strategy):
             needed.pop(options.latency_metric, None)  # the latency table gives it
         return needed
 
+    @classmethod
+    def stored_metric(cls, options: Any, metric: str) -> str:
+        """The accuracy objective predicted by one proxy is ranked by that proxy's value (monotone in it)."""
+        if metric == options.accuracy_metric and options.predictor not in ("measured", "regression"):
+            return str(options.predictor)
+        return metric
+
     def __init__(self, options: Any, task: Task, *, space: Any = None, seed: int = 0) -> None:
         super().__init__(options, task, space=space, seed=seed)
         self.opts: NicheParetoOptions = options
