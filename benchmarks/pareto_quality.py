@@ -33,6 +33,7 @@ import os
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 from nasloop.benchmarks.harness import Trace, TrueFront, Variant, front_score, run_variant, true_front
 from nasloop.registry import benchmarks
@@ -63,7 +64,7 @@ def main() -> int:
     devices = args.devices.split(",")
     if not args.report_only:
         run_all(variants, devices, budgets, args, traces_file)
-    traces = [json.loads(line) for line in traces_file.read_text().splitlines() if line.strip()]
+    traces = read_entries(traces_file)
     report = []
     for device in devices:
         truth = true_front(table, f"{device}_latency_ms")
@@ -76,6 +77,13 @@ def main() -> int:
     return 0
 
 
+def read_entries(path: Path) -> list[dict[str, Any]]:
+    """The (device, trace) entries written to `path` so far (none when it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def run_all(variants: list[Variant], devices: list[str], budgets: list[int], args: argparse.Namespace,
             traces_file: Path) -> None:  # fmt: skip
     backend = None
@@ -86,9 +94,7 @@ def run_all(variants: list[Variant], devices: list[str], budgets: list[int], arg
         from nasloop.llm.llama_cpp_backend import available_cores
 
         backend = make_backend(LLMConfig(**llm, n_threads=available_cores()))
-    lines = traces_file.read_text().splitlines() if traces_file.exists() else []
-    entries = [json.loads(line) for line in lines if line.strip()]
-    done = {(entry["device"], entry["trace"]["variant"], entry["trace"]["seed"]) for entry in entries}
+    done = {(entry["device"], entry["trace"]["variant"], entry["trace"]["seed"]) for entry in read_entries(traces_file)}
     for device in devices:
         objectives = ["val_acc:max", f"{device}_latency_ms:min"]
         for variant in variants:
