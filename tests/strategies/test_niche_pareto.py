@@ -493,6 +493,56 @@ def test_with_fallback_a_rejected_answer_becomes_a_random_child_inside_the_niche
     assert proposal.notes["attempts"] == 2 and proposal.llm_call_ids == (1, 2, 3)
 
 
+class EnumPickingLLM(ScriptedLLM):
+    """Answers every knowledge call with a rule and every evolution call with the last architecture its
+    schema enumerates, as constrained decoding would have to (the scripted backend checks the schema)."""
+
+    def __init__(self):
+        super().__init__(answers=lambda messages: self.answer)
+        self.answer = ""
+
+    def complete(self, role, messages, sampling):
+        if role == "knowledge-base":
+            self.answer = knowledge_answer()
+        else:
+            choices = sampling.response_format["json_schema"]["schema"]["properties"]["architecture"]["enum"]
+            self.answer = evolution_answer(choices[-1])
+        return super().complete(role, messages, sampling)
+
+
+def test_enumerated_children_are_new_legal_and_inside_the_niche_and_the_answer_is_one_of_them():
+    subject = strategy(enumerate_children=8)
+    history = seeded(subject)
+    taken = evaluated(history)
+    llm = EnumPickingLLM()
+    proposals = turns(subject, llm, history)
+    assert llm.roles == ["knowledge-base", "evolver"] * 6
+    for call, proposal, name in zip(llm.calls[1::2], proposals, subject.niches, strict=True):
+        choices = call.response_format["json_schema"]["schema"]["properties"]["architecture"]["enum"]
+        assert 1 <= len(choices) <= 8 and len({SPACE.canonical(choice) for choice in choices}) == len(choices)
+        for choice in choices:
+            assert SPACE.validate(choice) is None and subject.partition.niche_of(choice) == name
+            assert SPACE.canonical(choice) not in taken
+        assert proposal.failure is None and proposal.architecture == choices[-1] and "fallback" not in proposal.notes
+        assert proposal.notes["attempts"] == 1
+
+
+def test_enumerated_mutations_of_an_exhausted_neighbourhood_skip_the_evolution_call():
+    subject = strategy(enumerate_children=8, operation_choice="random", crossover_probability=0.0)
+    history = seeded(subject)
+    only_first_niche(subject)
+    first = "conv3x3=0,conv1x1=0"
+    for member in subject.niches[first].members:  # every mutation of every member is taken
+        subject.outstanding.update(SPACE.canonical(other) for other in neighbors(member.architecture))
+    blocked = evaluated(history) | subject.outstanding
+    llm = EnumPickingLLM()
+    (proposal,) = subject.propose(context(llm, history))
+    assert llm.roles == ["knowledge-base"]
+    assert proposal.failure is None and proposal.notes["fallback"].startswith("no new child of the parents")
+    assert subject.partition.niche_of(proposal.architecture) == first
+    assert SPACE.canonical(proposal.architecture) not in blocked
+
+
 # ----------------------------------------------------------------------------------------------------
 # Ablations, hardware target and state
 # ----------------------------------------------------------------------------------------------------

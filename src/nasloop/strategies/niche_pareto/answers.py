@@ -23,13 +23,21 @@ def knowledge_schema(rules: int, rule_chars: int) -> dict[str, Any]:
 
 
 def evolution_schema(
-    space: SearchSpace, operations: Sequence[str], rationale_chars: int, *, constrain_pattern: bool
+    space: SearchSpace,
+    operations: Sequence[str],
+    rationale_chars: int,
+    *,
+    constrain_pattern: bool,
+    choices: Sequence[str] = (),
 ) -> dict[str, Any]:
     """JSON schema of an evolution answer `{operation, rationale, architecture}` (the rationale before the
-    architecture it justifies, since constrained decoding writes properties in order)."""
+    architecture it justifies, since constrained decoding writes properties in order); with `choices` the
+    architecture is one of them."""
     architecture: dict[str, Any] = {"type": "string"}
     pattern = space.architecture_pattern() if constrain_pattern else None
-    if pattern is not None:
+    if choices:
+        architecture["enum"] = list(choices)
+    elif pattern is not None:
         architecture["pattern"] = pattern
     return {
         "type": "object",

@@ -54,6 +54,13 @@ class NicheParetoOptions(Strict):
         description="an answer still rejected after the retries becomes a random operator's child in the niche "
         "(False: a failed proposal, as published)",
     )
+    enumerate_children: int = Field(
+        default=0,
+        ge=0,
+        description="the answer's architecture is decoded as one of at most this many new, legal, in-niche children "
+        "of the parents (an enum in the JSON schema), so it cannot be rejected; 0: any string of the space's "
+        "pattern, checked afterwards, as published",
+    )
     knowledge_rules: int = Field(default=4, ge=1, description="at most this many positive and negative rules")
     rule_chars: int = Field(default=120, gt=0)
     rationale_chars: int = Field(default=200, gt=0)

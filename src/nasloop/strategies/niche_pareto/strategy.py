@@ -27,7 +27,11 @@ In each later generation every niche has one turn of two steps:
    the rejection in the notes, so no query is spent on an answer that cannot be evaluated. With
    `fallback: false` it becomes a failed proposal, as published: `build` for an illegal architecture,
    `budget` for one outside the niche's complexity bound, `extraction` for an answer without a usable
-   new architecture (a repeat, no JSON, an LLM fault).
+   new architecture (a repeat, no JSON, an LLM fault). With `enumerate_children: N` (nasloop's change)
+   the architecture is instead decoded as one of up to N children of the parents (mutations, and
+   crossovers where the operation allows) that already pass the validator, an enum in the JSON schema,
+   so no answer is rejected; a niche whose parents have no such child gets a random operator's child
+   without the call.
 
 So a generation costs two LLM calls per niche (the paper's 10 generations x 6 niches = 120 calls).
 
@@ -97,6 +101,9 @@ from nasloop.strategies.niche_pareto.predictor import AccuracyPredictor
 
 if TYPE_CHECKING:
     from nasloop.hardware.lookup import LatencyTable
+
+# Random operator draws when listing the children the LLM chooses from (`enumerate_children`).
+ENUMERATE_DRAWS = 400
 
 
 @strategies.register("niche-pareto")
@@ -389,8 +396,13 @@ class NichePareto(Strategy):
         operation = self._drawn_operation(ctx.rng, parents)
         fallback: dict[str, Any] = {}
         if self.opts.llm:
-            attempt = self._ask(ctx, niche, parents, operation, taken)
-            if attempt.failure is not None and self.opts.fallback:
+            choices = self._new_children(ctx.rng, niche, parents, operation, taken)
+            if self.opts.enumerate_children and not choices:  # nothing for the LLM to choose from
+                attempt = self._random_operator(ctx.rng, niche, parents, operation or "mutation", taken)
+                fallback = {"fallback": "no new child of the parents inside the niche to enumerate"}
+            else:
+                attempt = self._ask(ctx, niche, parents, operation, taken, choices)
+            if attempt.failure is not None and self.opts.fallback and not fallback:
                 fallback = {"fallback": f"{attempt.failure.kind.value}: {attempt.failure.message[:200]}"}
                 chosen = attempt.operation if attempt.operation in OPERATIONS and len(parents) >= 2 else "mutation"
                 random_child = self._random_operator(ctx.rng, niche, parents, chosen, taken)
@@ -416,6 +428,36 @@ class NichePareto(Strategy):
         if self.opts.operation_choice == "llm" and self.opts.llm:
             return None
         return "crossover" if rng.random() < self.opts.crossover_probability else "mutation"
+
+    def _new_children(
+        self,
+        rng: random.Random,
+        niche: Niche,
+        parents: Sequence[Member],
+        operation: str | None,
+        taken: Mapping[str, int],
+    ) -> list[str]:
+        """Up to `enumerate_children` distinct children of `parents` that pass `validation_error` (legal, new,
+        inside the niche): mutations of each parent in turn and, where the operation allows, crossovers of
+        two, alternately, in the order `ENUMERATE_DRAWS` random draws produced them. Empty when the option
+        is 0."""
+        limit = self.opts.enumerate_children
+        if not limit:
+            return []
+        operations = [operation] if operation else [*OPERATIONS] if len(parents) >= 2 else ["mutation"]
+        children: dict[str, str] = {}
+        for draw in range(ENUMERATE_DRAWS):
+            if operations[draw % len(operations)] == "crossover":
+                first, second = rng.sample(list(parents), 2)
+                child = self.space.crossover(first.architecture, second.architecture, rng)
+            else:
+                child = self.space.mutate(parents[(draw // len(operations)) % len(parents)].architecture, rng)
+            key = self.space.canonical(child)
+            if key not in children and self.validation_error(child, niche.name, taken) is None:
+                children[key] = child
+                if len(children) == limit:
+                    break
+        return list(children.values())
 
     @staticmethod
     def _closest(architecture: str | None, parents: Sequence[Member], operation: str) -> list[Member]:
@@ -491,13 +533,20 @@ class NichePareto(Strategy):
         return [rule for rule in dict.fromkeys(rules) if rule][: self.opts.knowledge_rules]
 
     def _ask(
-        self, ctx: Context, niche: Niche, parents: Sequence[Member], operation: str | None, taken: Mapping[str, int]
+        self,
+        ctx: Context,
+        niche: Niche,
+        parents: Sequence[Member],
+        operation: str | None,
+        taken: Mapping[str, int],
+        choices: Sequence[str] = (),
     ) -> Attempt:
-        """Stage 2: ask for a child, re-asking `retries` times with the validator's error."""
+        """Stage 2: ask for a child (one of `choices` when given), re-asking `retries` times with the
+        validator's error."""
         errors: list[str] = []
         call_ids: tuple[int, ...] = ()
         for _ in range(self.opts.retries + 1):
-            answer, call_id = self._evolution_call(ctx, niche, parents, operation, errors)
+            answer, call_id = self._evolution_call(ctx, niche, parents, operation, errors, choices)
             call_ids += call_id
             if isinstance(answer, Failure):
                 errors.append(answer.message)
@@ -512,14 +561,24 @@ class NichePareto(Strategy):
         return Attempt(architecture, chosen, rationale, failure, errors[:-1], call_ids)
 
     def _evolution_call(
-        self, ctx: Context, niche: Niche, parents: Sequence[Member], operation: str | None, errors: Sequence[str]
+        self,
+        ctx: Context,
+        niche: Niche,
+        parents: Sequence[Member],
+        operation: str | None,
+        errors: Sequence[str],
+        choices: Sequence[str] = (),
     ) -> tuple[tuple[str, str, str] | Failure, tuple[int, ...]]:
         """One evolution call: (operation, rationale, architecture) or an `extraction` failure; call ids."""
         from nasloop.prompts.extract import extract_json
 
         operations = [operation] if operation else list(OPERATIONS)
         schema = evolution_schema(
-            self.space, operations, self.opts.rationale_chars, constrain_pattern=self.opts.constrain_pattern
+            self.space,
+            operations,
+            self.opts.rationale_chars,
+            constrain_pattern=self.opts.constrain_pattern,
+            choices=choices,
         )
         try:
             reply = ctx.llm.complete(
