@@ -25,7 +25,7 @@ from nasloop.registry import spaces
 from nasloop.spaces import nb201
 from nasloop.store.sqlite import CandidateRecord
 from nasloop.strategies.base import Context, Observation, Task
-from nasloop.strategies.population import MissingMetricError, unseen_child
+from nasloop.strategies.population import MissingMetricError, describe_change, unseen_child
 from nasloop.strategies.reflective_zero_cost import (
     EXAMPLES,
     ReflectiveZeroCostOptions,
@@ -588,3 +588,78 @@ def test_a_parent_with_every_mutation_evaluated_gets_a_child_without_an_llm_call
     assert proposal.notes["operator"] == "mutation-fallback" and proposal.notes["exhausted"] is True
     taken = {engine.space.canonical(record.architecture) for record in history if record.architecture}
     assert engine.space.canonical(proposal.architecture) not in taken and not proposal.llm_call_ids
+
+
+@pytest.mark.parametrize(
+    ("parent", "child", "change"),
+    [
+        ("10011122", "10111122", "position 3: 0 -> 1"),
+        ("1234123", "1234124", "position 7: 3 -> 4"),
+        (EXAMPLES["nb201"][0], EXAMPLES["nb201"][1], "position 3: avg_pool_3x3~1 -> nor_conv_3x3~1"),
+        ("E128|M4H4|M3H2", "E96|M4H4", "position 1: E128 -> E96; remove position 3 (M3H2)"),
+        ("E128|M4H4", "E128|M4H4|M2H2", "insert M2H2 at position 3"),
+        (EXAMPLES["macro"][0], EXAMPLES["macro"][1],
+         "position 2: SuperResK3K3(32,64,2,32,1) -> SuperResK3K3(32,64,2,32,2)"),
+    ],
+)  # fmt: skip
+def test_a_change_is_named_position_by_position(parent, child, change):
+    assert describe_change(parent, child) == change
+
+
+class ChangeChoice(Model):
+    """Answers every mutation with the last change its schema allows, recording the schemas."""
+
+    def __init__(self):
+        super().__init__()
+        self.schemas = []
+        self.next_choice = None
+
+    def __call__(self, messages):
+        if messages[1]["content"].startswith("## Result of the last mutation"):
+            return super().__call__(messages)
+        self.calls.append(("mutator", messages))
+        return json.dumps({"reasoning": "the last one", "change": self.next_choice})
+
+
+def apply_change(parent: str, change: str) -> str:
+    """An NB201 cell with one edge replaced as `position N: old -> new` says (independent of the strategy)."""
+    position, old, new = re.fullmatch(r"position (\d): (\S+) -> (\S+)", change).groups()
+    edges = nb201.parse(parent)
+    assert f"{edges[int(position) - 1]}~" in old
+    return nb201.to_string(tuple(new.split("~")[0] if i == int(position) - 1 else op for i, op in enumerate(edges)))
+
+
+def test_a_change_answer_names_one_of_the_listed_changes_and_gets_that_child(tmp_path):
+    model = ChangeChoice()
+    backend = ScriptedBackend(answers=model)
+    complete = backend.complete
+
+    def recording(messages, sampling, **kwargs):
+        schema = sampling.response_format["json_schema"]["schema"]
+        model.schemas.append(schema)
+        model.next_choice = (schema["properties"].get("change", {}).get("enum") or [None])[-1]
+        return complete(messages, sampling, **kwargs)
+
+    backend.complete = recording
+    run_config = config(iterations=7, population_size=3, tournament_size=3, final_top_k=0, answer="change")
+    engine = Search.start(run_config, tmp_path / "run", backend=backend, executor=AnalyticParams(), progress=False)
+    engine.run()
+    records = search_records(engine)
+    mutations = [schema for schema in model.schemas if "change" in schema["properties"]]
+    assert len(mutations) == 4 and all(record.state is State.COMPLETE for record in records)
+    prompts = model.prompts("mutator")
+    system = next(messages[0]["content"] for name, messages in model.calls if name == "mutator")
+    assert '"change": "<the change, exactly as listed>"' in system and '"change": "position 3:' in system
+    for record, schema, prompt in zip(records[3:], mutations, prompts, strict=True):
+        changes = schema["properties"]["change"]["enum"]
+        assert record.notes["change"] == changes[-1] and "architecture" not in schema["properties"]
+        parent = record.notes["parent_architecture"]
+        assert record.architecture == apply_change(parent, changes[-1])
+        earlier = {engine.space.canonical(other.architecture) for other in records if other.id < record.id}
+        assert {engine.space.canonical(apply_change(parent, change)) for change in changes}.isdisjoint(earlier)
+        assert all(f"- {change}\n" in prompt for change in changes)
+
+
+def test_a_change_answer_needs_enumerated_children():
+    with pytest.raises(ValueError, match=r"answer: change .* set enumerate_children above 0"):
+        ReflectiveZeroCostOptions.model_validate({"answer": "change", "enumerate_children": 0})

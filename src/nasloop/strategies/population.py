@@ -7,7 +7,9 @@ Fitness is always "higher is better" and read from a stored candidate's metrics:
 
 from __future__ import annotations
 
+import difflib
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any
@@ -152,6 +154,35 @@ def unseen_child(space: SearchSpace, parents: Sequence[str], rng: random.Random,
     return unseen_samples(space, rng, 1, seen)[0]
 
 
+def fields(architecture: str) -> list[str]:
+    """The positions an architecture string is made of, for naming a change: the parts between `|`, `+`
+    and spaces (NAS-Bench-201 edges, ViT blocks), whole `Name(...)` blocks (macro strings), or, for a
+    string that is one run of digits (NAS-Bench-Macro layers, Channel-Bench widths), its digits."""
+    parts = re.findall(r"\w+\([^)]*\)|[^|+\s()]+", architecture)
+    if len(parts) == 1 and parts[0].isdigit():
+        return list(parts[0])
+    return parts
+
+
+def describe_change(parent: str, child: str) -> str:
+    """What `child` changes in `parent`, position by position (counted from 1 in the parent), e.g.
+    `position 3: 0 -> 1` or `position 2: skip_connect~0 -> nor_conv_3x3~0; remove position 5 (M3H2)`."""
+    before, after = fields(parent), fields(child)
+    changes = []
+    for tag, start, end, new_start, new_end in difflib.SequenceMatcher(
+        None, before, after, autojunk=False
+    ).get_opcodes():
+        old, new = " ".join(before[start:end]), " ".join(after[new_start:new_end])
+        where = f"position {start + 1}" if end - start <= 1 else f"positions {start + 1}-{end}"
+        if tag == "replace":
+            changes.append(f"{where}: {old} -> {new}")
+        elif tag == "delete":
+            changes.append(f"remove {where} ({old})")
+        elif tag == "insert":
+            changes.append(f"insert {new} at position {start + 1}")
+    return "; ".join(changes) or "no change"
+
+
 def finalists(history: Sequence[CandidateRecord], metric: str, top_k: int) -> list[CandidateRecord]:
     """The `top_k` completed candidates with the highest `metric`, one per architecture (hash), best
     first; finalist re-evaluations and candidates that already carry a trained accuracy are left out."""
@@ -205,6 +236,8 @@ __all__ = [
     "FinalizeOptions",
     "Member",
     "MissingMetricError",
+    "describe_change",
+    "fields",
     "final_proposals",
     "finalists",
     "known_stages",

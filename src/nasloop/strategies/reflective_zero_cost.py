@@ -54,9 +54,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from nasloop.candidate import Failure, FailureKind, Proposal
 from nasloop.llm.base import Message, RecoverableLLMError, Sampling
@@ -67,6 +67,7 @@ from nasloop.strategies.base import Context, Observation, Reply, Strategy, Task,
 from nasloop.strategies.population import (
     FinalizeOptions,
     Member,
+    describe_change,
     final_proposals,
     metric_error,
     require_metric,
@@ -146,8 +147,20 @@ class ReflectiveZeroCostOptions(FinalizeOptions):
         "parent (an enum in the JSON schema), so it can be neither a repeat nor an illegal change; 0: any string "
         "of the space's pattern, as published",
     )
+    answer: Literal["architecture", "change"] = Field(
+        default="architecture",
+        description="what the mutation answer names: the child's `architecture` string, or (with "
+        "enumerate_children) the `change` from the parent, one of the enumerated children described position by "
+        "position (`position 3: 0 -> 1`), so the choice is made by the first characters the model writes",
+    )
     show_top: int = Field(default=3, ge=0, description="best population members shown with their scores")
     show_tried: int = Field(default=8, ge=0, description="evaluated children of the parent shown, to avoid")
+
+    @model_validator(mode="after")
+    def _change_needs_choices(self) -> ReflectiveZeroCostOptions:
+        if self.answer == "change" and not self.enumerate_children:
+            raise ValueError("answer: change names one of the enumerated children; set enumerate_children above 0")
+        return self
 
     @field_validator("temperatures")
     @classmethod
@@ -180,20 +193,26 @@ def score_definition(metric: str) -> str:
 
 
 def mutation_schema(
-    space: SearchSpace, reasoning_chars: int, *, constrain_pattern: bool, choices: Sequence[str] = ()
+    space: SearchSpace,
+    reasoning_chars: int,
+    *,
+    constrain_pattern: bool,
+    choices: Sequence[str] = (),
+    field: str = "architecture",
 ) -> dict[str, Any]:
-    """JSON schema of a mutation answer `{reasoning, architecture}` (reasoning first: it is written
-    before the architecture it justifies); with `choices` the architecture is one of them."""
-    architecture: dict[str, Any] = {"type": "string"}
-    pattern = space.architecture_pattern() if constrain_pattern else None
+    """JSON schema of a mutation answer `{reasoning, <field>}` (reasoning first: it is written before the
+    answer it justifies); with `choices` the answer is one of them. `field` is `architecture` (the child's
+    string, constrained by the space's pattern) or `change` (a described change)."""
+    answer: dict[str, Any] = {"type": "string"}
+    pattern = space.architecture_pattern() if constrain_pattern and field == "architecture" else None
     if choices:
-        architecture["enum"] = list(choices)
+        answer["enum"] = list(choices)
     elif pattern is not None:
-        architecture["pattern"] = pattern
+        answer["pattern"] = pattern
     return {
         "type": "object",
-        "properties": {"reasoning": {"type": "string", "maxLength": reasoning_chars}, "architecture": architecture},
-        "required": ["reasoning", "architecture"],
+        "properties": {"reasoning": {"type": "string", "maxLength": reasoning_chars}, field: answer},
+        "required": ["reasoning", field],
         "additionalProperties": False,
     }
 
@@ -212,8 +231,9 @@ def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
 
 
-def example_for(space: SearchSpace) -> dict[str, str]:
-    """The in-context example for `space`: the parent and the JSON answer that mutates it."""
+def example_for(space: SearchSpace, field: str = "architecture") -> dict[str, str]:
+    """The in-context example for `space`: the parent and the JSON answer that mutates it, naming the
+    child's `architecture` or the `change` (`describe_change`)."""
     import json
 
     if space.name in EXAMPLES:
@@ -222,7 +242,8 @@ def example_for(space: SearchSpace) -> dict[str, str]:
         rng = random.Random(0)
         parent = space.sample(rng)
         child, reasoning = space.mutate(parent, rng), "One small change to the parent."
-    return {"parent": parent, "answer": json.dumps({"reasoning": reasoning, "architecture": child})}
+    answer = describe_change(parent, child) if field == "change" else child
+    return {"parent": parent, "answer": json.dumps({"reasoning": reasoning, field: answer})}
 
 
 def format_score(score: float) -> str:
@@ -286,12 +307,14 @@ class ReflectiveZeroCost(Strategy):
             proxy=self.proxy,
             proxy_definition=self.proxy_text,
             zero_cost=self.zero_cost,
-            example=example_for(self.space),
+            example=example_for(self.space, self.opts.answer),
+            answer=self.opts.answer,
         )
         return {"role": "system", "content": content.strip()}
 
-    def mutation_messages(self, ctx: Context, parent: Member) -> list[Message]:
-        """The prompt of one mutation call (public so tests and tools can inspect it)."""
+    def mutation_messages(self, ctx: Context, parent: Member, changes: Sequence[str] = ()) -> list[Message]:
+        """The prompt of one mutation call (public so tests and tools can inspect it); `changes` lists the
+        changes to choose from when the answer names one."""
         best = max(self.population, key=lambda member: member.score)
         ranked = sorted(self.population, key=lambda member: -member.score)[: self.opts.show_top]
         content = ctx.render(
@@ -304,6 +327,7 @@ class ReflectiveZeroCost(Strategy):
             best_score=format_score(best.score),
             top=[(member.architecture, format_score(member.score)) for member in ranked if member.id != parent.id],
             tried=self._tried_children(ctx, parent),
+            changes=list(changes),
         )
         return [self._system(ctx), {"role": "user", "content": content.strip()}]
 
@@ -386,7 +410,6 @@ class ReflectiveZeroCost(Strategy):
             parent_score=parent.score,
             temperature=temperature,
         )
-        messages = self.mutation_messages(ctx, parent)
         checks = self.opts.retry_duplicates or self.opts.duplicate_fallback or self.opts.enumerate_children
         seen = seen_architectures(self.space, ctx.history) if checks else set()
         choices: list[str] = []
@@ -396,7 +419,13 @@ class ReflectiveZeroCost(Strategy):
                 notes.update(operator="mutation-fallback", exhausted=True)
                 architecture = unseen_child(self.space, self._parents_from(parent), ctx.rng, seen)
                 return Proposal(architecture=architecture, parent_ids=(parent.id,), notes=notes)
-        answer_schema = mutation_schema(self.space, self.opts.reasoning_chars, constrain_pattern=False)
+        changes: dict[str, str] = {}
+        if self.opts.answer == "change":  # the answer names one of the children by its change
+            changes = {describe_change(parent.architecture, child): child for child in choices}
+            choices = list(changes)
+        messages = self.mutation_messages(ctx, parent, changes=list(changes))
+        field = self.opts.answer
+        answer_schema = mutation_schema(self.space, self.opts.reasoning_chars, constrain_pattern=False, field=field)
         call_ids: tuple[int, ...] = ()
         answer: dict[str, Any] = {}
         for attempt in range(self.opts.retry_duplicates + 1):
@@ -407,7 +436,16 @@ class ReflectiveZeroCost(Strategy):
             parsed = extract_json(reply.text, answer_schema)
             if isinstance(parsed, Failure):
                 return Proposal(parent_ids=(parent.id,), notes=notes, failure=parsed, llm_call_ids=call_ids)
-            answer, architecture = parsed, str(parsed["architecture"]).strip()
+            answer, architecture = parsed, str(parsed[field]).strip()
+            if changes:
+                if architecture not in changes:
+                    failure = Failure(
+                        FailureKind.EXTRACTION,
+                        f"the answer's change {architecture!r} is not one of the {len(changes)} listed",
+                    )
+                    return Proposal(parent_ids=(parent.id,), notes=notes, failure=failure, llm_call_ids=call_ids)
+                notes.update(change=architecture)
+                architecture = changes[architecture]
             if attempt == self.opts.retry_duplicates or not self._evaluated_before(architecture, seen):
                 break
             retry = ctx.render("rz_retry", architecture=architecture, is_parent=self._same(architecture, parent))
@@ -424,7 +462,11 @@ class ReflectiveZeroCost(Strategy):
         """One mutation call (the architecture one of `choices` when given); a soft LLM fault becomes an
         `extraction` failure."""
         schema = mutation_schema(
-            self.space, self.opts.reasoning_chars, constrain_pattern=self.opts.constrain_pattern, choices=choices
+            self.space,
+            self.opts.reasoning_chars,
+            constrain_pattern=self.opts.constrain_pattern,
+            choices=choices,
+            field=self.opts.answer,
         )
         try:
             return ctx.llm.complete(
