@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nasloop.benchmarks.harness import (
     SINGLE_OBJECTIVE_OPTIONS,
@@ -116,6 +117,12 @@ def test_an_interrupted_harness_run_is_continued_and_a_different_one_is_refused(
     with RunStore(RunDir(tmp_path / "evolution-seed3").store_path, readonly=True) as store:
         first = [record.architecture for record in sorted(store.candidates(), key=lambda record: record.id)]
     assert len(first) == 5
+    # a run started before an option existed: the stored config lacks it, at its default it is no difference
+    config_path = RunDir(tmp_path / "evolution-seed3").config_path
+    stored = yaml.safe_load(config_path.read_text())
+    unset = next(key for key in stored["strategy_options"] if key not in variant.options)
+    del stored["strategy_options"][unset]
+    config_path.write_text(yaml.safe_dump(stored))
     trace = run_variant(variant, benchmark=NB201, budget=12, seed=3, root=tmp_path)
     assert trace.queries == 12 and trace.architectures[:5] == first
     with pytest.raises(FileExistsError, match="evolution-seed3 holds a run with a different config"):

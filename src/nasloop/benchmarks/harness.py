@@ -201,7 +201,8 @@ def run_variant(
 
 def _start_or_resume(config: SearchConfig, run_dir: Path, backend: LLMBackend | None) -> Search:
     """A new run in `run_dir`, or the interrupted one there continued when it was started with the same
-    config (a harness killed halfway loses nothing); a different run there is an error naming it."""
+    config (a harness killed halfway loses nothing); a different run there is an error naming it. Both
+    configs are resolved by this code, so an option added since, at its default, is no difference."""
     from nasloop.config import dump_config, load_config
     from nasloop.engine import Search
     from nasloop.resolve import resolve_config
@@ -211,7 +212,7 @@ def _start_or_resume(config: SearchConfig, run_dir: Path, backend: LLMBackend | 
     if not layout.exists():
         return Search.start(config, run_dir, backend=backend, progress=False)
     wanted = resolve_config(config).model_copy(update={"run_dir": str(layout.root)})
-    if dump_config(load_config(layout.config_path)) != dump_config(wanted):
+    if dump_config(resolve_config(load_config(layout.config_path))) != dump_config(wanted):
         raise FileExistsError(
             f"{run_dir} holds a run with a different config: remove it or give the harness another --out"
         )
