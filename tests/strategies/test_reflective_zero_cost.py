@@ -595,6 +595,8 @@ def test_a_parent_with_every_mutation_evaluated_gets_a_child_without_an_llm_call
     [
         ("10011122", "10111122", "position 3: 0 -> 1"),
         ("1234123", "1234124", "position 7: 3 -> 4"),
+        ("20012122", "20012102", "position 7: 2 -> 0"),
+        ("20012122", "20021122", "position 4: 1 -> 2; position 5: 2 -> 1"),
         (EXAMPLES["nb201"][0], EXAMPLES["nb201"][1], "position 3: avg_pool_3x3~1 -> nor_conv_3x3~1"),
         ("E128|M4H4|M3H2", "E96|M4H4", "position 1: E128 -> E96; remove position 3 (M3H2)"),
         ("E128|M4H4", "E128|M4H4|M2H2", "insert M2H2 at position 3"),

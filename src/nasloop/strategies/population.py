@@ -165,9 +165,15 @@ def fields(architecture: str) -> list[str]:
 
 
 def describe_change(parent: str, child: str) -> str:
-    """What `child` changes in `parent`, position by position (counted from 1 in the parent), e.g.
-    `position 3: 0 -> 1` or `position 2: skip_connect~0 -> nor_conv_3x3~0; remove position 5 (M3H2)`."""
+    """What `child` changes in `parent`, position by position (counted from 1 in the parent; when the
+    lengths differ, as `difflib` aligns them), e.g. `position 3: 0 -> 1`, or
+    `position 1: E128 -> E96; remove position 3 (M3H2)`."""
     before, after = fields(parent), fields(child)
+    if len(before) == len(after):  # position by position: two changed digits are two changes, not a move
+        pairs = enumerate(zip(before, after, strict=True), start=1)
+        return "; ".join(f"position {index}: {old} -> {new}" for index, (old, new) in pairs if old != new) or (
+            "no change"
+        )
     changes = []
     for tag, start, end, new_start, new_end in difflib.SequenceMatcher(
         None, before, after, autojunk=False
