@@ -20,11 +20,16 @@ is the mutation operator and a zero-cost proxy is the fitness (METHODS.md sectio
    `space.mutate`, an enum in the JSON schema), so a backend that enforces the schema can return neither
    a repeat nor an illegal change, and a parent whose every mutation was evaluated passes the turn to the
    next member without an LLM call (1.5B answers repeated an evaluated network, or changed several
-   things, in most first answers, and repeated the same answer when sent back); an answer that repeats an
-   architecture the run already evaluated (small models often return the parent or the in-context
-   example unchanged) is sent back `retry_duplicates` times, in the same conversation, asking for another
-   one; and one still repeated after that becomes a random unseen mutation of the parent
-   (`duplicate_fallback`, notes `operator: mutation-fallback`), so no query is spent on a repeat.
+   things, in most first answers, and repeated the same answer when sent back); with `answer: change`
+   the model names the change instead (`position 3: 0 -> 1`, one of those children described by
+   `population.describe_change` and listed in the prompt): decoding a whole string under the enum lets
+   a model copy the parent for as long as some child allows, so its children changed mostly the last
+   positions of the string (on NAS-Bench-Macro most of the 1.5B's changed one of the last three layers);
+   an answer that repeats an architecture the run already evaluated (small models often return the
+   parent or the in-context example unchanged) is sent back `retry_duplicates` times, in the same
+   conversation, asking for another one; and one still repeated after that becomes a random unseen
+   mutation of the parent (`duplicate_fallback`, notes `operator: mutation-fallback`), so no query is
+   spent on a repeat.
 3. **Evaluation.** The child goes to the engine, which validates it with the space, renders, dedupes and
    scores it with the run's `zero-cost` stage. An answer that is not valid JSON becomes a failed
    proposal of kind `extraction` (nothing to evaluate); an invalid architecture is still proposed, so the
