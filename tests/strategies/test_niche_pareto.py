@@ -4,6 +4,7 @@ ablations and state, driven through `propose`/`observe` with a scripted LLM."""
 import json
 import math
 import random
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -13,6 +14,7 @@ from nasloop.hardware.lookup import LatencyNotFound
 from nasloop.llm.scripted import ScriptedBackend
 from nasloop.objectives import pareto_front
 from nasloop.prompts import render
+from nasloop.spaces import nb201
 from nasloop.spaces.macro import MacroSpace
 from nasloop.spaces.nb201 import NB201Space, neighbors
 from nasloop.store.sqlite import CandidateRecord
@@ -494,8 +496,9 @@ def test_with_fallback_a_rejected_answer_becomes_a_random_child_inside_the_niche
 
 
 class EnumPickingLLM(ScriptedLLM):
-    """Answers every knowledge call with a rule and every evolution call with the last architecture its
-    schema enumerates, as constrained decoding would have to (the scripted backend checks the schema)."""
+    """Answers every knowledge call with a rule and every evolution call with the last architecture (or
+    change) its schema enumerates, as constrained decoding would have to (the scripted backend checks the
+    schema)."""
 
     def __init__(self):
         super().__init__(answers=lambda messages: self.answer)
@@ -505,8 +508,10 @@ class EnumPickingLLM(ScriptedLLM):
         if role == "knowledge-base":
             self.answer = knowledge_answer()
         else:
-            choices = sampling.response_format["json_schema"]["schema"]["properties"]["architecture"]["enum"]
-            self.answer = evolution_answer(choices[-1])
+            properties = sampling.response_format["json_schema"]["schema"]["properties"]
+            field = "change" if "change" in properties else "architecture"
+            self.answer = json.dumps({"operation": "mutation", "rationale": "the last one",
+                                      field: properties[field]["enum"][-1]})  # fmt: skip
         return super().complete(role, messages, sampling)
 
 
@@ -541,6 +546,42 @@ def test_enumerated_mutations_of_an_exhausted_neighbourhood_skip_the_evolution_c
     assert proposal.failure is None and proposal.notes["fallback"].startswith("no new child of the parents")
     assert subject.partition.niche_of(proposal.architecture) == first
     assert SPACE.canonical(proposal.architecture) not in blocked
+
+
+def made_by(parent: str, change: str) -> str:
+    """The NB201 cell that `position N: old -> new; ...` makes of `parent` (independent of the strategy)."""
+    edges = list(nb201.parse(parent))
+    for position, old, new in re.findall(r"position (\d): (\S+) -> ([^;\s]+)", change):
+        assert old.startswith(f"{edges[int(position) - 1]}~")
+        edges[int(position) - 1] = new.split("~")[0]
+    return nb201.to_string(tuple(edges))
+
+
+def test_a_change_answer_names_a_listed_change_of_a_numbered_parent_and_gets_that_child():
+    subject = strategy(enumerate_children=8, answer="change")
+    history = seeded(subject)
+    taken = evaluated(history)
+    llm = EnumPickingLLM()
+    proposals = turns(subject, llm, history)
+    assert llm.roles == ["knowledge-base", "evolver"] * 6
+    for call, proposal, name in zip(llm.calls[1::2], proposals, subject.niches, strict=True):
+        properties = call.response_format["json_schema"]["schema"]["properties"]
+        changes = properties["change"]["enum"]
+        assert "architecture" not in properties and 1 <= len(changes) <= 8
+        prompt = call.messages[-1]["content"]
+        parents = re.findall(r"^\d+\. (\S+):", prompt, re.MULTILINE)
+        assert all(f"- {change}\n" in prompt for change in changes) and '"change": "<one line' in prompt
+        number, change = re.fullmatch(r"parent (\d+): (.+)", changes[-1]).groups()
+        assert proposal.failure is None and proposal.architecture == made_by(parents[int(number) - 1], change)
+        assert subject.partition.niche_of(proposal.architecture) == name
+        assert SPACE.canonical(proposal.architecture) not in taken and proposal.notes["rationale"].endswith(
+            f"[{changes[-1]}]"
+        )
+
+
+def test_a_change_answer_needs_enumerated_children():
+    with pytest.raises(ValidationError, match=r"answer: change .* set enumerate_children above 0"):
+        NicheParetoOptions(answer="change")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -29,24 +29,26 @@ def evolution_schema(
     *,
     constrain_pattern: bool,
     choices: Sequence[str] = (),
+    field: str = "architecture",
 ) -> dict[str, Any]:
-    """JSON schema of an evolution answer `{operation, rationale, architecture}` (the rationale before the
-    architecture it justifies, since constrained decoding writes properties in order); with `choices` the
-    architecture is one of them."""
-    architecture: dict[str, Any] = {"type": "string"}
-    pattern = space.architecture_pattern() if constrain_pattern else None
+    """JSON schema of an evolution answer `{operation, rationale, <field>}` (the rationale before the
+    answer it justifies, since constrained decoding writes properties in order); with `choices` the
+    answer is one of them. `field` is `architecture` (the child's string, constrained by the space's
+    pattern) or `change` (a described change of a parent)."""
+    answer: dict[str, Any] = {"type": "string"}
+    pattern = space.architecture_pattern() if constrain_pattern and field == "architecture" else None
     if choices:
-        architecture["enum"] = list(choices)
+        answer["enum"] = list(choices)
     elif pattern is not None:
-        architecture["pattern"] = pattern
+        answer["pattern"] = pattern
     return {
         "type": "object",
         "properties": {
             "operation": {"type": "string", "enum": list(operations)},
             "rationale": {"type": "string", "maxLength": rationale_chars},
-            "architecture": architecture,
+            field: answer,
         },
-        "required": ["operation", "rationale", "architecture"],
+        "required": ["operation", "rationale", field],
         "additionalProperties": False,
     }
 

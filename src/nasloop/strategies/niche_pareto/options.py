@@ -61,6 +61,11 @@ class NicheParetoOptions(Strict):
         "of the parents (an enum in the JSON schema), so it cannot be rejected; 0: any string of the space's "
         "pattern, checked afterwards, as published",
     )
+    answer: Literal["architecture", "change"] = Field(
+        default="architecture",
+        description="what the evolution answer names: the child's `architecture`, or (with enumerate_children) the "
+        "`change` that makes it from a parent (`parent 1: position 3: 0 -> 1`), one of a listed set",
+    )
     knowledge_rules: int = Field(default=4, ge=1, description="at most this many positive and negative rules")
     rule_chars: int = Field(default=120, gt=0)
     rationale_chars: int = Field(default=200, gt=0)
@@ -85,6 +90,8 @@ class NicheParetoOptions(Strict):
         increasing = bool(self.niche_bounds) and list(self.niche_bounds) == sorted(set(self.niche_bounds))
         if self.niche_by != "space" and self.partition and not increasing:
             raise ValueError(f"niche_by {self.niche_by} needs niche_bounds in increasing order, e.g. [2e5, 5e5]")
+        if self.answer == "change" and not self.enumerate_children:
+            raise ValueError("answer: change names one of the enumerated children; set enumerate_children above 0")
         if (self.latency_table is None) != (self.latency_device is None):
             raise ValueError("latency_table and latency_device go together (the file and the device in it)")
         return self

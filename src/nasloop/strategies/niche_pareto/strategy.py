@@ -98,6 +98,7 @@ from nasloop.strategies.niche_pareto.options import (
 )
 from nasloop.strategies.niche_pareto.partition import make_partition
 from nasloop.strategies.niche_pareto.predictor import AccuracyPredictor
+from nasloop.strategies.population import describe_change
 
 if TYPE_CHECKING:
     from nasloop.hardware.lookup import LatencyTable
@@ -272,9 +273,16 @@ class NichePareto(Strategy):
         return [self._system(ctx), {"role": "user", "content": content.strip()}]
 
     def evolution_messages(
-        self, ctx: Context, niche: Niche, parents: Sequence[Member], operation: str | None, rejected: Sequence[str]
+        self,
+        ctx: Context,
+        niche: Niche,
+        parents: Sequence[Member],
+        operation: str | None,
+        rejected: Sequence[str],
+        changes: Sequence[str] = (),
     ) -> list[Message]:
-        """The prompt of one evolution call; `rejected` holds the earlier answers' errors."""
+        """The prompt of one evolution call; `rejected` holds the earlier answers' errors, `changes` the
+        changes to choose from when the answer names one."""
         content = ctx.render(
             "niche_evolve",
             niche=niche.name,
@@ -288,6 +296,7 @@ class NichePareto(Strategy):
             operation=operation,
             can_cross=len(parents) >= 2,
             rejected=list(rejected),
+            changes=list(changes),
         )
         return [self._system(ctx), {"role": "user", "content": content.strip()}]
 
@@ -396,11 +405,14 @@ class NichePareto(Strategy):
         operation = self._drawn_operation(ctx.rng, parents)
         fallback: dict[str, Any] = {}
         if self.opts.llm:
-            choices = self._new_children(ctx.rng, niche, parents, operation, taken)
-            if self.opts.enumerate_children and not choices:  # nothing for the LLM to choose from
+            children = self._new_children(ctx.rng, niche, parents, operation, taken)
+            if self.opts.enumerate_children and not children:  # nothing for the LLM to choose from
                 attempt = self._random_operator(ctx.rng, niche, parents, operation or "mutation", taken)
                 fallback = {"fallback": "no new child of the parents inside the niche to enumerate"}
             else:
+                choices: Sequence[str] | Mapping[str, str] = children
+                if self.opts.answer == "change":
+                    choices = {self._change_from(parents, child): child for child in children}
                 attempt = self._ask(ctx, niche, parents, operation, taken, choices)
             if attempt.failure is not None and self.opts.fallback and not fallback:
                 fallback = {"fallback": f"{attempt.failure.kind.value}: {attempt.failure.message[:200]}"}
@@ -458,6 +470,14 @@ class NichePareto(Strategy):
                 if len(children) == limit:
                     break
         return list(children.values())
+
+    @staticmethod
+    def _change_from(parents: Sequence[Member], child: str) -> str:
+        """`child` named as the smallest change of one of `parents` (`parent 2: position 3: 0 -> 1`),
+        parents counted from 1 in the order the prompt lists them."""
+        changes = [(describe_change(member.architecture, child), index) for index, member in enumerate(parents, 1)]
+        change, index = min(changes, key=lambda pair: (pair[0].count(";"), pair[1]))
+        return f"parent {index}: {change}"
 
     @staticmethod
     def _closest(architecture: str | None, parents: Sequence[Member], operation: str) -> list[Member]:
@@ -539,10 +559,10 @@ class NichePareto(Strategy):
         parents: Sequence[Member],
         operation: str | None,
         taken: Mapping[str, int],
-        choices: Sequence[str] = (),
+        choices: Sequence[str] | Mapping[str, str] = (),
     ) -> Attempt:
-        """Stage 2: ask for a child (one of `choices` when given), re-asking `retries` times with the
-        validator's error."""
+        """Stage 2: ask for a child (one of `choices` when given: architectures, or changes mapped to the
+        architectures they make), re-asking `retries` times with the validator's error."""
         errors: list[str] = []
         call_ids: tuple[int, ...] = ()
         for _ in range(self.opts.retries + 1):
@@ -567,23 +587,27 @@ class NichePareto(Strategy):
         parents: Sequence[Member],
         operation: str | None,
         errors: Sequence[str],
-        choices: Sequence[str] = (),
+        choices: Sequence[str] | Mapping[str, str] = (),
     ) -> tuple[tuple[str, str, str] | Failure, tuple[int, ...]]:
-        """One evolution call: (operation, rationale, architecture) or an `extraction` failure; call ids."""
+        """One evolution call: (operation, rationale, architecture) or an `extraction` failure; call ids.
+        With `choices` a mapping, the answer names one of its changes and gets its architecture."""
         from nasloop.prompts.extract import extract_json
 
         operations = [operation] if operation else list(OPERATIONS)
+        changes = choices if isinstance(choices, Mapping) else {}
+        field = "change" if changes else "architecture"
         schema = evolution_schema(
             self.space,
             operations,
             self.opts.rationale_chars,
             constrain_pattern=self.opts.constrain_pattern,
-            choices=choices,
+            choices=list(choices),
+            field=field,
         )
         try:
             reply = ctx.llm.complete(
                 "evolver",
-                self.evolution_messages(ctx, niche, parents, operation, errors),
+                self.evolution_messages(ctx, niche, parents, operation, errors, changes=list(changes)),
                 Sampling(
                     temperature=self.opts.temperature,
                     top_p=self.opts.top_p,
@@ -593,12 +617,20 @@ class NichePareto(Strategy):
             )
         except RecoverableLLMError as error:
             return Failure(FailureKind.EXTRACTION, f"the LLM call failed: {type(error).__name__}: {error}"), ()
-        answer_schema = evolution_schema(self.space, operations, self.opts.rationale_chars, constrain_pattern=False)
+        answer_schema = evolution_schema(
+            self.space, operations, self.opts.rationale_chars, constrain_pattern=False, field=field
+        )
         parsed = extract_json(reply.text, answer_schema)
         if isinstance(parsed, Failure):
             return parsed, (reply.call_id,)
         rationale = " ".join(str(parsed["rationale"]).split())
-        return (str(parsed["operation"]), rationale, str(parsed["architecture"]).strip()), (reply.call_id,)
+        architecture = str(parsed[field]).strip()
+        if changes:
+            if architecture not in changes:
+                message = f"the answer's change {architecture!r} is not one of the {len(changes)} listed"
+                return Failure(FailureKind.EXTRACTION, message), (reply.call_id,)
+            rationale, architecture = f"{rationale} [{architecture}]", changes[architecture]
+        return (str(parsed["operation"]), rationale, architecture), (reply.call_id,)
 
     def _random_operator(
         self, rng: random.Random, niche: Niche, parents: Sequence[Member], operation: str, taken: Mapping[str, int]
