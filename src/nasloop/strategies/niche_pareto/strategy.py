@@ -31,7 +31,10 @@ In each later generation every niche has one turn of two steps:
    the architecture is instead decoded as one of up to N children of the parents (mutations, and
    crossovers where the operation allows) that already pass the validator, an enum in the JSON schema,
    so no answer is rejected; a niche whose parents have no such child gets a random operator's child
-   without the call.
+   without the call. With `answer: change` as well, the prompt lists those children as changes of a
+   numbered parent (`parent 2: position 3: 0 -> 1`, `population.describe_change`) and the answer names
+   one, so the model chooses a change instead of copying a parent's string until the enum forces a
+   difference (which puts the change at the string's end).
 
 So a generation costs two LLM calls per niche (the paper's 10 generations x 6 niches = 120 calls).
 
