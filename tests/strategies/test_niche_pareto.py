@@ -515,13 +515,20 @@ class EnumPickingLLM(ScriptedLLM):
         return super().complete(role, messages, sampling)
 
 
-def test_enumerated_children_are_new_legal_and_inside_the_niche_and_the_answer_is_one_of_them():
-    subject = strategy(enumerate_children=8)
+def enumerated_generation(**options):
+    """A strategy with `options` after generation 0 and one generation answered by `EnumPickingLLM`:
+    (strategy, architectures evaluated before, the LLM, the generation's proposals)."""
+    subject = strategy(enumerate_children=8, **options)
     history = seeded(subject)
     taken = evaluated(history)
     llm = EnumPickingLLM()
     proposals = turns(subject, llm, history)
     assert llm.roles == ["knowledge-base", "evolver"] * 6
+    return subject, taken, llm, proposals
+
+
+def test_enumerated_children_are_new_legal_and_inside_the_niche_and_the_answer_is_one_of_them():
+    subject, taken, llm, proposals = enumerated_generation()
     for call, proposal, name in zip(llm.calls[1::2], proposals, subject.niches, strict=True):
         choices = call.response_format["json_schema"]["schema"]["properties"]["architecture"]["enum"]
         assert 1 <= len(choices) <= 8 and len({SPACE.canonical(choice) for choice in choices}) == len(choices)
@@ -558,12 +565,7 @@ def made_by(parent: str, change: str) -> str:
 
 
 def test_a_change_answer_names_a_listed_change_of_a_numbered_parent_and_gets_that_child():
-    subject = strategy(enumerate_children=8, answer="change")
-    history = seeded(subject)
-    taken = evaluated(history)
-    llm = EnumPickingLLM()
-    proposals = turns(subject, llm, history)
-    assert llm.roles == ["knowledge-base", "evolver"] * 6
+    subject, taken, llm, proposals = enumerated_generation(answer="change")
     for call, proposal, name in zip(llm.calls[1::2], proposals, subject.niches, strict=True):
         properties = call.response_format["json_schema"]["schema"]["properties"]
         changes = properties["change"]["enum"]

@@ -189,6 +189,20 @@ def describe_change(parent: str, child: str) -> str:
     return "; ".join(changes) or "no change"
 
 
+def answer_property(
+    space: SearchSpace, *, field: str, choices: Sequence[str], constrain_pattern: bool
+) -> dict[str, Any]:
+    """The JSON schema of an LLM answer's architecture (`field` `architecture`: one of `choices`, else
+    the space's pattern when `constrain_pattern`) or described change (`change`: one of `choices`)."""
+    answer: dict[str, Any] = {"type": "string"}
+    pattern = space.architecture_pattern() if constrain_pattern and field == "architecture" else None
+    if choices:
+        answer["enum"] = list(choices)
+    elif pattern is not None:
+        answer["pattern"] = pattern
+    return answer
+
+
 def finalists(history: Sequence[CandidateRecord], metric: str, top_k: int) -> list[CandidateRecord]:
     """The `top_k` completed candidates with the highest `metric`, one per architecture (hash), best
     first; finalist re-evaluations and candidates that already carry a trained accuracy are left out."""
@@ -242,6 +256,7 @@ __all__ = [
     "FinalizeOptions",
     "Member",
     "MissingMetricError",
+    "answer_property",
     "describe_change",
     "fields",
     "final_proposals",

@@ -72,6 +72,7 @@ from nasloop.strategies.base import Context, Observation, Reply, Strategy, Task,
 from nasloop.strategies.population import (
     FinalizeOptions,
     Member,
+    answer_property,
     describe_change,
     final_proposals,
     metric_error,
@@ -208,12 +209,7 @@ def mutation_schema(
     """JSON schema of a mutation answer `{reasoning, <field>}` (reasoning first: it is written before the
     answer it justifies); with `choices` the answer is one of them. `field` is `architecture` (the child's
     string, constrained by the space's pattern) or `change` (a described change)."""
-    answer: dict[str, Any] = {"type": "string"}
-    pattern = space.architecture_pattern() if constrain_pattern and field == "architecture" else None
-    if choices:
-        answer["enum"] = list(choices)
-    elif pattern is not None:
-        answer["pattern"] = pattern
+    answer = answer_property(space, field=field, choices=choices, constrain_pattern=constrain_pattern)
     return {
         "type": "object",
         "properties": {"reasoning": {"type": "string", "maxLength": reasoning_chars}, field: answer},

@@ -9,6 +9,7 @@ from typing import Any
 
 from nasloop.candidate import Failure
 from nasloop.spaces.base import SearchSpace
+from nasloop.strategies.population import answer_property
 
 
 def knowledge_schema(rules: int, rule_chars: int) -> dict[str, Any]:
@@ -35,12 +36,7 @@ def evolution_schema(
     answer it justifies, since constrained decoding writes properties in order); with `choices` the
     answer is one of them. `field` is `architecture` (the child's string, constrained by the space's
     pattern) or `change` (a described change of a parent)."""
-    answer: dict[str, Any] = {"type": "string"}
-    pattern = space.architecture_pattern() if constrain_pattern and field == "architecture" else None
-    if choices:
-        answer["enum"] = list(choices)
-    elif pattern is not None:
-        answer["pattern"] = pattern
+    answer = answer_property(space, field=field, choices=choices, constrain_pattern=constrain_pattern)
     return {
         "type": "object",
         "properties": {
