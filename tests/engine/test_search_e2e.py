@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -82,8 +83,11 @@ def test_kill_9_then_resume_loses_nothing_stored(tmp_path):
     stored: list = []
     while time.monotonic() < deadline and process.poll() is None:
         if store_path.exists():
-            with RunStore(store_path, readonly=True) as store:
-                stored = store.candidates()
+            try:
+                with RunStore(store_path, readonly=True) as store:
+                    stored = store.candidates()
+            except sqlite3.OperationalError:  # the file exists before the search has created its tables
+                stored = []
             if len(stored) >= 2:
                 break
         time.sleep(0.2)
