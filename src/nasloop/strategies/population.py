@@ -10,13 +10,13 @@ from __future__ import annotations
 import difflib
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
-from nasloop.candidate import Proposal, Purpose, State
+from nasloop.candidate import Failure, FailureKind, Proposal, Purpose, State
 from nasloop.errors import NasloopError
 from nasloop.registry import known_names, stages
 from nasloop.spaces.base import SearchSpace
@@ -27,6 +27,8 @@ from nasloop.strict import Strict
 TRAINED_METRIC = "val_acc"
 # How many draws `unseen_samples` makes per wanted architecture before it accepts a repeat.
 SAMPLE_TRIES = 50
+# Random operator draws when listing the children an LLM chooses from (`enumerate_children`).
+CHILD_DRAWS = 400
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ def unseen_mutation(space: SearchSpace, parent: str, rng: random.Random, seen: s
 
 
 def unseen_children(
-    space: SearchSpace, parent: str, rng: random.Random, seen: set[str], limit: int, draws: int = 400
+    space: SearchSpace, parent: str, rng: random.Random, seen: set[str], limit: int, draws: int = CHILD_DRAWS
 ) -> list[str]:
     """Up to `limit` distinct mutations of `parent` (`space.mutate`) that the run has not evaluated, in the
     order `draws` random mutations first produced them: every one of a small neighbourhood (NAS-Bench-201's
@@ -187,6 +189,16 @@ def describe_change(parent: str, child: str) -> str:
         elif tag == "insert":
             changes.append(f"insert {new} at position {start + 1}")
     return "; ".join(changes) or "no change"
+
+
+def chosen_child(change: str, changes: Mapping[str, str]) -> str | Failure:
+    """The architecture that the answer's `change` names among `changes` (described change -> child), or
+    an `extraction` failure for a change that is not listed."""
+    if change not in changes:
+        return Failure(
+            FailureKind.EXTRACTION, f"the answer's change {change!r} is not one of the {len(changes)} listed"
+        )
+    return changes[change]
 
 
 def answer_property(
@@ -252,11 +264,13 @@ def final_proposals(history: Sequence[CandidateRecord], metric: str, options: Fi
 
 
 __all__ = [
+    "CHILD_DRAWS",
     "FinalStages",
     "FinalizeOptions",
     "Member",
     "MissingMetricError",
     "answer_property",
+    "chosen_child",
     "describe_change",
     "fields",
     "final_proposals",

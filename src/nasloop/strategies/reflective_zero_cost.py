@@ -73,6 +73,7 @@ from nasloop.strategies.population import (
     FinalizeOptions,
     Member,
     answer_property,
+    chosen_child,
     describe_change,
     final_proposals,
     metric_error,
@@ -439,14 +440,11 @@ class ReflectiveZeroCost(Strategy):
                 return Proposal(parent_ids=(parent.id,), notes=notes, failure=parsed, llm_call_ids=call_ids)
             answer, architecture = parsed, str(parsed[field]).strip()
             if changes:
-                if architecture not in changes:
-                    failure = Failure(
-                        FailureKind.EXTRACTION,
-                        f"the answer's change {architecture!r} is not one of the {len(changes)} listed",
-                    )
-                    return Proposal(parent_ids=(parent.id,), notes=notes, failure=failure, llm_call_ids=call_ids)
+                child = chosen_child(architecture, changes)
+                if isinstance(child, Failure):
+                    return Proposal(parent_ids=(parent.id,), notes=notes, failure=child, llm_call_ids=call_ids)
                 notes.update(change=architecture)
-                architecture = changes[architecture]
+                architecture = child
             if attempt == self.opts.retry_duplicates or not self._evaluated_before(architecture, seen):
                 break
             retry = ctx.render("rz_retry", architecture=architecture, is_parent=self._same(architecture, parent))

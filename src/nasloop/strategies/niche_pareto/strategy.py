@@ -101,13 +101,10 @@ from nasloop.strategies.niche_pareto.options import (
 )
 from nasloop.strategies.niche_pareto.partition import make_partition
 from nasloop.strategies.niche_pareto.predictor import AccuracyPredictor
-from nasloop.strategies.population import describe_change
+from nasloop.strategies.population import CHILD_DRAWS, chosen_child, describe_change
 
 if TYPE_CHECKING:
     from nasloop.hardware.lookup import LatencyTable
-
-# Random operator draws when listing the children the LLM chooses from (`enumerate_children`).
-ENUMERATE_DRAWS = 400
 
 
 @strategies.register("niche-pareto")
@@ -454,14 +451,14 @@ class NichePareto(Strategy):
     ) -> list[str]:
         """Up to `enumerate_children` distinct children of `parents` that pass `validation_error` (legal, new,
         inside the niche): mutations of each parent in turn and, where the operation allows, crossovers of
-        two, alternately, in the order `ENUMERATE_DRAWS` random draws produced them. Empty when the option
+        two, alternately, in the order `CHILD_DRAWS` random draws produced them. Empty when the option
         is 0."""
         limit = self.opts.enumerate_children
         if not limit:
             return []
         operations = [operation] if operation else [*OPERATIONS] if len(parents) >= 2 else ["mutation"]
         children: dict[str, str] = {}
-        for draw in range(ENUMERATE_DRAWS):
+        for draw in range(CHILD_DRAWS):
             if operations[draw % len(operations)] == "crossover":
                 first, second = rng.sample(list(parents), 2)
                 child = self.space.crossover(first.architecture, second.architecture, rng)
@@ -629,10 +626,10 @@ class NichePareto(Strategy):
         rationale = " ".join(str(parsed["rationale"]).split())
         architecture = str(parsed[field]).strip()
         if changes:
-            if architecture not in changes:
-                message = f"the answer's change {architecture!r} is not one of the {len(changes)} listed"
-                return Failure(FailureKind.EXTRACTION, message), (reply.call_id,)
-            rationale, architecture = f"{rationale} [{architecture}]", changes[architecture]
+            child = chosen_child(architecture, changes)
+            if isinstance(child, Failure):
+                return child, (reply.call_id,)
+            rationale, architecture = f"{rationale} [{architecture}]", child
         return (str(parsed["operation"]), rationale, architecture), (reply.call_id,)
 
     def _random_operator(
