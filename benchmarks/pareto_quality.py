@@ -35,13 +35,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nasloop.benchmarks.harness import Trace, TrueFront, Variant, front_score, run_variant, true_front
+from nasloop.benchmarks.harness import (
+    Trace,
+    TrueFront,
+    Variant,
+    calls_by_query,
+    front_score,
+    run_variant,
+    true_front,
+)
 from nasloop.registry import benchmarks
 
 DEFAULT_VARIANTS = "niche-pareto;niche-pareto:partition=false;niche-pareto:llm=false;random;nsga2"
 # initial_per_niche 1 (6 random cells), then one LLM turn of two calls per candidate: 6 + 60 = 66
 # candidates make 120 LLM calls.
 LLM_CANDIDATES = 66
+# the paper's budget: with rejected answers asked again a run makes more than two calls per candidate, so
+# the table also gives each LLM run at the candidates it had after this many calls.
+LLM_CALLS = 120
 
 
 def main() -> int:
@@ -118,28 +129,51 @@ def run_all(variants: list[Variant], devices: list[str], budgets: list[int], arg
 
 
 def summary(device: str, truth: TrueFront, traces: list[Trace], budgets: list[int]) -> str:
+    """The table of one device: per strategy and budget, HV fraction, IGD and true-front points over seeds.
+    An LLM strategy also gets a row at LLM_CALLS calls (each seed at the candidates it had by then), and
+    every strategy one at the mean of those candidate counts (equal candidates)."""
+    for trace in traces:
+        if trace.llm_calls and not trace.calls_by_query and Path(trace.run_dir).exists():
+            trace.calls_by_query = calls_by_query(trace.run_dir)  # a trace written before the field existed
+    at_calls = [trace.queries_within(LLM_CALLS) for trace in traces if trace.llm_calls]
+    equal = round(statistics.fmean(at_calls)) if at_calls else None
     lines = [
         f"{device}: true front of {len(truth.points)} cells (test accuracy vs {truth.latency}); HV normalised by "
         f"the true front's ideal/nadir, reference point (1.1, 1.1); true front HV {truth.hypervolume:.4f}",
-        f"{'strategy':<34} {'N':>4} {'seeds':>5} {'HV / true HV':>16} {'IGD':>15} {'true pts':>9} {'LLM calls':>9}",
     ]
+    if equal is not None:
+        lines.append(f"at {LLM_CALLS} LLM calls the LLM runs had {', '.join(map(str, at_calls))} candidates "
+                     f"(rows '@{LLM_CALLS} calls'); equal candidates for the others: {equal}")  # fmt: skip
+    lines.append(f"{'strategy':<44} {'N':>4} {'seeds':>5} {'HV / true HV':>16} {'IGD':>15} {'true pts':>9} "
+                 f"{'LLM calls':>9}")  # fmt: skip
     by_variant: dict[str, list[Trace]] = {}
     for trace in traces:
         by_variant.setdefault(trace.variant, []).append(trace)
     for variant, runs in by_variant.items():
-        for budget in sorted({*budgets, min(LLM_CANDIDATES, max(run.queries for run in runs))}):
-            if budget > max(run.queries for run in runs):
-                continue
-            scores = [front_score(run, truth, budget) for run in runs]
+        largest = max(run.queries for run in runs)
+        rows: list[tuple[str, list[int]]] = []
+        if any(run.llm_calls for run in runs):
+            rows.append((f"{variant} @{LLM_CALLS} calls", [run.queries_within(LLM_CALLS) for run in runs]))
+        shown = {*budgets, min(LLM_CANDIDATES, largest), *([equal] if equal else [])}
+        rows += [(variant, [budget] * len(runs)) for budget in sorted(shown) if budget <= largest]
+        for label, sizes in rows:
+            scores = [front_score(run, truth, size) for run, size in zip(runs, sizes, strict=True)]
             hv = [score.hv_fraction for score in scores]
             igd = [score.igd for score in scores if score.igd is not None]
             found = statistics.fmean(score.true_points_found for score in scores)
-            calls = statistics.fmean(run.llm_calls * min(budget, run.queries) / max(1, run.queries) for run in runs)
+            calls = statistics.fmean(_calls_at(run, size) for run, size in zip(runs, sizes, strict=True))
             lines.append(
-                f"{variant[:34]:<34} {budget:>4} {len(runs):>5} {_mean_std(hv):>16} {_mean_std(igd):>15} "
-                f"{found:>9.1f} {calls:>9.0f}"
+                f"{label[:44]:<44} {round(statistics.fmean(sizes)):>4} {len(runs):>5} {_mean_std(hv):>16} "
+                f"{_mean_std(igd):>15} {found:>9.1f} {calls:>9.0f}"
             )
     return "\n".join(lines)
+
+
+def _calls_at(run: Trace, queries: int) -> float:
+    """The LLM calls `run` had made by its `queries`-th query (pro rata when the trace lacks the count)."""
+    if run.calls_by_query:
+        return run.calls_by_query[min(queries, len(run.calls_by_query)) - 1]
+    return run.llm_calls * min(queries, run.queries) / max(1, run.queries)
 
 
 def _mean_std(values: list[float]) -> str:

@@ -125,3 +125,44 @@ def test_a_variant_uses_the_llm_exactly_when_its_strategy_declares_it_and_its_op
     assert uses == {"random": False, "evolution": False, "nsga2": False, "niche-pareto": True,
                     "niche-pareto:llm=false": False, "llm-history": True, "reflective-zero-cost": True,
                     "reflective-zero-cost:llm=false": False}  # fmt: skip
+
+
+def test_each_query_knows_the_llm_calls_made_before_it_and_the_table_has_a_row_at_the_paper_budget(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from nasloop.llm.scripted import ScriptedBackend
+    from nasloop.store import RunDir, RunStore
+
+    backend = ScriptedBackend(answers=lambda messages: json.dumps({"operation": "mutation", "rationale": "r",
+                                                                    "architecture": "not a cell"}))  # fmt: skip
+    trace = run_variant(Variant.parse("niche-pareto"), benchmark=NB201, budget=12, seed=0, root=tmp_path,
+                        backend=backend, extra={"objectives": OBJECTIVES})  # fmt: skip
+    assert trace.queries == 12 and trace.llm_calls == len(backend.calls) > 12
+    made = trace.calls_by_query
+    assert len(made) == 12 and made == sorted(made) and made[0] == 0 and made[-1] <= trace.llm_calls
+    with RunStore(RunDir(Path(trace.run_dir)).store_path, readonly=True) as store:
+        calls = store.llm_calls()
+        searched = sorted((r for r in store.candidates() if r.purpose.value == "search"), key=lambda r: r.id)
+    for record, count in zip(searched, made, strict=True):  # every call stored before the query, and no other
+        assert count == sum(1 for call in calls if call.created <= record.created)
+    within = made[6]  # the calls made by the 7th query
+    assert trace.queries_within(within) == sum(1 for count in made if count <= within) >= 7
+    assert trace.queries_within(trace.llm_calls) == 12 and trace.queries_within(10_000) == 12
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "pareto_quality.py"
+    spec = importlib.util.spec_from_file_location("pareto_quality", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.LLM_CALLS = within
+    truth = true_front(benchmarks.get("nb201")().load("cifar10"), "edgegpu_latency_ms")
+    baseline = run_variant(Variant.parse("random"), benchmark=NB201, budget=20, seed=0, root=tmp_path,
+                           extra={"objectives": OBJECTIVES})  # fmt: skip
+    old = Trace(**{**trace.__dict__, "calls_by_query": []})  # written before the field existed: read from the store
+    text = module.summary("edgegpu", truth, [old, baseline], [20])
+    equal = trace.queries_within(within)
+    assert f"had {equal} candidates" in text and f"equal candidates for the others: {equal}" in text
+    rows = {(line[:44].strip(), int(line[44:50])) for line in text.splitlines()[3:]}
+    assert (f"niche-pareto @{within} calls", equal) in rows and ("random", equal) in rows and ("random", 20) in rows

@@ -23,6 +23,7 @@ strategy and budget the summary gives, over seeds:
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import statistics
@@ -109,6 +110,13 @@ class Trace:
     points: list[dict[str, float]] = field(default_factory=list)  # each query's accuracies and latencies
     architectures: list[str] = field(default_factory=list)  # each query's network
     llm_calls: int = 0
+    calls_by_query: list[int] = field(default_factory=list)  # LLM calls made when each query was stored
+
+    def queries_within(self, calls: int) -> int:
+        """The queries the run had stored when it had made `calls` LLM calls (all of them if it made fewer)."""
+        if not self.calls_by_query or self.llm_calls <= calls:
+            return self.queries
+        return sum(1 for made in self.calls_by_query if made <= calls)
 
     def at(self, budget: int) -> float | None:
         """The best-by-validation network's test accuracy after `budget` queries (the last one if fewer)."""
@@ -196,7 +204,20 @@ def run_variant(
         queries=len(best_test), llm_tokens=totals["prompt_tokens"] + totals["completion_tokens"],
         llm_seconds=totals["latency_s"], wall_seconds=wall, run_dir=str(run_dir), points=points,
         architectures=[record.architecture or "" for record in searched], llm_calls=int(totals["calls"]),
+        calls_by_query=calls_by_query(run_dir),
     )  # fmt: skip
+
+
+def calls_by_query(run_dir: Path | str) -> list[int]:
+    """For each search query of the run in `run_dir`, in order, the LLM calls it had made when the query
+    was stored (the calls that led to it included), read from its store."""
+    from nasloop.store import RunDir, RunStore
+
+    with RunStore(RunDir(Path(run_dir)).store_path, readonly=True) as store:
+        made = sorted(call.created for call in store.llm_calls())
+        searched = sorted((record for record in store.candidates() if record.purpose is Purpose.SEARCH),
+                          key=lambda record: record.id)  # fmt: skip
+    return [bisect.bisect_right(made, record.created) for record in searched]
 
 
 def _start_or_resume(config: SearchConfig, run_dir: Path, backend: LLMBackend | None) -> Search:
