@@ -11,10 +11,12 @@ the true front of the whole space (every cell's test accuracy and latency):
 - the number of the true front's networks the run queried.
 
 A run's front is the non-dominated set of its candidates by validation accuracy and latency (what the
-search could pick), placed at their test accuracy (selection on validation, reporting on test). Figures
-are given after the LLM strategies' 120 LLM calls (the paper's 10 generations x 6 niches: niche-pareto
-makes two calls per candidate) and at equal candidate counts. Writes a table (text, JSON) and a PNG of
-found vs true front per device to --out.
+search could pick), placed at their test accuracy (selection on validation, reporting on test). An LLM
+strategy runs 66 candidates (6 random, then 60 turns of two calls when no answer is rejected: the paper's
+120 calls, 10 generations x 6 niches); a rejected answer is asked again, so each LLM run is also given at
+the candidates it had after 120 calls ('@120 calls'), and every strategy at the mean of those counts and
+at the --candidates budgets (equal candidates). Writes a table (text) and a PNG of found vs true front per
+device to --out.
 
     python benchmarks/pareto_quality.py --devices edgegpu,raspi4 --llm-seeds 3 --seeds 10 \\
         --model qwen2.5-coder-1.5b --out runs/pq
