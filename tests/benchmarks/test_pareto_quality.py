@@ -66,6 +66,28 @@ def test_hv_and_igd_of_a_known_subset_against_the_true_front():
     assert score.igd == pytest.approx(expected) and score.true_points_found == 1
 
 
+def test_an_accuracy_floor_leaves_the_networks_at_or_below_it_out_of_the_truth_and_of_the_run():
+    truth = true_front(SmallTable(), "lat_ms", min_accuracy=0.65)
+    assert truth.members == {"a", "b"} and truth.bounds.nadir == {"test_acc": 0.80, "lat_ms": 10.0}
+    # normalised: a (0, 1), b (1, 0); HV of their two boxes up to (1.1, 1.1), overlap counted once
+    assert truth.hypervolume == pytest.approx(1.1 * 0.1 + 0.1 * 1.1 - 0.1 * 0.1)
+    rows = SmallTable.rows
+    trace = Trace("x", 0, [], [], 0, 2, 0, 0, 0, "", points=[rows["b"], rows["d"]], architectures=["b", "d"])
+    score = front_score(trace, truth, 2)
+    # d (0.60 by validation) is left out: the run's front is b alone, not b and d
+    assert [point["lat_ms"] for point in score.front] == [5.0] and score.true_points_found == 1
+    assert score.hv_fraction == pytest.approx(0.1 * 1.1 / truth.hypervolume)
+    whole = true_front(SmallTable(), "lat_ms")
+    assert whole.min_accuracy is None and len(front_score(trace, whole, 2).front) == 2
+
+
+def test_the_zero_output_cells_of_nb201_are_on_the_true_front_only_without_the_floor():
+    table = benchmarks.get("nb201")().load("cifar10")
+    every, working = (true_front(table, "raspi4_latency_ms", min_accuracy=floor) for floor in (None, 0.5))
+    assert min(point["test_acc"] for point in every.points) < 0.11  # the fastest cell of all outputs a constant
+    assert min(point["test_acc"] for point in working.points) > 0.85 and working.members < every.members
+
+
 def test_the_device_table_front_of_nb201_and_a_whole_front_scores_one():
     table = benchmarks.get("nb201")().load("cifar10")
     truth = true_front(table, "edgegpu_latency_ms")
