@@ -155,7 +155,8 @@ def summary(device: str, truth: TrueFront, traces: list[Trace], budgets: list[in
     if equal is not None:
         lines.append(f"at {LLM_CALLS} LLM calls the LLM runs had {', '.join(map(str, at_calls))} candidates "
                      f"(rows '@{LLM_CALLS} calls'); equal candidates for the others: {equal}")  # fmt: skip
-    lines.append(f"{'strategy':<44} {'N':>4} {'seeds':>5} {'HV / true HV':>16} {'IGD':>15} {'true pts':>9} "
+    width = max([44, *(len(trace.variant) + len(f" @{LLM_CALLS} calls") for trace in traces)])
+    lines.append(f"{'strategy':<{width}} {'N':>4} {'seeds':>5} {'HV / true HV':>16} {'IGD':>15} {'true pts':>9} "
                  f"{'LLM calls':>9}")  # fmt: skip
     by_variant: dict[str, list[Trace]] = {}
     for trace in traces:
@@ -174,7 +175,7 @@ def summary(device: str, truth: TrueFront, traces: list[Trace], budgets: list[in
             found = statistics.fmean(score.true_points_found for score in scores)
             calls = statistics.fmean(_calls_at(run, size) for run, size in zip(runs, sizes, strict=True))
             lines.append(
-                f"{label[:44]:<44} {round(statistics.fmean(sizes)):>4} {len(runs):>5} {_mean_std(hv):>16} "
+                f"{label:<{width}} {round(statistics.fmean(sizes)):>4} {len(runs):>5} {_mean_std(hv):>16} "
                 f"{_mean_std(igd):>15} {found:>9.1f} {calls:>9.0f}"
             )
     return "\n".join(lines)

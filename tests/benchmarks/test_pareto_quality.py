@@ -186,5 +186,5 @@ def test_each_query_knows_the_llm_calls_made_before_it_and_the_table_has_a_row_a
     text = module.summary("edgegpu", truth, [old, baseline], [20])
     equal = trace.queries_within(within)
     assert f"had {equal} candidates" in text and f"equal candidates for the others: {equal}" in text
-    rows = {(line[:44].strip(), int(line[44:50])) for line in text.splitlines()[3:]}
+    rows = {(parts[0], int(parts[1])) for parts in (line.rsplit(None, 10) for line in text.splitlines()[3:])}
     assert (f"niche-pareto @{within} calls", equal) in rows and ("random", equal) in rows and ("random", 20) in rows
