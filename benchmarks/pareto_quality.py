@@ -86,7 +86,7 @@ def main() -> int:
     traces = read_entries(traces_file)
     report = []
     for device in devices:
-        mine = [Trace(**trace["trace"]) for trace in traces if trace["device"] == device]
+        mine = with_call_counts([Trace(**trace["trace"]) for trace in traces if trace["device"] == device])
         for floor, suffix in ((None, ""), (args.min_accuracy, "_working")):
             truth = true_front(table, f"{device}_latency_ms", min_accuracy=floor)
             report.append(summary(device, truth, mine, budgets))
@@ -137,13 +137,19 @@ def run_all(variants: list[Variant], devices: list[str], budgets: list[int], arg
         backend.close()
 
 
+def with_call_counts(traces: list[Trace]) -> list[Trace]:
+    """`traces`, each LLM run written before traces held `calls_by_query` given it from its run's store
+    (when the run directory is still there)."""
+    for trace in traces:
+        if trace.llm_calls and not trace.calls_by_query and Path(trace.run_dir).exists():
+            trace.calls_by_query = calls_by_query(trace.run_dir)
+    return traces
+
+
 def summary(device: str, truth: TrueFront, traces: list[Trace], budgets: list[int]) -> str:
     """The table of one device: per strategy and budget, HV fraction, IGD and true-front points over seeds.
     An LLM strategy also gets a row at LLM_CALLS calls (each seed at the candidates it had by then), and
     every strategy one at the mean of those candidate counts (equal candidates)."""
-    for trace in traces:
-        if trace.llm_calls and not trace.calls_by_query and Path(trace.run_dir).exists():
-            trace.calls_by_query = calls_by_query(trace.run_dir)  # a trace written before the field existed
     at_calls = [trace.queries_within(LLM_CALLS) for trace in traces if trace.llm_calls]
     equal = round(statistics.fmean(at_calls)) if at_calls else None
     lines = [

@@ -183,7 +183,7 @@ def test_each_query_knows_the_llm_calls_made_before_it_and_the_table_has_a_row_a
     baseline = run_variant(Variant.parse("random"), benchmark=NB201, budget=20, seed=0, root=tmp_path,
                            extra={"objectives": OBJECTIVES})  # fmt: skip
     old = Trace(**{**trace.__dict__, "calls_by_query": []})  # written before the field existed: read from the store
-    text = module.summary("edgegpu", truth, [old, baseline], [20])
+    text = module.summary("edgegpu", truth, module.with_call_counts([old, baseline]), [20])
     equal = trace.queries_within(within)
     assert f"had {equal} candidates" in text and f"equal candidates for the others: {equal}" in text
     rows = {(parts[0], int(parts[1])) for parts in (line.rsplit(None, 10) for line in text.splitlines()[3:])}

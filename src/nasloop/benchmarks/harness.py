@@ -195,17 +195,29 @@ def run_variant(
     with RunStore(RunDir(run_dir).store_path, readonly=True) as store:
         records = store.candidates()
         totals = store.llm_totals()
+        made = [call.created for call in store.llm_calls()]
     best_val, best_test, duplicates = trace_of(records)
-    searched = [record for record in sorted(records, key=lambda candidate: candidate.id)
-                if record.purpose is Purpose.SEARCH]  # fmt: skip
+    searched = _searched(records)
     points = [_point(record) for record in searched]
     return Trace(
         variant=variant.label, seed=seed, best_val=best_val, best_test=best_test, duplicates=duplicates,
         queries=len(best_test), llm_tokens=totals["prompt_tokens"] + totals["completion_tokens"],
         llm_seconds=totals["latency_s"], wall_seconds=wall, run_dir=str(run_dir), points=points,
         architectures=[record.architecture or "" for record in searched], llm_calls=int(totals["calls"]),
-        calls_by_query=calls_by_query(run_dir),
+        calls_by_query=_calls_made_by(searched, made),
     )  # fmt: skip
+
+
+def _searched(records: Sequence[CandidateRecord]) -> list[CandidateRecord]:
+    """The run's search queries, in the order they were stored."""
+    return [record for record in sorted(records, key=lambda candidate: candidate.id)
+            if record.purpose is Purpose.SEARCH]  # fmt: skip
+
+
+def _calls_made_by(searched: Sequence[CandidateRecord], made: Sequence[float]) -> list[int]:
+    """For each of `searched`, the LLM calls (stored at the times `made`) before it was stored."""
+    ordered = sorted(made)
+    return [bisect.bisect_right(ordered, record.created) for record in searched]
 
 
 def calls_by_query(run_dir: Path | str) -> list[int]:
@@ -214,10 +226,7 @@ def calls_by_query(run_dir: Path | str) -> list[int]:
     from nasloop.store import RunDir, RunStore
 
     with RunStore(RunDir(Path(run_dir)).store_path, readonly=True) as store:
-        made = sorted(call.created for call in store.llm_calls())
-        searched = sorted((record for record in store.candidates() if record.purpose is Purpose.SEARCH),
-                          key=lambda record: record.id)  # fmt: skip
-    return [bisect.bisect_right(made, record.created) for record in searched]
+        return _calls_made_by(_searched(store.candidates()), [call.created for call in store.llm_calls()])
 
 
 def _start_or_resume(config: SearchConfig, run_dir: Path, backend: LLMBackend | None) -> Search:
