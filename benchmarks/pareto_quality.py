@@ -8,7 +8,9 @@ the true front of the whole space (every cell's test accuracy and latency):
 - HV as a fraction of the true front's HV, both normalised by the true front's ideal and nadir, with the
   reference point (1.1, 1.1) in that normalised space;
 - IGD from the true front to the run's front (same normalisation; lower is better);
-- the number of the true front's networks the run queried.
+- the number of the true front's networks the run queried;
+- LLM calls made, and fallbacks: queries the strategy picked itself (a random mutation or crossover in
+  the niche) because the LLM's answer was rejected again when asked once more.
 
 A run's front is the non-dominated set of its candidates by validation accuracy and latency (what the
 search could pick), placed at their test accuracy (selection on validation, reporting on test). An LLM
@@ -44,8 +46,8 @@ from nasloop.benchmarks.harness import (
     Trace,
     TrueFront,
     Variant,
-    calls_by_query,
     front_score,
+    query_history,
     run_variant,
     true_front,
 )
@@ -86,7 +88,7 @@ def main() -> int:
     traces = read_entries(traces_file)
     report = []
     for device in devices:
-        mine = with_call_counts([Trace(**trace["trace"]) for trace in traces if trace["device"] == device])
+        mine = with_history([Trace(**trace["trace"]) for trace in traces if trace["device"] == device])
         for floor, suffix in ((None, ""), (args.min_accuracy, "_working")):
             truth = true_front(table, f"{device}_latency_ms", min_accuracy=floor)
             report.append(summary(device, truth, mine, budgets))
@@ -137,12 +139,12 @@ def run_all(variants: list[Variant], devices: list[str], budgets: list[int], arg
         backend.close()
 
 
-def with_call_counts(traces: list[Trace]) -> list[Trace]:
-    """`traces`, each LLM run written before traces held `calls_by_query` given it from its run's store
-    (when the run directory is still there)."""
+def with_history(traces: list[Trace]) -> list[Trace]:
+    """`traces`, each LLM run written before traces held `calls_by_query` and `fallbacks` given them from
+    its run's store (when the run directory is still there)."""
     for trace in traces:
-        if trace.llm_calls and not trace.calls_by_query and Path(trace.run_dir).exists():
-            trace.calls_by_query = calls_by_query(trace.run_dir)
+        if trace.llm_calls and not (trace.calls_by_query and trace.fallbacks) and Path(trace.run_dir).exists():
+            trace.calls_by_query, trace.fallbacks = query_history(trace.run_dir)
     return traces
 
 
@@ -163,7 +165,7 @@ def summary(device: str, truth: TrueFront, traces: list[Trace], budgets: list[in
                      f"(rows '@{LLM_CALLS} calls'); equal candidates for the others: {equal}")  # fmt: skip
     width = max([44, *(len(trace.variant) + len(f" @{LLM_CALLS} calls") for trace in traces)])
     lines.append(f"{'strategy':<{width}} {'N':>4} {'seeds':>5} {'HV / true HV':>16} {'IGD':>15} {'true pts':>9} "
-                 f"{'LLM calls':>9}")  # fmt: skip
+                 f"{'LLM calls':>9} {'fallbacks':>9}")  # fmt: skip
     by_variant: dict[str, list[Trace]] = {}
     for trace in traces:
         by_variant.setdefault(trace.variant, []).append(trace)
@@ -180,9 +182,10 @@ def summary(device: str, truth: TrueFront, traces: list[Trace], budgets: list[in
             igd = [score.igd for score in scores if score.igd is not None]
             found = statistics.fmean(score.true_points_found for score in scores)
             calls = statistics.fmean(_calls_at(run, size) for run, size in zip(runs, sizes, strict=True))
+            fallbacks = statistics.fmean(sum(run.fallbacks[:size]) for run, size in zip(runs, sizes, strict=True))
             lines.append(
                 f"{label:<{width}} {round(statistics.fmean(sizes)):>4} {len(runs):>5} {_mean_std(hv):>16} "
-                f"{_mean_std(igd):>15} {found:>9.1f} {calls:>9.0f}"
+                f"{_mean_std(igd):>15} {found:>9.1f} {calls:>9.0f} {fallbacks:>9.1f}"
             )
     return "\n".join(lines)
 

@@ -182,9 +182,14 @@ def test_each_query_knows_the_llm_calls_made_before_it_and_the_table_has_a_row_a
     truth = true_front(benchmarks.get("nb201")().load("cifar10"), "edgegpu_latency_ms")
     baseline = run_variant(Variant.parse("random"), benchmark=NB201, budget=20, seed=0, root=tmp_path,
                            extra={"objectives": OBJECTIVES})  # fmt: skip
-    old = Trace(**{**trace.__dict__, "calls_by_query": []})  # written before the field existed: read from the store
-    text = module.summary("edgegpu", truth, module.with_call_counts([old, baseline]), [20])
+    assert trace.fallbacks == [False] * 6 + [True] * 6  # six random cells, then no answer is a cell
+    assert baseline.fallbacks == [False] * 20
+    old = Trace(**{**trace.__dict__, "calls_by_query": [], "fallbacks": []})  # written before the fields existed
+    text = module.summary("edgegpu", truth, module.with_history([old, baseline]), [20])
     equal = trace.queries_within(within)
     assert f"had {equal} candidates" in text and f"equal candidates for the others: {equal}" in text
-    rows = {(parts[0], int(parts[1])) for parts in (line.rsplit(None, 10) for line in text.splitlines()[3:])}
+    rows = {(parts[0], int(parts[1])): float(parts[-1])
+            for parts in (line.rsplit(None, 11) for line in text.splitlines()[3:])}  # fmt: skip
     assert (f"niche-pareto @{within} calls", equal) in rows and ("random", equal) in rows and ("random", 20) in rows
+    assert rows[("niche-pareto", 12)] == 6 and rows[(f"niche-pareto @{within} calls", equal)] == equal - 6
+    assert rows[("random", 20)] == 0

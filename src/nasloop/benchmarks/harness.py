@@ -111,6 +111,7 @@ class Trace:
     architectures: list[str] = field(default_factory=list)  # each query's network
     llm_calls: int = 0
     calls_by_query: list[int] = field(default_factory=list)  # LLM calls made when each query was stored
+    fallbacks: list[bool] = field(default_factory=list)  # each query: the strategy's own pick for a rejected answer
 
     def queries_within(self, calls: int) -> int:
         """The queries the run had stored when it had made `calls` LLM calls (all of them if it made fewer)."""
@@ -204,7 +205,7 @@ def run_variant(
         queries=len(best_test), llm_tokens=totals["prompt_tokens"] + totals["completion_tokens"],
         llm_seconds=totals["latency_s"], wall_seconds=wall, run_dir=str(run_dir), points=points,
         architectures=[record.architecture or "" for record in searched], llm_calls=int(totals["calls"]),
-        calls_by_query=_calls_made_by(searched, made),
+        calls_by_query=_calls_made_by(searched, made), fallbacks=[_fell_back(record) for record in searched],
     )  # fmt: skip
 
 
@@ -220,13 +221,21 @@ def _calls_made_by(searched: Sequence[CandidateRecord], made: Sequence[float]) -
     return [bisect.bisect_right(ordered, record.created) for record in searched]
 
 
-def calls_by_query(run_dir: Path | str) -> list[int]:
-    """For each search query of the run in `run_dir`, in order, the LLM calls it had made when the query
-    was stored (the calls that led to it included), read from its store."""
+def _fell_back(record: CandidateRecord) -> bool:
+    """Whether the strategy stored this query in place of an LLM answer it rejected (its notes say why)."""
+    return "fallback" in record.notes
+
+
+def query_history(run_dir: Path | str) -> tuple[list[int], list[bool]]:
+    """For each search query of the run in `run_dir`, in order, read from its store: the LLM calls it had
+    made when the query was stored (the calls that led to it included), and whether the query was the
+    strategy's fallback for a rejected LLM answer."""
     from nasloop.store import RunDir, RunStore
 
     with RunStore(RunDir(Path(run_dir)).store_path, readonly=True) as store:
-        return _calls_made_by(_searched(store.candidates()), [call.created for call in store.llm_calls()])
+        searched = _searched(store.candidates())
+        made = [call.created for call in store.llm_calls()]
+    return _calls_made_by(searched, made), [_fell_back(record) for record in searched]
 
 
 def _start_or_resume(config: SearchConfig, run_dir: Path, backend: LLMBackend | None) -> Search:
