@@ -182,10 +182,11 @@ def summary(device: str, truth: TrueFront, traces: list[Trace], budgets: list[in
             igd = [score.igd for score in scores if score.igd is not None]
             found = statistics.fmean(score.true_points_found for score in scores)
             calls = statistics.fmean(_calls_at(run, size) for run, size in zip(runs, sizes, strict=True))
+            known = all(run.fallbacks or not run.llm_calls for run in runs)  # an old trace whose store is gone
             fallbacks = statistics.fmean(sum(run.fallbacks[:size]) for run, size in zip(runs, sizes, strict=True))
             lines.append(
                 f"{label:<{width}} {round(statistics.fmean(sizes)):>4} {len(runs):>5} {_mean_std(hv):>16} "
-                f"{_mean_std(igd):>15} {found:>9.1f} {calls:>9.0f} {fallbacks:>9.1f}"
+                f"{_mean_std(igd):>15} {found:>9.1f} {calls:>9.0f} {f'{fallbacks:.1f}' if known else '-':>9}"
             )
     return "\n".join(lines)
 

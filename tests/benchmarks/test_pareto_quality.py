@@ -193,3 +193,5 @@ def test_each_query_knows_the_llm_calls_made_before_it_and_the_table_has_a_row_a
     assert (f"niche-pareto @{within} calls", equal) in rows and ("random", equal) in rows and ("random", 20) in rows
     assert rows[("niche-pareto", 12)] == 6 and rows[(f"niche-pareto @{within} calls", equal)] == equal - 6
     assert rows[("random", 20)] == 0
+    gone = Trace(**{**trace.__dict__, "fallbacks": [], "run_dir": str(tmp_path / "removed")})  # unknown, not 0
+    assert all(line.endswith(" -") for line in module.summary("edgegpu", truth, [gone], [20]).splitlines()[3:])

@@ -200,12 +200,13 @@ def run_variant(
     best_val, best_test, duplicates = trace_of(records)
     searched = _searched(records)
     points = [_point(record) for record in searched]
+    made_by, fallbacks = _history(searched, made)
     return Trace(
         variant=variant.label, seed=seed, best_val=best_val, best_test=best_test, duplicates=duplicates,
         queries=len(best_test), llm_tokens=totals["prompt_tokens"] + totals["completion_tokens"],
         llm_seconds=totals["latency_s"], wall_seconds=wall, run_dir=str(run_dir), points=points,
         architectures=[record.architecture or "" for record in searched], llm_calls=int(totals["calls"]),
-        calls_by_query=_calls_made_by(searched, made), fallbacks=[_fell_back(record) for record in searched],
+        calls_by_query=made_by, fallbacks=fallbacks,
     )  # fmt: skip
 
 
@@ -215,15 +216,12 @@ def _searched(records: Sequence[CandidateRecord]) -> list[CandidateRecord]:
             if record.purpose is Purpose.SEARCH]  # fmt: skip
 
 
-def _calls_made_by(searched: Sequence[CandidateRecord], made: Sequence[float]) -> list[int]:
-    """For each of `searched`, the LLM calls (stored at the times `made`) before it was stored."""
+def _history(searched: Sequence[CandidateRecord], made: Sequence[float]) -> tuple[list[int], list[bool]]:
+    """For each of `searched`: the LLM calls (stored at the times `made`) before it was stored, and whether
+    the strategy stored it in place of an LLM answer it rejected (its notes say why)."""
     ordered = sorted(made)
-    return [bisect.bisect_right(ordered, record.created) for record in searched]
-
-
-def _fell_back(record: CandidateRecord) -> bool:
-    """Whether the strategy stored this query in place of an LLM answer it rejected (its notes say why)."""
-    return "fallback" in record.notes
+    return ([bisect.bisect_right(ordered, record.created) for record in searched],
+            ["fallback" in record.notes for record in searched])  # fmt: skip
 
 
 def query_history(run_dir: Path | str) -> tuple[list[int], list[bool]]:
@@ -235,7 +233,7 @@ def query_history(run_dir: Path | str) -> tuple[list[int], list[bool]]:
     with RunStore(RunDir(Path(run_dir)).store_path, readonly=True) as store:
         searched = _searched(store.candidates())
         made = [call.created for call in store.llm_calls()]
-    return _calls_made_by(searched, made), [_fell_back(record) for record in searched]
+    return _history(searched, made)
 
 
 def _start_or_resume(config: SearchConfig, run_dir: Path, backend: LLMBackend | None) -> Search:
