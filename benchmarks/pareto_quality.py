@@ -72,6 +72,9 @@ def main() -> int:
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar and candidate lines on stderr for the LLM runs"
+    )
     parser.add_argument("--min-accuracy", type=float, default=0.5,
                         help="the second table of each device: only networks above this accuracy (test for the "
                              "true front, validation for a run's)")  # fmt: skip
@@ -129,7 +132,7 @@ def run_all(variants: list[Variant], devices: list[str], budgets: list[int], arg
                 trace = run_variant(
                     variant, benchmark={"name": "nb201", "dataset": "cifar10"}, budget=budget, seed=seed,
                     root=args.out / "runs" / device, backend=backend, llm=llm if variant.uses_llm else None,
-                    extra={"objectives": objectives},
+                    extra={"objectives": objectives}, progress=variant.uses_llm and not args.quiet,
                 )  # fmt: skip
                 with traces_file.open("a") as handle:
                     handle.write(json.dumps({"device": device, "trace": trace.__dict__}) + "\n")

@@ -56,6 +56,9 @@ def main() -> int:
     parser.add_argument("--threshold", type=float, help="test accuracy (fraction); default REA's mean at 50")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--report-only", action="store_true", help="summarise the traces in --out only")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar and candidate lines on stderr for the LLM runs"
+    )
     args = parser.parse_args()
 
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}", flush=True)
@@ -113,6 +116,7 @@ def run_all(variants: list[Variant], args: argparse.Namespace, budgets: list[int
                 variant, benchmark=spec, budget=budget, seed=seed, root=args.out / "runs",
                 backend=backend, llm=llm if variant.uses_llm else None, fitness=args.fitness,
                 extra={"objectives": [f"{args.fitness}:max"]},  # one objective (niche-pareto reads it)
+                progress=variant.uses_llm and not args.quiet,
             )  # fmt: skip
             with traces_file.open("a") as handle:
                 handle.write(json.dumps(trace.__dict__) + "\n")

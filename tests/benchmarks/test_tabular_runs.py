@@ -168,6 +168,21 @@ def test_the_harness_writes_its_table_and_plot_with_the_scripted_llm(tmp_path):
     assert "llm-history" in (tmp_path / "out" / "search_quality.txt").read_text()
 
 
+def test_a_harness_run_shows_its_progress_on_stderr_only_when_asked(tmp_path, capsys):
+    space = spaces.get("nb201")()
+    rng = random.Random(0)
+    backend = ScriptedBackend(answers=lambda messages: json.dumps({"architecture": space.sample(rng)}))
+    variant = Variant.parse("llm-history")
+    run_variant(variant, benchmark=NB201, budget=4, seed=0, root=tmp_path / "quiet", backend=backend)
+    assert capsys.readouterr().err == ""
+    trace = run_variant(variant, benchmark=NB201, budget=4, seed=0, root=tmp_path / "shown", backend=backend,
+                        progress=True)  # fmt: skip
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("#")]
+    assert len(lines) == 4 and all(architecture in err for architecture in trace.architectures)
+    assert "llm-history" in err and "4/4" in err  # the bar: the strategy and the budget done
+
+
 @pytest.mark.parametrize("fallback", [True, False])
 def test_llm_history_turns_a_repeated_answer_into_an_unseen_neighbour_of_it(tmp_path, fallback):
     space = spaces.get("nb201")()

@@ -168,9 +168,11 @@ def run_variant(
     llm: dict[str, Any] | None = None,
     fitness: str = "val_acc",
     extra: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> Trace:
     """One search of `variant` on the benchmark with `budget` queries; its trace (`extra`: more config
-    keys, e.g. `objectives` for a multi-objective search)."""
+    keys, e.g. `objectives` for a multi-objective search; `progress`: the search's bar and one line per
+    candidate on stderr, for runs that take minutes)."""
     from nasloop.config import build_config
 
     data: dict[str, Any] = {
@@ -185,7 +187,8 @@ def run_variant(
     }
     run_dir = root / f"{_slug(variant.label)}-seed{seed}"
     started = time.perf_counter()
-    engine = _start_or_resume(build_config(data), run_dir, backend=backend if variant.uses_llm else None)
+    engine = _start_or_resume(build_config(data), run_dir, backend=backend if variant.uses_llm else None,
+                              progress=progress)  # fmt: skip
     try:
         engine.run()
     finally:
@@ -236,7 +239,7 @@ def query_history(run_dir: Path | str) -> tuple[list[int], list[bool]]:
     return _history(searched, made)
 
 
-def _start_or_resume(config: SearchConfig, run_dir: Path, backend: LLMBackend | None) -> Search:
+def _start_or_resume(config: SearchConfig, run_dir: Path, backend: LLMBackend | None, progress: bool) -> Search:
     """A new run in `run_dir`, or the interrupted one there continued when it was started with the same
     config (a harness killed halfway loses nothing); a different run there is an error naming it. Both
     configs are resolved by this code, so an option added since, at its default, is no difference."""
@@ -247,13 +250,13 @@ def _start_or_resume(config: SearchConfig, run_dir: Path, backend: LLMBackend | 
 
     layout = RunDir(run_dir)
     if not layout.exists():
-        return Search.start(config, run_dir, backend=backend, progress=False)
+        return Search.start(config, run_dir, backend=backend, progress=progress)
     wanted = resolve_config(config).model_copy(update={"run_dir": str(layout.root)})
     if dump_config(resolve_config(load_config(layout.config_path))) != dump_config(wanted):
         raise FileExistsError(
             f"{run_dir} holds a run with a different config: remove it or give the harness another --out"
         )
-    return Search.resume(run_dir, backend=backend, progress=False)
+    return Search.resume(run_dir, backend=backend, progress=progress)
 
 
 def _point(record: CandidateRecord) -> dict[str, float]:
@@ -408,13 +411,16 @@ def run_grid(
     llm: dict[str, Any] | None = None,
     fitness: str = "val_acc",
     on_trace: Callable[[Trace], None] | None = None,
+    progress: bool = False,
 ) -> list[Trace]:
-    """Every variant over its seeds, each run at its largest budget."""
+    """Every variant over its seeds, each run at its largest budget (`progress`: shown for the runs that
+    call the LLM)."""
     traces = []
     for variant in variants:
         for seed in seeds_of(variant):
             trace = run_variant(variant, benchmark=benchmark, budget=budget_of(variant), seed=seed, root=root,
-                                backend=backend, llm=llm, fitness=fitness)  # fmt: skip
+                                backend=backend, llm=llm, fitness=fitness,
+                                progress=progress and variant.uses_llm)  # fmt: skip
             traces.append(trace)
             if on_trace is not None:
                 on_trace(trace)
