@@ -411,16 +411,13 @@ def run_grid(
     llm: dict[str, Any] | None = None,
     fitness: str = "val_acc",
     on_trace: Callable[[Trace], None] | None = None,
-    progress: bool = False,
 ) -> list[Trace]:
-    """Every variant over its seeds, each run at its largest budget (`progress`: shown for the runs that
-    call the LLM)."""
+    """Every variant over its seeds, each run at its largest budget."""
     traces = []
     for variant in variants:
         for seed in seeds_of(variant):
             trace = run_variant(variant, benchmark=benchmark, budget=budget_of(variant), seed=seed, root=root,
-                                backend=backend, llm=llm, fitness=fitness,
-                                progress=progress and variant.uses_llm)  # fmt: skip
+                                backend=backend, llm=llm, fitness=fitness)  # fmt: skip
             traces.append(trace)
             if on_trace is not None:
                 on_trace(trace)
