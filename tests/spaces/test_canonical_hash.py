@@ -203,3 +203,28 @@ def test_scopes_classes_and_closures_are_renamed_consistently() -> None:
     assert canonical_code(first) == canonical_code(second)
     assert canonical_hash(first) != canonical_hash(first.replace("expansion = 4", "expansion = 2"))
     assert canonical_hash(first) != canonical_hash(first.replace("value * 2", "value * 3"))
+
+
+def test_a_value_returned_through_a_local_name_reads_as_returned_directly() -> None:
+    # The engine's missing-return repair appends `return x` after `x = self.head(x)`: that network is the
+    # one whose forward ends in `return self.head(x)`.
+    through_a_name = ORIGINAL.replace("        return self.head(x)", "        x = self.head(x)\n        return x")
+    assert through_a_name != ORIGINAL
+    assert canonical_hash(through_a_name) == canonical_hash(ORIGINAL)
+    in_a_branch = "def f(a):\n    if a:\n        b = a + 1\n        return b\n    return a\n"
+    assert canonical_hash(in_a_branch) == canonical_hash("def f(a):\n    if a:\n        return a + 1\n    return a\n")
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "def f(a):\n    b = a + 1\n    c = b\n    return b\n",  # the assignment before the return is another name's
+        "def f(a):\n    global b\n    b = a + 1\n    return b\n",  # the assignment outlives the return
+        "def f(a):\n    g = lambda: b\n    b = a + 1\n    return b\n",  # a closure reads the name
+        "def f(a):\n    b = c = a + 1\n    return b\n",  # two targets
+        "def f(a):\n    a.b = a + 1\n    return a.b\n",  # an attribute, not a local
+    ],
+)
+def test_assignments_that_can_be_seen_after_the_return_are_kept(code: str) -> None:
+    assert canonical_code(code).count("return") == 1
+    assert " = " in canonical_code(code).split("return")[0]

@@ -522,6 +522,35 @@ def test_a_forward_that_drops_its_logits_gets_a_return():
     assert size_fix(unterminated, failure)[0] == unterminated + "\n        return x\n"
 
 
+class LogitsExecutor(ForwardingExecutor):
+    """ForwardingExecutor that also fails code whose forward returns no logits, as the evaluator words it."""
+
+    def submit(self, job, on_progress=None):
+        failure = logits_failure(job.code) if forward_failure(job.code) is None else None
+        if failure is None:
+            return super().submit(job)
+        self.jobs.append(job)
+        future: Future[EvalResult] = Future()
+        future.set_result(EvalResult(State.FAILED, failure=failure, stage="forward"))
+        return future
+
+
+def test_a_return_added_to_an_edit_that_only_dropped_it_gives_the_parent_back_untrained(tmp_path):
+    # The README main job's 1.5B turned `return self.fc2(...)` into `x = self.fc2(...)` and nothing else; the
+    # added `return x` makes the parent again, which is recorded as its duplicate rather than trained twice.
+    working = LOGITS_DROPPED.replace("        x = self.fc2(", "        return self.fc2(")
+    assert logits_failure(working) is None
+    executor = LogitsExecutor()
+    engine, _, _ = search(tmp_path, "feedback-memory", [working, LOGITS_DROPPED], iterations=3, executor=executor)
+    parent, dropped, repair = engine.history[:3]
+    assert parent.state is State.COMPLETE and dropped.state is State.FAILED
+    assert repair.purpose is Purpose.REPAIR and repair.notes["size_fix"].startswith("`return x` added")
+    assert repair.state is State.DUPLICATE and repair.duplicate_of == parent.id
+    assert repair.code != parent.code
+    assert [job.code for job in executor.jobs].count(parent.code) == 1
+    assert repair.code not in [job.code for job in executor.jobs]
+
+
 def test_a_forward_with_a_return_or_ending_otherwise_gets_no_added_return():
     conv2 = "        x = self.pool(F.relu(self.conv2(x)))\n"
     early_return = LOGITS_DROPPED.replace(conv2, "        if x is None:\n            return x\n")

@@ -41,13 +41,18 @@ def canonical_code(code: str) -> str:
       so each function is numbered on its own; module-level helpers and constants `_n0`, ...; attributes
       the code defines (assigned on an object, methods, class attributes) `_a0`, ...; keyword arguments
       of calls to the code's own functions and classes follow their parameters;
-    - `KEPT_NAMES` and dunder names keep their names.
+    - `KEPT_NAMES` and dunder names keep their names;
+    - a value assigned to a local name and returned by the next statement is returned directly, so
+      `x = self.fc(x)` then `return x` reads as `return self.fc(x)` (not for a name declared global or
+      nonlocal, or read by a nested function, where the assignment can be seen after the return).
     Code that does not parse is reduced to its whitespace-separated words.
     """
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):  # ValueError: source with null bytes
         return "unparsable:" + " ".join(code.split())
+    for function in [node for node in ast.walk(tree) if isinstance(node, _Function)]:
+        _return_directly(function)
     inventory = _Inventory()
     inventory.visit(tree)
     tree = _Normaliser(inventory).visit(tree)
@@ -58,6 +63,51 @@ def arch_hash(space_name: str, arch: str) -> str:
     """SHA-256 hex digest of a structured-space point: the space's name and its canonical string."""
     space = spaces.get(space_name)()
     return _digest(f"{space_name}:{space.canonical(arch)}")
+
+
+def _return_directly(function: _Function) -> None:
+    """Fold `name = value` followed by `return name` into `return value` in every statement list of
+    `function`'s own body (nested functions are folded on their own)."""
+    shared = _shared_names(function)
+    for node in (function, *_scope_nodes(function.body)):
+        if node is not function and isinstance(node, _NEW_SCOPES):
+            continue
+        for field_name in ("body", "orelse", "finalbody"):
+            statements = getattr(node, field_name, None)
+            if isinstance(statements, list) and statements and isinstance(statements[0], ast.stmt):
+                setattr(node, field_name, _folded(statements, shared))
+
+
+def _folded(statements: list[ast.stmt], shared: set[str]) -> list[ast.stmt]:
+    folded: list[ast.stmt] = []
+    for statement in statements:
+        previous = folded[-1] if folded else None
+        if (
+            isinstance(statement, ast.Return)
+            and isinstance(statement.value, ast.Name)
+            and isinstance(previous, ast.Assign)
+            and len(previous.targets) == 1
+            and isinstance(previous.targets[0], ast.Name)
+            and previous.targets[0].id == statement.value.id
+            and statement.value.id not in shared
+        ):
+            folded[-1] = ast.copy_location(ast.Return(value=previous.value), previous)
+        else:
+            folded.append(statement)
+    return folded
+
+
+def _shared_names(function: _Function) -> set[str]:
+    """Names whose assignment can outlive a return: declared global or nonlocal, or read by a nested
+    function, lambda or class."""
+    shared: set[str] = set()
+    for node in _scope_nodes(function.body):
+        if isinstance(node, ast.Global | ast.Nonlocal):
+            shared.update(node.names)
+    for child in ast.walk(function):
+        if child is not function and isinstance(child, _NEW_SCOPES):
+            shared.update(name.id for name in ast.walk(child) if isinstance(name, ast.Name))
+    return shared
 
 
 def _digest(text: str) -> str:
