@@ -237,13 +237,16 @@ class ForwardingExecutor(FakeExecutor):
     """FakeExecutor scores, except that code whose forward pass fails gets the evaluator's real message."""
 
     def submit(self, job, on_progress=None):
-        failure = forward_failure(job.code)
+        failure = self.failure(job.code)
         if failure is None:
             return super().submit(job)
         self.jobs.append(job)
         future: Future[EvalResult] = Future()
         future.set_result(EvalResult(State.FAILED, failure=failure, stage="forward"))
         return future
+
+    def failure(self, code: str) -> Failure | None:
+        return forward_failure(code)
 
 
 class HoldingExecutor(ForwardingExecutor):
@@ -525,14 +528,8 @@ def test_a_forward_that_drops_its_logits_gets_a_return():
 class LogitsExecutor(ForwardingExecutor):
     """ForwardingExecutor that also fails code whose forward returns no logits, as the evaluator words it."""
 
-    def submit(self, job, on_progress=None):
-        failure = logits_failure(job.code) if forward_failure(job.code) is None else None
-        if failure is None:
-            return super().submit(job)
-        self.jobs.append(job)
-        future: Future[EvalResult] = Future()
-        future.set_result(EvalResult(State.FAILED, failure=failure, stage="forward"))
-        return future
+    def failure(self, code: str) -> Failure | None:
+        return forward_failure(code) or logits_failure(code)
 
 
 def test_a_return_added_to_an_edit_that_only_dropped_it_gives_the_parent_back_untrained(tmp_path):
