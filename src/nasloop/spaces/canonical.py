@@ -74,7 +74,7 @@ def _return_directly(function: _Function) -> None:
             continue
         for field_name in ("body", "orelse", "finalbody"):
             statements = getattr(node, field_name, None)
-            if isinstance(statements, list) and statements and isinstance(statements[0], ast.stmt):
+            if isinstance(statements, list):  # an IfExp's body and orelse are expressions
                 setattr(node, field_name, _folded(statements, shared))
 
 
@@ -104,9 +104,8 @@ def _shared_names(function: _Function) -> set[str]:
     for node in _scope_nodes(function.body):
         if isinstance(node, ast.Global | ast.Nonlocal):
             shared.update(node.names)
-    for child in ast.walk(function):
-        if child is not function and isinstance(child, _NEW_SCOPES):
-            shared.update(name.id for name in ast.walk(child) if isinstance(name, ast.Name))
+        elif isinstance(node, _NEW_SCOPES):  # walked once, deeper definitions included
+            shared.update(name.id for name in ast.walk(node) if isinstance(name, ast.Name))
     return shared
 
 
